@@ -1,0 +1,258 @@
+"""Elementwise primitives. Binary ones broadcast; their VJPs sum back with `unbroadcast`.
+
+Every constant in a VJP is a Python float, never a NumPy float64 scalar, so float32 inputs
+give float32 gradients.
+"""
+
+import math
+
+from autograd.backend import array_module
+from autograd.backend import erf as _erf
+from autograd.primitive import primitive, unbroadcast
+
+
+def _shape(v):
+    return getattr(v, "shape", ())
+
+
+def _check_broadcast(name, x, y):
+    """Shape errors name the op and both shapes (NumPy's message names neither op)."""
+    sx, sy = _shape(x), _shape(y)
+    for a, b in zip(reversed(sx), reversed(sy)):
+        if a != b and a != 1 and b != 1:
+            raise ValueError(f"{name}: shapes {sx} and {sy} do not broadcast")
+
+
+@primitive
+def add(x, y):
+    _check_broadcast("add", x, y)
+    return x + y
+
+
+@add.defvjp
+def add_vjp(g, out, x, y):
+    return unbroadcast(g, _shape(x)), unbroadcast(g, _shape(y))
+
+
+@primitive
+def sub(x, y):
+    _check_broadcast("sub", x, y)
+    return x - y
+
+
+@sub.defvjp
+def sub_vjp(g, out, x, y):
+    return unbroadcast(g, _shape(x)), unbroadcast(-g, _shape(y))
+
+
+@primitive
+def mul(x, y):
+    _check_broadcast("mul", x, y)
+    return x * y
+
+
+@mul.defvjp
+def mul_vjp(g, out, x, y):
+    return unbroadcast(g * y, _shape(x)), unbroadcast(g * x, _shape(y))
+
+
+@primitive
+def div(x, y):
+    _check_broadcast("div", x, y)
+    return x / y
+
+
+@div.defvjp
+def div_vjp(g, out, x, y):
+    # d(x/y)/dx = 1/y ; d(x/y)/dy = -x/y^2 = -out/y
+    gx = g / y
+    return unbroadcast(gx, _shape(x)), unbroadcast(-gx * out, _shape(y))
+
+
+@primitive
+def neg(x):
+    return -x
+
+
+@neg.defvjp
+def neg_vjp(g, out, x):
+    return (-g,)
+
+
+@primitive
+def pow(x, y):
+    """x ** y. The gradient with respect to y needs x > 0 (it is taken as 0 elsewhere)."""
+    _check_broadcast("pow", x, y)
+    return x**y
+
+
+@pow.defvjp
+def pow_vjp(g, out, x, y):
+    xp = array_module(out)
+    # d(x^y)/dx = y x^(y-1);  d(x^y)/dy = x^y log x
+    gx = g * y * x ** (y - 1)
+    if _shape(y) == () and not hasattr(y, "dtype"):  # a Python number: no gradient needed
+        return unbroadcast(gx, _shape(x)), None
+    if not hasattr(x, "dtype"):  # a Python number raised to a Tensor power
+        gy = g * out * math.log(x) if x > 0 else g * 0
+    else:
+        positive = x > 0
+        gy = xp.where(positive, g * out * xp.log(xp.where(positive, x, 1)), 0)
+    return unbroadcast(gx, _shape(x)), unbroadcast(gy, _shape(y))
+
+
+@primitive
+def exp(x):
+    return array_module(x).exp(x)
+
+
+@exp.defvjp
+def exp_vjp(g, out, x):
+    return (g * out,)
+
+
+@primitive
+def log(x):
+    return array_module(x).log(x)
+
+
+@log.defvjp
+def log_vjp(g, out, x):
+    return (g / x,)
+
+
+@primitive
+def sqrt(x):
+    return array_module(x).sqrt(x)
+
+
+@sqrt.defvjp
+def sqrt_vjp(g, out, x):
+    return (g * 0.5 / out,)
+
+
+@primitive
+def tanh(x):
+    return array_module(x).tanh(x)
+
+
+@tanh.defvjp
+def tanh_vjp(g, out, x):
+    return (g * (1 - out * out),)
+
+
+@primitive
+def sigmoid(x):
+    # 1 / (1 + e^-x) written through tanh, which never overflows for large |x|
+    return 0.5 * (array_module(x).tanh(0.5 * x) + 1)
+
+
+@sigmoid.defvjp
+def sigmoid_vjp(g, out, x):
+    return (g * out * (1 - out),)
+
+
+@primitive
+def relu(x):
+    return array_module(x).maximum(x, 0)
+
+
+@relu.defvjp
+def relu_vjp(g, out, x):
+    return (g * (x > 0),)
+
+
+@primitive
+def erf(x):
+    return _erf(x)
+
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+
+@erf.defvjp
+def erf_vjp(g, out, x):
+    # d erf(x)/dx = 2/sqrt(pi) * exp(-x^2)
+    return (g * _TWO_OVER_SQRT_PI * array_module(x).exp(-x * x),)
+
+
+@primitive
+def abs(x):
+    return array_module(x).abs(x)
+
+
+@abs.defvjp
+def abs_vjp(g, out, x):
+    return (g * array_module(x).sign(x),)  # 0 at x == 0, as in PyTorch
+
+
+@primitive
+def maximum(x, y):
+    _check_broadcast("maximum", x, y)
+    return array_module(x, y).maximum(x, y)
+
+
+@maximum.defvjp
+def maximum_vjp(g, out, x, y):
+    # Ties split the gradient evenly between the two inputs, as PyTorch does.
+    xp = array_module(g)
+    gx = xp.where(x > y, g, xp.where(x == y, g * 0.5, 0))
+    return unbroadcast(gx, _shape(x)), unbroadcast(g - gx, _shape(y))
+
+
+@primitive
+def minimum(x, y):
+    _check_broadcast("minimum", x, y)
+    return array_module(x, y).minimum(x, y)
+
+
+@minimum.defvjp
+def minimum_vjp(g, out, x, y):
+    xp = array_module(g)
+    gx = xp.where(x < y, g, xp.where(x == y, g * 0.5, 0))
+    return unbroadcast(gx, _shape(x)), unbroadcast(g - gx, _shape(y))
+
+
+@primitive
+def where(condition, x, y):
+    """x where condition is true, else y (condition is a boolean array, not differentiated)."""
+    xp = array_module(condition, x, y)
+    _check_broadcast("where", condition, x)
+    _check_broadcast("where", x, y)
+    return xp.where(condition, x, y)
+
+
+@where.defvjp
+def where_vjp(g, out, condition, x, y):
+    zero = g.dtype.type(0)
+    xp = array_module(g)
+    gx = xp.where(condition, g, zero)
+    return None, unbroadcast(gx, _shape(x)), unbroadcast(g - gx, _shape(y))
+
+
+@primitive
+def clip(x, *, lo=None, hi=None):
+    """Clamp x into [lo, hi] (either bound may be None)."""
+    return array_module(x).clip(x, lo, hi)
+
+
+@clip.defvjp
+def clip_vjp(g, out, x, *, lo=None, hi=None):
+    # The gradient passes where x lies inside the closed interval, as in torch.clamp.
+    inside = True
+    if lo is not None:
+        inside = inside & (x >= lo)
+    if hi is not None:
+        inside = inside & (x <= hi)
+    return (g * inside,)
+
+
+@primitive
+def astype(x, *, dtype):
+    """Cast to `dtype`: the only way dtypes change in npplm."""
+    return x.astype(dtype)
+
+
+@astype.defvjp
+def astype_vjp(g, out, x, *, dtype):
+    return (g.astype(x.dtype),)

@@ -1,0 +1,34 @@
+"""Shared test set-up: hypothesis profiles, the backend fixture, named tolerances."""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+from gpu import cuda_available
+
+# Numba compiles on first call, so no per-example deadline. CI runs fewer examples.
+settings.register_profile(
+    "dev", max_examples=40, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "ci", max_examples=20, deadline=None, print_blob=True, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(
+    "ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev")
+)
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def xp(request):
+    """The array module to test on: NumPy always, CuPy where a CUDA device is present."""
+    if request.param == "cupy":
+        if not cuda_available():
+            pytest.skip("no CUDA device with CuPy here")
+        import cupy
+
+        return cupy
+    return np
