@@ -1,0 +1,5 @@
+import sys
+
+from npplm.cli import main
+
+sys.exit(main())
