@@ -77,6 +77,7 @@ def _accumulate(grads, node, index, g):
 def backward(tensor, grad):
     """Propagate `grad` (= dLoss/d tensor, a raw array) back to every leaf's `.grad`."""
     grads = {}
+    handed_out = {id(grad)}  # arrays a leaf may not keep as its own .grad (see below)
     _accumulate(grads, tensor._node, tensor._index, grad)
     for node in toposort(tensor._node):
         g = grads.pop(node)  # freed as soon as it is used
@@ -94,6 +95,12 @@ def backward(tensor, grad):
                     f"{ig.dtype} for an input of shape {parent.shape} dtype {parent.dtype}"
                 )
             if parent._node is None:  # a leaf: keep the gradient
-                parent.grad = ig.copy() if parent.grad is None else parent.grad + ig
+                if parent.grad is not None:
+                    parent.grad = parent.grad + ig
+                elif ig.base is not None or id(ig) in handed_out:
+                    parent.grad = ig.copy()  # a view, or shared (add hands g to both sides)
+                else:
+                    parent.grad = ig  # a fresh array: keep it, no copy
+                handed_out.add(id(parent.grad))
             else:
                 _accumulate(grads, parent._node, parent._index, ig)

@@ -17,6 +17,10 @@ settings.register_profile(
     "ci", max_examples=20, deadline=None, print_blob=True, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+settings.register_profile(  # before a release: HYPOTHESIS_PROFILE=thorough pytest
+    "thorough", max_examples=500, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(
     "ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev")
 )
