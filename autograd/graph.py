@@ -3,13 +3,19 @@
 Each primitive call that involves a Tensor requiring gradients records one `Node`: which
 primitive ran, its parents (the input Tensors that need gradients), the raw input arrays
 and static parameters, and the raw output. Backward visits nodes in reverse topological
-order (found iteratively, so a chain of 100,000 ops does not touch Python's recursion
-limit), calls each node's VJP once with the summed gradient of its output, frees that
+order (newest first, iteratively, so a chain of 100,000 ops does not touch Python's
+recursion limit), calls each node's VJP once with the summed gradient of its output, frees that
 gradient, and passes the results on. Gradients reaching a leaf Tensor (one made by the user
 with `requires_grad=True`) are added to its `.grad`.
 """
 
+import heapq
+import itertools
+
+from autograd.backend import array_module
+
 _grad_enabled = True
+_creation_order = itertools.count()
 
 
 def is_grad_enabled():
@@ -32,9 +38,10 @@ class no_grad:
 class Node:
     """One primitive application in the graph."""
 
-    __slots__ = ("primitive", "parents", "inputs", "params", "out")
+    __slots__ = ("primitive", "parents", "inputs", "params", "out", "seq")
 
     def __init__(self, primitive, parents, inputs, params, out):
+        self.seq = next(_creation_order)  # larger = newer; see backward()
         self.primitive = primitive  # the Primitive that ran
         self.parents = parents  # per input: the Tensor if it needs a gradient, else None
         self.inputs = inputs  # raw input arrays (and scalars), as the VJP wants them
@@ -43,23 +50,18 @@ class Node:
 
 
 def toposort(root):
-    """Nodes reachable from `root`, each after every node that consumes its output."""
-    order = []
-    visited = {root}
-    stack = [(root, iter(root.parents))]
+    """Every node reachable from the node `root`, newest first: each before its inputs' nodes.
+
+    Backward does not need it (its heap yields the same order lazily); it is for looking at
+    a graph, e.g. listing the primitives a loss was built from.
+    """
+    seen, stack = {root}, [root]
     while stack:
-        node, parents = stack[-1]
-        for p in parents:
-            child = p._node if p is not None else None
-            if child is not None and child not in visited:
-                visited.add(child)
-                stack.append((child, iter(child.parents)))
-                break
-        else:  # all parents done: post-order
-            stack.pop()
-            order.append(node)
-    order.reverse()  # root first
-    return order
+        for p in stack.pop().parents:
+            if p is not None and p._node is not None and p._node not in seen:
+                seen.add(p._node)
+                stack.append(p._node)
+    return sorted(seen, key=lambda node: -node.seq)
 
 
 def _accumulate(grads, node, index, g):
@@ -75,21 +77,31 @@ def _accumulate(grads, node, index, g):
 
 
 def backward(tensor, grad):
-    """Propagate `grad` (= dLoss/d tensor, a raw array) back to every leaf's `.grad`."""
+    """Propagate `grad` (= dLoss/d tensor, a raw array) back to every leaf's `.grad`.
+
+    The order: a node is always created after the nodes of its inputs, so creation order
+    is a topological order of the graph. Visiting nodes newest first (a heap keyed on
+    -seq) therefore reaches each node only after every node that consumed its output, when
+    its gradient is complete. No recursion, and no separate sorting pass.
+    """
+    root = tensor._node
     grads = {}
     handed_out = {id(grad)}  # arrays a leaf may not keep as its own .grad (see below)
-    _accumulate(grads, tensor._node, tensor._index, grad)
-    for node in toposort(tensor._node):
+    _accumulate(grads, root, tensor._index, grad)
+    heap = [(-root.seq, root)]
+    while heap:
+        node = heapq.heappop(heap)[1]
         g = grads.pop(node)  # freed as soon as it is used
         out = node.out
         if isinstance(g, list):  # multiple outputs: zeros where an output got no gradient
-            g = tuple(gi if gi is not None else out[i] * 0 for i, gi in enumerate(g))
+            g = tuple(gi if gi is not None else array_module(o).zeros_like(o)
+                      for gi, o in zip(g, out))
         prim = node.primitive
         in_grads = prim.vjp(g, out, *node.inputs, **node.params)
         for parent, ig in zip(node.parents, in_grads):
             if parent is None or ig is None:
                 continue
-            if ig.shape != parent.shape or ig.dtype != parent.dtype:
+            if ig.shape != parent.data.shape or ig.dtype != parent.data.dtype:
                 raise RuntimeError(
                     f"VJP of {prim.name} returned a gradient of shape {ig.shape} dtype "
                     f"{ig.dtype} for an input of shape {parent.shape} dtype {parent.dtype}"
@@ -103,4 +115,6 @@ def backward(tensor, grad):
                     parent.grad = ig  # a fresh array: keep it, no copy
                 handed_out.add(id(parent.grad))
             else:
+                if parent._node not in grads:  # its first gradient: schedule the node
+                    heapq.heappush(heap, (-parent._node.seq, parent._node))
                 _accumulate(grads, parent._node, parent._index, ig)

@@ -19,6 +19,8 @@ are static parameters (axis, shape, ...). A primitive with `multiple_outputs=Tru
 tuple of arrays, and its VJP receives a tuple of gradients (zeros for unused outputs).
 """
 
+import numpy
+
 from autograd.backend import array_module
 from autograd.graph import Node, is_grad_enabled
 from autograd.tensor import Tensor
@@ -66,6 +68,8 @@ class Primitive:
                     )
             raw.append(a)
         out = self.fun(*raw, **params)
+        if isinstance(out, numpy.generic):  # NumPy reductions return scalars: keep arrays
+            out = numpy.asarray(out)
         node = None
         if needs_grad and is_grad_enabled():
             parents = tuple(a if isinstance(a, Tensor) and a.requires_grad else None
@@ -91,11 +95,10 @@ def unbroadcast(g, shape):
     """
     if g.shape == shape:
         return g
-    xp = array_module(g)
     extra = g.ndim - len(shape)
     if extra:
         g = g.sum(axis=tuple(range(extra)))
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     if stretched:
         g = g.sum(axis=stretched, keepdims=True)
-    return xp.reshape(g, shape)
+    return array_module(g).asarray(g).reshape(shape)  # asarray: a full sum gives a scalar

@@ -15,6 +15,11 @@ def _shape(v):
     return getattr(v, "shape", ())
 
 
+def _is_array(v):
+    """Python numbers in an expression (x * 0.5) are constants: no gradient is computed."""
+    return hasattr(v, "shape")
+
+
 def _check_broadcast(name, x, y):
     """Shape errors name the op and both shapes (NumPy's message names neither op)."""
     sx, sy = _shape(x), _shape(y)
@@ -31,7 +36,8 @@ def add(x, y):
 
 @add.defvjp
 def add_vjp(g, out, x, y):
-    return unbroadcast(g, _shape(x)), unbroadcast(g, _shape(y))
+    return (unbroadcast(g, x.shape) if _is_array(x) else None,
+            unbroadcast(g, y.shape) if _is_array(y) else None)
 
 
 @primitive
@@ -42,7 +48,8 @@ def sub(x, y):
 
 @sub.defvjp
 def sub_vjp(g, out, x, y):
-    return unbroadcast(g, _shape(x)), unbroadcast(-g, _shape(y))
+    return (unbroadcast(g, x.shape) if _is_array(x) else None,
+            unbroadcast(-g, y.shape) if _is_array(y) else None)
 
 
 @primitive
@@ -53,7 +60,8 @@ def mul(x, y):
 
 @mul.defvjp
 def mul_vjp(g, out, x, y):
-    return unbroadcast(g * y, _shape(x)), unbroadcast(g * x, _shape(y))
+    return (unbroadcast(g * y, x.shape) if _is_array(x) else None,
+            unbroadcast(g * x, y.shape) if _is_array(y) else None)
 
 
 @primitive
@@ -66,7 +74,8 @@ def div(x, y):
 def div_vjp(g, out, x, y):
     # d(x/y)/dx = 1/y ; d(x/y)/dy = -x/y^2 = -out/y
     gx = g / y
-    return unbroadcast(gx, _shape(x)), unbroadcast(-gx * out, _shape(y))
+    return (unbroadcast(gx, x.shape) if _is_array(x) else None,
+            unbroadcast(-gx * out, y.shape) if _is_array(y) else None)
 
 
 @primitive
@@ -88,17 +97,16 @@ def pow(x, y):
 
 @pow.defvjp
 def pow_vjp(g, out, x, y):
+    # d(x^y)/dx = y x^(y-1);  d(x^y)/dy = x^y log x (taken as 0 where x <= 0)
     xp = array_module(out)
-    # d(x^y)/dx = y x^(y-1);  d(x^y)/dy = x^y log x
-    gx = g * y * x ** (y - 1)
-    if _shape(y) == () and not hasattr(y, "dtype"):  # a Python number: no gradient needed
-        return unbroadcast(gx, _shape(x)), None
-    if not hasattr(x, "dtype"):  # a Python number raised to a Tensor power
-        gy = g * out * math.log(x) if x > 0 else g * 0
-    else:
-        positive = x > 0
-        gy = xp.where(positive, g * out * xp.log(xp.where(positive, x, 1)), 0)
-    return unbroadcast(gx, _shape(x)), unbroadcast(gy, _shape(y))
+    gx = unbroadcast(g * y * x ** (y - 1), x.shape) if _is_array(x) else None
+    if not _is_array(y):
+        return gx, None
+    if not _is_array(x):  # a Python number raised to a Tensor power
+        return gx, g * out * math.log(x) if x > 0 else g * 0
+    positive = x > 0
+    gy = xp.where(positive, g * out * xp.log(xp.where(positive, x, 1)), 0)
+    return gx, unbroadcast(gy, y.shape)
 
 
 @primitive
@@ -197,7 +205,8 @@ def maximum_vjp(g, out, x, y):
     # Ties split the gradient evenly between the two inputs, as PyTorch does.
     xp = array_module(g)
     gx = xp.where(x > y, g, xp.where(x == y, g * 0.5, 0))
-    return unbroadcast(gx, _shape(x)), unbroadcast(g - gx, _shape(y))
+    return (unbroadcast(gx, x.shape) if _is_array(x) else None,
+            unbroadcast(g - gx, y.shape) if _is_array(y) else None)
 
 
 @primitive
@@ -210,7 +219,8 @@ def minimum(x, y):
 def minimum_vjp(g, out, x, y):
     xp = array_module(g)
     gx = xp.where(x < y, g, xp.where(x == y, g * 0.5, 0))
-    return unbroadcast(gx, _shape(x)), unbroadcast(g - gx, _shape(y))
+    return (unbroadcast(gx, x.shape) if _is_array(x) else None,
+            unbroadcast(g - gx, y.shape) if _is_array(y) else None)
 
 
 @primitive
@@ -227,7 +237,8 @@ def where_vjp(g, out, condition, x, y):
     zero = g.dtype.type(0)
     xp = array_module(g)
     gx = xp.where(condition, g, zero)
-    return None, unbroadcast(gx, _shape(x)), unbroadcast(g - gx, _shape(y))
+    return (None, unbroadcast(gx, x.shape) if _is_array(x) else None,
+            unbroadcast(g - gx, y.shape) if _is_array(y) else None)
 
 
 @primitive

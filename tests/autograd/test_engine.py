@@ -200,3 +200,19 @@ def test_a_wrong_vjp_is_caught_by_the_engine():
 def test_registering_a_name_twice_is_refused():
     with pytest.raises(ValueError, match="'add' is already registered"):
         autograd.primitive(lambda x: x, name="add")
+
+
+def test_full_reductions_and_scalar_gradients_are_arrays_not_numpy_scalars():
+    x = Tensor(np.float32(2.0), requires_grad=True)
+    y = leaf(3, dtype=np.float32)
+    total = (x * y).sum()
+    assert isinstance(total.data, np.ndarray) and total.shape == ()
+    total.backward()
+    assert isinstance(x.grad, np.ndarray) and x.grad.dtype == np.float32
+
+
+def test_python_number_operands_get_no_gradient_work():
+    # x * 0.5: the constant 0.5 gets no gradient, and x's gradient is exact.
+    x = leaf(3)
+    (x * 0.5 + 1.0 - 2.0 / (x * x + 1.0)).sum().backward()
+    np.testing.assert_allclose(x.grad, 0.5 + 4 * x.data / (x.data**2 + 1) ** 2)
