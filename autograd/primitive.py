@@ -21,7 +21,6 @@ tuple of arrays, and its VJP receives a tuple of gradients (zeros for unused out
 
 import numpy
 
-from autograd.backend import array_module
 from autograd.graph import Node, is_grad_enabled
 from autograd.tensor import Tensor
 
@@ -71,7 +70,8 @@ class Primitive:
         if isinstance(out, numpy.generic):  # NumPy reductions return scalars: keep arrays
             out = numpy.asarray(out)
         node = None
-        if needs_grad and is_grad_enabled():
+        first = out[0] if self.multiple_outputs else out
+        if needs_grad and is_grad_enabled() and first.dtype.kind == "f":  # ints: no gradient
             parents = tuple(a if isinstance(a, Tensor) and a.requires_grad else None
                             for a in args)
             node = Node(self, parents, tuple(raw), params, out)
@@ -101,4 +101,5 @@ def unbroadcast(g, shape):
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     if stretched:
         g = g.sum(axis=stretched, keepdims=True)
-    return array_module(g).asarray(g).reshape(shape)  # asarray: a full sum gives a scalar
+    # Now g.shape == shape. A sum over every axis gives a NumPy scalar: make it an array.
+    return numpy.asarray(g) if isinstance(g, numpy.generic) else g

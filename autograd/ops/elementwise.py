@@ -20,18 +20,18 @@ def _is_array(v):
     return hasattr(v, "shape")
 
 
-def _check_broadcast(name, x, y):
-    """Shape errors name the op and both shapes (NumPy's message names neither op)."""
-    sx, sy = _shape(x), _shape(y)
-    for a, b in zip(reversed(sx), reversed(sy)):
-        if a != b and a != 1 and b != 1:
-            raise ValueError(f"{name}: shapes {sx} and {sy} do not broadcast")
+def _broadcast_error(name, *arrays):
+    """NumPy's broadcast error names neither the op nor, always, the shapes: ours does."""
+    shapes = " and ".join(str(_shape(a)) for a in arrays)
+    return ValueError(f"{name}: shapes {shapes} do not broadcast")
 
 
 @primitive
 def add(x, y):
-    _check_broadcast("add", x, y)
-    return x + y
+    try:
+        return x + y
+    except ValueError:
+        raise _broadcast_error("add", x, y) from None
 
 
 @add.defvjp
@@ -42,8 +42,10 @@ def add_vjp(g, out, x, y):
 
 @primitive
 def sub(x, y):
-    _check_broadcast("sub", x, y)
-    return x - y
+    try:
+        return x - y
+    except ValueError:
+        raise _broadcast_error("sub", x, y) from None
 
 
 @sub.defvjp
@@ -54,8 +56,10 @@ def sub_vjp(g, out, x, y):
 
 @primitive
 def mul(x, y):
-    _check_broadcast("mul", x, y)
-    return x * y
+    try:
+        return x * y
+    except ValueError:
+        raise _broadcast_error("mul", x, y) from None
 
 
 @mul.defvjp
@@ -66,8 +70,10 @@ def mul_vjp(g, out, x, y):
 
 @primitive
 def div(x, y):
-    _check_broadcast("div", x, y)
-    return x / y
+    try:
+        return x / y
+    except ValueError:
+        raise _broadcast_error("div", x, y) from None
 
 
 @div.defvjp
@@ -91,15 +97,24 @@ def neg_vjp(g, out, x):
 @primitive
 def pow(x, y):
     """x ** y. The gradient with respect to y needs x > 0 (it is taken as 0 elsewhere)."""
-    _check_broadcast("pow", x, y)
-    return x**y
+    try:
+        return x**y
+    except ValueError:
+        raise _broadcast_error("pow", x, y) from None
 
 
 @pow.defvjp
 def pow_vjp(g, out, x, y):
-    # d(x^y)/dx = y x^(y-1);  d(x^y)/dy = x^y log x (taken as 0 where x <= 0)
+    # d(x^y)/dx = y x^(y-1), and 0 where y == 0 (x^0 is constant, even at x = 0, where
+    # y x^(y-1) would be 0 * inf);  d(x^y)/dy = x^y log x (taken as 0 where x <= 0)
     xp = array_module(out)
-    gx = unbroadcast(g * y * x ** (y - 1), x.shape) if _is_array(x) else None
+    gx = None
+    if _is_array(x):
+        if _is_array(y):
+            dx = y * x ** xp.where(y == 0, 1, y - 1)
+        else:
+            dx = y * x ** (y - 1) if y != 0 else x * 0
+        gx = unbroadcast(g * dx, x.shape)
     if not _is_array(y):
         return gx, None
     if not _is_array(x):  # a Python number raised to a Tensor power
@@ -151,8 +166,11 @@ def tanh_vjp(g, out, x):
 
 @primitive
 def sigmoid(x):
-    # 1 / (1 + e^-x) written through tanh, which never overflows for large |x|
-    return 0.5 * (array_module(x).tanh(0.5 * x) + 1)
+    # 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) for x < 0: with e = e^-|x| <= 1 neither
+    # overflows, and sigmoid(-40) keeps its ~4e-18 instead of cancelling to 0.
+    xp = array_module(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 @sigmoid.defvjp
@@ -196,8 +214,10 @@ def abs_vjp(g, out, x):
 
 @primitive
 def maximum(x, y):
-    _check_broadcast("maximum", x, y)
-    return array_module(x, y).maximum(x, y)
+    try:
+        return array_module(x, y).maximum(x, y)
+    except ValueError:
+        raise _broadcast_error("maximum", x, y) from None
 
 
 @maximum.defvjp
@@ -211,8 +231,10 @@ def maximum_vjp(g, out, x, y):
 
 @primitive
 def minimum(x, y):
-    _check_broadcast("minimum", x, y)
-    return array_module(x, y).minimum(x, y)
+    try:
+        return array_module(x, y).minimum(x, y)
+    except ValueError:
+        raise _broadcast_error("minimum", x, y) from None
 
 
 @minimum.defvjp
@@ -226,10 +248,10 @@ def minimum_vjp(g, out, x, y):
 @primitive
 def where(condition, x, y):
     """x where condition is true, else y (condition is a boolean array, not differentiated)."""
-    xp = array_module(condition, x, y)
-    _check_broadcast("where", condition, x)
-    _check_broadcast("where", x, y)
-    return xp.where(condition, x, y)
+    try:
+        return array_module(condition, x, y).where(condition, x, y)
+    except ValueError:
+        raise _broadcast_error("where", condition, x, y) from None
 
 
 @where.defvjp

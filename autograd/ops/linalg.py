@@ -39,6 +39,8 @@ def matmul_vjp(g, out, a, b):
         ga = (g.reshape(-1, n) @ b.T).reshape(a.shape)  # (...M, N) @ (N, K)
         gb = a.reshape(-1, a.shape[-1]).T @ g.reshape(-1, n)  # (K, ...M) @ (...M, N)
         return ga, gb
+    if a.ndim == 1 and b.ndim == 1:  # a dot product: out and g are scalars
+        return g * b, g * a
     a2 = a[None, :] if a.ndim == 1 else a  # (K,) -> (1, K)
     b2 = b[:, None] if b.ndim == 1 else b  # (K,) -> (K, 1)
     if a.ndim == 1:
@@ -47,6 +49,9 @@ def matmul_vjp(g, out, a, b):
         g = xp.expand_dims(g, -1)  # restore the N = 1 axis
     ga = xp.matmul(g, xp.swapaxes(b2, -1, -2))  # (..., M, N) @ (..., N, K) -> (..., M, K)
     gb = xp.matmul(xp.swapaxes(a2, -1, -2), g)  # (..., K, M) @ (..., M, N) -> (..., K, N)
-    ga = unbroadcast(ga, a2.shape).reshape(a.shape)
-    gb = unbroadcast(gb, b2.shape).reshape(b.shape)
+    ga, gb = unbroadcast(ga, a2.shape), unbroadcast(gb, b2.shape)
+    if a.ndim == 1:
+        ga = ga.reshape(a.shape)  # reshape only when needed: it returns a view
+    if b.ndim == 1:
+        gb = gb.reshape(b.shape)
     return ga, gb

@@ -7,6 +7,7 @@ All act on the last axis by default, the class/vocabulary axis in npplm.
 
 from autograd.backend import array_module
 from autograd.primitive import primitive
+from autograd.tensor import Tensor
 
 
 @primitive
@@ -126,6 +127,6 @@ def dropout(x, p, rng, training=True):
     if rng is None:
         raise ValueError("dropout needs an explicit random generator, e.g. "
                          "numpy.random.default_rng(0)")
-    data = getattr(x, "data", x)
+    data = x.data if isinstance(x, Tensor) else x  # (an ndarray's .data is its buffer)
     keep = array_module(data).asarray(rng.random(data.shape, dtype=data.dtype) >= p)
     return dropout_with_mask(x, keep, p=p)
