@@ -1,0 +1,338 @@
+"""npplm beside PyTorch (CPU, float32) and bare NumPy, in one process: ratios, not absolutes.
+
+    .venv/bin/python benchmarks/side_by_side.py [--quick] [--threads N]
+
+Absolute times on a shared machine are noise. Two implementations timed in the same
+process, sample after sample in turn, suffer the same noise, so the table's last columns,
+npplm / reference (below 1: npplm is faster), are the numbers to read and to quote.
+
+The cases (each a function returning a `Case`; a new comparison is one more entry in CASES):
+  (a) engine overhead per primitive: 100 elementwise ops on 16-element tensors (the same
+      `chain` as bench_autograd.OpChain), forward and forward+backward, in microseconds per
+      op, against PyTorch eager.
+  (b) C = A @ B with its backward on large square matrices, against the three bare NumPy
+      GEMMs it performs (a@b, g@b.T, a.T@g; the target is a ratio within 1.10) and
+      against PyTorch.
+  (c) one SGD training step of a 784-256-10 MLP, batch 64 (bench_autograd.MLPStep),
+      against the same step in PyTorch.
+
+Timing: each function is warmed up, then sampled in turn, npplm and reference alternating,
+up to 15 times (3 with --quick), fewer for slow cases so each takes about 8 s (2 s). A
+sample is the mean over `number` calls, with `number` chosen so a sample lasts at least
+0.1 s (timeit's autorange); a sample of short calls starts with one untimed call, which
+soaks up the cost of switching between NumPy's BLAS thread pool and PyTorch's OpenMP one.
+The table shows medians and their ratio; "best" is the ratio of the fastest samples, a
+second opinion that ignores interference. A "!" marks a case where the two disagree.
+
+Threads: PyTorch gets as many threads as NumPy's BLAS uses. `--threads N` restarts the
+script with OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS set to N (BLAS reads
+them once, when NumPy is imported). On small shared machines `--threads 1` gives the
+steadiest ratios: two multi-threaded pools in one process on two cores can stall each
+other for milliseconds at a time.
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script, not installed
+
+import autograd as ag  # noqa: E402
+from benchmarks.bench_autograd import LR, N_OPS, chain, make_mlp, mlp_step  # noqa: E402
+
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+DISAGREE = 0.2  # flag a case whose median and best ratios differ by more than this
+
+
+class Unit(NamedTuple):
+    """How a case reports a time: `label`, and `scale` from seconds per call to it."""
+
+    label: str
+    scale: float
+
+
+MS = Unit("ms", 1e3)
+US_PER_OP = Unit("us/op", 1e6 / N_OPS)  # one call of `chain` is N_OPS primitives
+
+
+class Case(NamedTuple):
+    """One comparison: two zero-argument functions doing the same work, and its unit."""
+
+    name: str
+    npplm: object  # () -> None, one call of the npplm version
+    reference: object  # () -> None, the same computation in the reference
+    unit: Unit
+
+
+# --- the machine ------------------------------------------------------------------------------
+
+def blas_threads():
+    """How many threads NumPy's BLAS uses: threadpoolctl if installed, else the variables
+    OpenBLAS reads, else every CPU this process may run on (OpenBLAS's default)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        pass
+    else:
+        counts = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        if counts:
+            return max(counts)
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def cpu_name():
+    """platform.processor() is empty on most Linux systems; /proc/cpuinfo has the model."""
+    name = platform.processor()
+    if name and name != platform.machine():
+        return name
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name or platform.machine()
+
+
+def numpy_blas():
+    """NumPy's BLAS library and version, from numpy.show_config."""
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except Exception:  # the config layout is not a stable API
+        return "unknown"
+    return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+
+
+def print_machine(torch, threads):
+    print(f"machine : {cpu_name()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    print(f"python  : {platform.python_version()}")
+    print(f"numpy   : {np.__version__}, BLAS {numpy_blas()}, {threads} BLAS thread(s)")
+    print(f"torch   : {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    shown = [f"{k}={os.environ[k]}" for k in (*THREAD_VARIABLES, "OPENBLAS_CORETYPE",
+                                               "OMP_WAIT_POLICY") if k in os.environ]
+    print(f"env     : {' '.join(shown) or '(no thread variables set)'}")
+
+
+# --- timing -------------------------------------------------------------------------------------
+
+def calibrate(fn, min_time):
+    """Warm `fn` up; return (calls per sample lasting at least `min_time`, seconds per call)."""
+    fn()  # first call: caches, lazy imports, allocator growth
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-9)
+    return max(1, int(min_time / once) + 1), once
+
+
+def sample(fn, number):
+    """Seconds per call of `fn`, averaged over `number` calls.
+
+    A sample of several short calls starts with one untimed call, which absorbs the cost of
+    switching from the other side's thread pool; a call that long outlasts `min_time` does
+    not need it (the switch costs milliseconds at most).
+    """
+    if number > 1:
+        fn()
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def measure(case, repeat, min_time, budget):
+    """Median and best seconds per call of both sides of a case, sampled alternately.
+
+    Slow cases get fewer samples (at least 3), so that one case takes about `budget` seconds.
+    """
+    fns = (case.npplm, case.reference)
+    numbers, onces = zip(*(calibrate(fn, min_time) for fn in fns))
+    round_time = sum((n + (n > 1)) * once for n, once in zip(numbers, onces))
+    repeat = max(3, min(repeat, int(budget / round_time)))
+    samples = ([], [])
+    for _ in range(repeat):
+        for fn, number, out in zip(fns, numbers, samples):
+            out.append(sample(fn, number))
+    return [(statistics.median(s), min(s)) for s in samples]
+
+
+# --- (a) per-primitive overhead -----------------------------------------------------------------
+
+def small_leaves(torch):
+    """x, w, b for `chain`: 16 float32 values each, as npplm and as torch leaves."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(16, dtype=np.float32) for _ in range(3)]
+    ours = [ag.Tensor(a, requires_grad=True) for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    return ours, theirs
+
+
+def chain_forward_case(torch):
+    """100 elementwise ops recording the graph; PyTorch eager records its autograd graph."""
+    (x, w, b), (tx, tw, tb) = small_leaves(torch)
+    return Case(
+        "(a) 100 small elementwise ops, forward vs torch",
+        lambda: chain(x, w, b, ag.tanh),
+        lambda: chain(tx, tw, tb, torch.tanh),
+        US_PER_OP,
+    )
+
+
+def chain_backward_case(torch):
+    """The same ops, then sum and backward (101 nodes), gradients reset after each call."""
+    (x, w, b), (tx, tw, tb) = small_leaves(torch)
+
+    def ours():
+        chain(x, w, b, ag.tanh).sum().backward()
+        x.grad = w.grad = b.grad = None
+
+    def theirs():
+        chain(tx, tw, tb, torch.tanh).sum().backward()
+        tx.grad = tw.grad = tb.grad = None
+
+    return Case("(a) 100 small elementwise ops, fwd+bwd vs torch", ours, theirs, US_PER_OP)
+
+
+# --- (b) large matmul ---------------------------------------------------------------------------
+
+def square_matrices(n):
+    """a, b and the upstream gradient g: (n, n) float32 standard normals."""
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((n, n), dtype=np.float32) for _ in range(3)]
+
+
+def npplm_matmul(a, b, g):
+    """npplm's C = A @ B and backward(g), as a closure over fresh leaves."""
+    ta, tb = ag.Tensor(a, requires_grad=True), ag.Tensor(b, requires_grad=True)
+
+    def run():
+        (ta @ tb).backward(g)
+        ta.grad = tb.grad = None
+
+    return run
+
+
+def matmul_vs_numpy_case(n, torch):
+    """The engine's forward+backward against the three GEMMs it must do anyway."""
+    a, b, g = square_matrices(n)
+
+    def three_matmuls():
+        a @ b  # C
+        g @ b.T  # dA = G B^T
+        a.T @ g  # dB = A^T G
+
+    return Case(f"(b) matmul {n}x{n} fwd+bwd vs NumPy's 3 GEMMs",
+                npplm_matmul(a, b, g), three_matmuls, MS)
+
+
+def matmul_vs_torch_case(n, torch):
+    """The engine's forward+backward against PyTorch's."""
+    a, b, g = square_matrices(n)
+    ta, tb = (torch.tensor(m, requires_grad=True) for m in (a, b))
+    tg = torch.tensor(g)
+
+    def theirs():
+        (ta @ tb).backward(tg)
+        ta.grad = tb.grad = None
+
+    return Case(f"(b) matmul {n}x{n} fwd+bwd vs torch", npplm_matmul(a, b, g), theirs, MS)
+
+
+# --- (c) MLP training step ----------------------------------------------------------------------
+
+def torch_mlp_step(torch, params, x, y, activation):
+    """bench_autograd.mlp_step, line for line, in PyTorch."""
+    w1, b1, w2, b2 = params
+    h = activation(x @ w1 + b1)  # (64, 256)
+    loss = torch.nn.functional.cross_entropy(h @ w2 + b2, y)
+    loss.backward()
+    with torch.no_grad():
+        for p in params:
+            p -= LR * p.grad
+            p.grad = None
+    return loss
+
+
+def mlp_case(activation, torch):
+    """One SGD step of the 784-256-10 MLP from identical weights and batch."""
+    params, x, y = make_mlp(np)
+    tparams = [torch.tensor(p.data, requires_grad=True) for p in params]
+    tx, ty = torch.tensor(x.data), torch.tensor(y)
+    ours_act, torch_act = getattr(ag, activation), getattr(torch, activation)
+    return Case(
+        f"(c) MLP 784-256-10 ({activation}) step vs torch",
+        lambda: mlp_step(params, x, y, ours_act),
+        lambda: torch_mlp_step(torch, tparams, tx, ty, torch_act),
+        MS,
+    )
+
+
+# Each entry is called with the torch module (imported only when the script runs, so that
+# asv, which imports every module in benchmarks/, does not pay for it) and returns a Case.
+CASES = [
+    chain_forward_case,
+    chain_backward_case,
+    partial(matmul_vs_numpy_case, 1024),
+    partial(matmul_vs_torch_case, 1024),
+    partial(matmul_vs_numpy_case, 2048),
+    partial(matmul_vs_torch_case, 2048),
+    partial(mlp_case, "tanh"),
+    partial(mlp_case, "relu"),
+]
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer, shorter samples: a smoke test, not a measurement")
+    parser.add_argument("--threads", type=int,
+                        help="restart with this many BLAS and OpenMP threads for both sides")
+    args = parser.parse_args(argv)
+
+    if args.threads is not None and os.environ.get(THREAD_VARIABLES[0]) != str(args.threads):
+        os.environ.update({k: str(args.threads) for k in THREAD_VARIABLES})
+        os.execv(sys.executable, [sys.executable, *sys.argv])  # BLAS reads them at import
+
+    import torch
+
+    threads = blas_threads()
+    torch.set_num_threads(threads)
+    repeat, min_time, budget = (3, 0.02, 2.0) if args.quick else (15, 0.1, 8.0)
+    print_machine(torch, threads)
+    print(f"timing  : median of up to {repeat} alternating samples of >= {min_time * 1e3:.0f} ms "
+          f"(about {budget:.0f} s a case); ratio = npplm / reference (< 1: npplm faster)\n")
+
+    header = f"{'case':<50} {'unit':>5} {'npplm':>9} {'reference':>9} {'ratio':>6} {'best':>6}"
+    print(header)
+    print("-" * len(header))
+    noisy = 0
+    for make in CASES:
+        case = make(torch)
+        (ours, ours_best), (ref, ref_best) = measure(case, repeat, min_time, budget)
+        ratio, best = ours / ref, ours_best / ref_best
+        disturbed = abs(ratio / best - 1) > DISAGREE
+        noisy += disturbed
+        scale = case.unit.scale
+        print(f"{case.name:<50} {case.unit.label:>5} {ours * scale:>9.2f} {ref * scale:>9.2f} "
+              f"{ratio:>6.2f} {best:>6.2f}{' !' if disturbed else ''}", flush=True)
+    if noisy:
+        print(f"\n! median and best ratios differ by more than {DISAGREE:.0%}: the samples were "
+              "disturbed (a busy machine, or\n  thread pools stalling each other); rerun, on a "
+              "small machine with --threads 1.")
+
+
+if __name__ == "__main__":
+    main()
