@@ -228,9 +228,12 @@ def matmul_vs_numpy_case(n, torch):
     a, b, g = square_matrices(n)
 
     def three_matmuls():
-        a @ b  # C
-        g @ b.T  # dA = G B^T
-        a.T @ g  # dB = A^T G
+        # Kept alive together, as in any training step (and as the engine must: C is the
+        # output, dA and dB the gradients), so both sides allocate the same memory.
+        c = a @ b  # C
+        da = g @ b.T  # dA = G B^T
+        db = a.T @ g  # dB = A^T G
+        return c, da, db
 
     return Case(f"(b) matmul {n}x{n} fwd+bwd vs NumPy's 3 GEMMs",
                 npplm_matmul(a, b, g), three_matmuls, MS)
