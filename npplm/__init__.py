@@ -6,6 +6,10 @@ backend is chosen by NPPLM_BACKEND=numpy|cupy when this package is first importe
 
 import autograd
 from autograd import BACKEND, Tensor, no_grad
+from npplm import layers
+from npplm.checkpoints import CheckpointError, from_pretrained
+from npplm.module import Module
 
 __version__ = "0.1.0"
-__all__ = ["BACKEND", "Tensor", "__version__", "autograd", "no_grad"]
+__all__ = ["BACKEND", "CheckpointError", "Module", "Tensor", "__version__", "autograd",
+           "from_pretrained", "layers", "no_grad"]

@@ -291,6 +291,17 @@ def dropout_case(draw):
     return Case((array(draw, shape), keep), dict(p=draw(st.sampled_from([0.1, 0.5]))))
 
 
+@st.composite
+def norm_case(draw, with_bias):
+    shape = draw(nonscalar_shape)
+    c = shape[-1:]
+    x = array(draw, shape)
+    if shape[-1] > 1:  # a constant row has variance ~0: the norm's gradient blows up there
+        assume(np.all(x.std(axis=-1) > 0.1))
+    args = (x, array(draw, c)) + ((array(draw, c),) if with_bias else ())
+    return Case(args, dict(eps=draw(st.sampled_from([1e-5, 1e-2]))))
+
+
 STRATEGIES = {
     "add": binary(),
     "sub": binary(),
@@ -331,4 +342,10 @@ STRATEGIES = {
     "log_softmax": softmax_case(),
     "cross_entropy": cross_entropy_case(),
     "dropout": dropout_case(),
+    # npplm.layers
+    "gelu": unary(),
+    "gelu_tanh": unary(),
+    "silu": unary(-6.0, 6.0),
+    "layer_norm": norm_case(with_bias=True),
+    "rms_norm": norm_case(with_bias=False),
 }

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import autograd as ag
-import npplm  # noqa: F401  (registers the primitives that npplm's layers define)
+import npplm  # (also registers the primitives that npplm's layers define)
 from autograd import REGISTRY, Tensor
 from autograd.graph import toposort
 from autograd.ops.nn import dropout_with_mask
@@ -157,6 +157,29 @@ def rms_norm(draw):
 
     def theirs(x, w):
         return F.rms_norm(x, (c,), w, eps=1e-6)
+
+    return Case(leaves, {}, ours, theirs)
+
+
+@st.composite
+def fused_layers_block(draw):
+    # npplm.layers' fused primitives: LayerNorm -> GELU / GELU-tanh / SiLU branches -> RMSNorm
+    b, t = sizes(draw, "B", "T")
+    (c,) = sizes(draw, "C", lo=2, hi=4)
+    leaves = dict(x=array(draw, (b, t, c)), gamma=array(draw, (c,)), beta=array(draw, (c,)),
+                  w1=array(draw, (c, c)), w2=array(draw, (c, c)), w3=array(draw, (c, c)),
+                  w=array(draw, (c,)))
+
+    def ours(x, gamma, beta, w1, w2, w3, w):
+        h = npplm.layers.layer_norm(x, gamma, beta, eps=1e-5)
+        h = (npplm.layers.gelu(h @ w1) + npplm.layers.gelu_tanh(h @ w2)
+             + npplm.layers.silu(h @ w3))
+        return npplm.layers.rms_norm(h, w, eps=1e-6)
+
+    def theirs(x, gamma, beta, w1, w2, w3, w):
+        h = F.layer_norm(x, (c,), gamma, beta, eps=1e-5)
+        h = F.gelu(h @ w1) + F.gelu(h @ w2, approximate="tanh") + F.silu(h @ w3)
+        return F.rms_norm(h, (c,), w, eps=1e-6)
 
     return Case(leaves, {}, ours, theirs)
 
@@ -352,7 +375,7 @@ CASES = {
     for s in (gelu_mlp_with_dropout, gelu_tanh_mlp, swiglu_ffn, relu_ffn_with_clamp,
               layer_norm, rms_norm, causal_attention, tied_lm_head_cross_entropy,
               binary_cross_entropy_with_logits, ppo_clipped_objective, pooled_classifier,
-              scalar_mix_token_shift_and_cls, generalized_mean_pooling)
+              scalar_mix_token_shift_and_cls, generalized_mean_pooling, fused_layers_block)
 }
 
 

@@ -1,0 +1,23 @@
+"""Generic layers shared by the model families: functions hold the math, modules own
+parameters and call the functions.
+
+    linear.py          Linear, linear()
+    embedding.py       Embedding, check_ids()
+    normalization.py   LayerNorm, RMSNorm, and the fused layer_norm / rms_norm primitives
+    activations.py     fused gelu, gelu_tanh, silu primitives; activation(name)
+    dropout.py         Dropout
+    attention.py       split_heads, merge_heads, padding_mask, causal_mask, attention()
+"""
+
+from npplm.layers.activations import activation, gelu, gelu_tanh, silu
+from npplm.layers.attention import attention, causal_mask, merge_heads, padding_mask, split_heads
+from npplm.layers.dropout import Dropout
+from npplm.layers.embedding import Embedding, check_ids
+from npplm.layers.linear import Linear, linear
+from npplm.layers.normalization import LayerNorm, RMSNorm, layer_norm, rms_norm
+
+__all__ = [
+    "Dropout", "Embedding", "LayerNorm", "Linear", "RMSNorm", "activation", "attention",
+    "causal_mask", "check_ids", "gelu", "gelu_tanh", "layer_norm", "linear", "merge_heads",
+    "padding_mask", "rms_norm", "silu", "split_heads",
+]

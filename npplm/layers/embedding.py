@@ -1,0 +1,37 @@
+"""Embedding: row lookup in a (V, C) table, with the ids checked against V."""
+
+import numpy as np
+
+from autograd import Tensor, to_numpy
+from npplm.module import Module
+
+
+def check_ids(ids, limit, what="token id"):
+    """Raise IndexError naming the first id outside [0, limit)."""
+    ids = to_numpy(getattr(ids, "data", ids))
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{what}s must be integers, got dtype {ids.dtype}")
+    bad = (ids < 0) | (ids >= limit)
+    if bad.any():
+        raise IndexError(f"{what} {int(ids[bad][0])} is out of range for a table of {limit} "
+                         f"rows (valid: 0..{limit - 1})")
+
+
+class Embedding(Module):
+    """Owns weight (V, C) ~ N(0, std^2); forward(ids) = weight[ids], (...) -> (..., C).
+
+    The gradient of the lookup scatters back into the rows used, adding up over repeated
+    ids (the engine's getitem VJP).
+    """
+
+    def __init__(self, num_embeddings, dim, std=0.02, rng=None, dtype=np.float32,
+                 what="token id"):
+        rng = np.random.default_rng(0) if rng is None else rng
+        w = rng.standard_normal((num_embeddings, dim)) * std
+        self.weight = Tensor(w.astype(dtype), requires_grad=True)
+        self.what = what  # named in the out-of-range error: "token id", "position", ...
+
+    def forward(self, ids):
+        ids = getattr(ids, "data", ids)
+        check_ids(ids, self.weight.shape[0], self.what)
+        return self.weight[ids]  # (...) -> (..., C)
