@@ -16,7 +16,7 @@ has no graph of its own (no double backprop). That keeps every VJP plain array c
 
 from autograd.backend import BACKEND, BACKENDS, BackendError, array_module, to_numpy, xp
 from autograd.graph import is_grad_enabled, no_grad
-from autograd.tensor import DEFAULT_DTYPE, Tensor
+from autograd.tensor import DEFAULT_DTYPE, Tensor, as_array
 from autograd.primitive import REGISTRY, Primitive, primitive, unbroadcast
 from autograd.ops.elementwise import (
     abs, add, astype, clip, div, erf, exp, log, maximum, minimum, mul, neg, pow, relu,
@@ -35,7 +35,8 @@ permute = transpose
 
 __all__ = [
     "BACKEND", "BACKENDS", "BackendError", "DEFAULT_DTYPE", "GradcheckError", "Primitive",
-    "REGISTRY", "Tensor", "abs", "add", "array_module", "astype", "broadcast_to", "clip",
+    "REGISTRY", "Tensor", "abs", "add", "array_module", "as_array", "astype", "broadcast_to",
+    "clip",
     "concatenate", "cross_entropy", "div", "dropout", "erf", "exp", "expand_dims", "getitem",
     "gradcheck", "is_grad_enabled", "log", "log_softmax", "logsumexp", "matmul", "max",
     "maximum", "mean", "minimum", "mul", "neg", "no_grad", "numerical_grad", "pad", "permute",

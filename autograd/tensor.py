@@ -241,8 +241,13 @@ class Tensor:
         return shape_ops.transpose(self, axes=tuple(axes))
 
 
-def _raw(v):
+def as_array(v):
+    """The array inside a Tensor, or `v` unchanged (never `v.data` on an ndarray: that is
+    NumPy's raw memory buffer)."""
     return v.data if isinstance(v, Tensor) else v
+
+
+_raw = as_array
 
 
 def _unwrap_index(index):

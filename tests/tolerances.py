@@ -13,9 +13,9 @@ TOLERANCES = {
 
 def assert_close(actual, expected, kind="float64"):
     """Compare arrays (or Tensors) with the tolerance named by `kind`."""
-    from autograd import to_numpy
+    from autograd import as_array, to_numpy
 
-    actual = to_numpy(getattr(actual, "data", actual))
-    expected = to_numpy(getattr(expected, "data", expected))
+    actual = to_numpy(as_array(actual))
+    expected = to_numpy(as_array(expected))
     assert actual.shape == expected.shape, f"shapes differ: {actual.shape} vs {expected.shape}"
     np.testing.assert_allclose(actual, expected, **TOLERANCES[kind])

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from autograd import Tensor, softmax, to_numpy
+from autograd import Tensor, as_array, softmax, to_numpy
 
 
 def split_heads(x, n_heads):
@@ -29,7 +29,7 @@ def padding_mask(attention_mask, batch, length, dtype=np.float32):
     The most negative finite value rather than -inf, as Hugging Face does: a row with
     every key masked then gets a uniform softmax instead of nan.
     """
-    mask = to_numpy(getattr(attention_mask, "data", attention_mask))
+    mask = to_numpy(as_array(attention_mask))
     if mask.shape != (batch, length):
         raise ValueError(f"attention_mask has shape {mask.shape} but the input ids have "
                          f"{(batch, length)}: they must be equal")

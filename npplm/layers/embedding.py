@@ -2,13 +2,13 @@
 
 import numpy as np
 
-from autograd import Tensor, to_numpy
+from autograd import Tensor, as_array, to_numpy
 from npplm.module import Module
 
 
 def check_ids(ids, limit, what="token id"):
     """Raise IndexError naming the first id outside [0, limit)."""
-    ids = to_numpy(getattr(ids, "data", ids))
+    ids = to_numpy(as_array(ids))
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{what}s must be integers, got dtype {ids.dtype}")
     bad = (ids < 0) | (ids >= limit)
@@ -32,6 +32,6 @@ class Embedding(Module):
         self.what = what  # named in the out-of-range error: "token id", "position", ...
 
     def forward(self, ids):
-        ids = getattr(ids, "data", ids)
+        ids = as_array(ids)
         check_ids(ids, self.weight.shape[0], self.what)
         return self.weight[ids]  # (...) -> (..., C)
