@@ -5,5 +5,28 @@ ARCHITECTURES maps a Hugging Face `architectures` name to our class; BASE_MODELS
 tables are written out by hand: adding a family means adding its lines here.
 """
 
-ARCHITECTURES = {}
-BASE_MODELS = {}
+from npplm.models import albert, bert
+
+ARCHITECTURES = {
+    # BERT (bert.py)
+    "BertModel": bert.BertModel,
+    "BertForPreTraining": bert.BertForPreTraining,
+    "BertForMaskedLM": bert.BertForMaskedLM,
+    "BertForNextSentencePrediction": bert.BertForNextSentencePrediction,
+    "BertForSequenceClassification": bert.BertForSequenceClassification,
+    "BertForMultipleChoice": bert.BertForMultipleChoice,
+    "BertForTokenClassification": bert.BertForTokenClassification,
+    "BertForQuestionAnswering": bert.BertForQuestionAnswering,
+    # ALBERT (albert.py)
+    "AlbertModel": albert.AlbertModel,
+    "AlbertForPreTraining": albert.AlbertForPreTraining,
+    "AlbertForMaskedLM": albert.AlbertForMaskedLM,
+    "AlbertForSequenceClassification": albert.AlbertForSequenceClassification,
+    "AlbertForMultipleChoice": albert.AlbertForMultipleChoice,
+    "AlbertForTokenClassification": albert.AlbertForTokenClassification,
+    "AlbertForQuestionAnswering": albert.AlbertForQuestionAnswering,
+}
+BASE_MODELS = {
+    "bert": bert.BertModel,
+    "albert": albert.AlbertModel,
+}
