@@ -15,6 +15,9 @@ The cases (each a function returning a `Case`; a new comparison is one more entr
       against PyTorch.
   (c) one SGD training step of a 784-256-10 MLP, batch 64 (bench_autograd.MLPStep),
       against the same step in PyTorch.
+  (d) encoders against Hugging Face transformers (SDPA attention): BERT-base forward and
+      forward+backward at B=8, T=128 (target: fwd+bwd at least 0.8x PyTorch's speed, i.e.
+      a time ratio at most 1.25), and all-MiniLM-L6-v2 embedding a batch of sentences.
 
 Timing: each function is warmed up, then sampled in turn, npplm and reference alternating,
 up to 15 times (3 with --quick), fewer for slow cases so each takes about 8 s (2 s). A
@@ -281,6 +284,89 @@ def mlp_case(activation, torch):
     )
 
 
+# --- (d) encoders: BERT-base shape and the MiniLM checkpoint ------------------------------------
+
+BERT_B, BERT_T = 8, 128  # the issue's shape: batch 8, 128 tokens
+
+
+def bert_pair(torch, config):
+    """Our BertModel and transformers' with the same random weights (eval: no dropout)."""
+    import transformers
+
+    from benchmarks.bench_encoder import bert_inputs
+    from npplm.models import bert
+
+    theirs = transformers.BertModel(transformers.BertConfig(**config.to_hf()),
+                                    attn_implementation="sdpa").eval()
+    ours = bert.BertModel(config).eval()
+    ours.load_weights({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    ids, mask = bert_inputs(config, BERT_B, BERT_T)
+    return ours, theirs, ids, mask, torch.tensor(ids), torch.tensor(mask)
+
+
+def bert_forward_case(torch):
+    from npplm.models import bert
+
+    ours, theirs, ids, mask, tids, tmask = bert_pair(torch, bert.BertConfig.base())
+
+    def ours_forward():
+        with ag.no_grad():
+            return ours(ids, attention_mask=mask)
+
+    def their_forward():
+        with torch.no_grad():
+            return theirs(input_ids=tids, attention_mask=tmask)
+
+    return Case(f"(d) BERT-base forward B={BERT_B} T={BERT_T} vs transformers",
+                ours_forward, their_forward, MS)
+
+
+def bert_train_case(torch):
+    from benchmarks.bench_encoder import bert_loss
+    from npplm.models import bert
+
+    ours, theirs, ids, mask, tids, tmask = bert_pair(torch, bert.BertConfig.base())
+
+    def ours_step():
+        bert_loss(ours, ids, mask).backward()
+        ours.zero_grad()
+
+    def their_step():
+        h = theirs(input_ids=tids, attention_mask=tmask).last_hidden_state
+        (h * h).mean().backward()
+        theirs.zero_grad(set_to_none=True)
+
+    return Case(f"(d) BERT-base fwd+bwd B={BERT_B} T={BERT_T} vs transformers",
+                ours_step, their_step, MS)
+
+
+def minilm_case(torch):
+    """Sentence embeddings with the real all-MiniLM-L6-v2 (skipped if not installed)."""
+    import transformers
+
+    import npplm
+    from benchmarks.bench_encoder import MINILM_BATCH, minilm_dir, minilm_inputs
+
+    path = minilm_dir()
+    if path is None:
+        return None
+    ours = npplm.from_pretrained(path)
+    theirs = transformers.AutoModel.from_pretrained(path, attn_implementation="sdpa").eval()
+    ids, mask = minilm_inputs(ours.config)
+    tids, tmask = torch.tensor(ids), torch.tensor(mask)
+
+    def ours_embed():
+        with ag.no_grad():
+            return ours(ids, attention_mask=mask)
+
+    def their_embed():
+        with torch.no_grad():
+            return theirs(input_ids=tids, attention_mask=tmask)
+
+    return Case(f"(d) MiniLM-L6 embed {MINILM_BATCH} sentences vs transformers",
+                ours_embed, their_embed, MS)
+
+
 # Each entry is called with the torch module (imported only when the script runs, so that
 # asv, which imports every module in benchmarks/, does not pay for it) and returns a Case.
 CASES = [
@@ -292,6 +378,9 @@ CASES = [
     partial(matmul_vs_torch_case, 2048),
     partial(mlp_case, "tanh"),
     partial(mlp_case, "relu"),
+    bert_forward_case,
+    bert_train_case,
+    minilm_case,
 ]
 
 
@@ -301,6 +390,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="fewer, shorter samples: a smoke test, not a measurement")
+    parser.add_argument("--only", default="",
+                        help="run only the cases whose name contains this text, e.g. BERT")
     parser.add_argument("--threads", type=int,
                         help="restart with this many BLAS and OpenMP threads for both sides")
     args = parser.parse_args(argv)
@@ -324,6 +415,8 @@ def main(argv=None):
     noisy = 0
     for make in CASES:
         case = make(torch)
+        if case is None or args.only.lower() not in case.name.lower():
+            continue  # a case returns None when what it needs is not installed
         (ours, ours_best), (ref, ref_best) = measure(case, repeat, min_time, budget)
         ratio, best = ours / ref, ours_best / ref_best
         disturbed = abs(ratio / best - 1) > DISAGREE

@@ -9,7 +9,8 @@ from autograd import BACKEND, Tensor, no_grad
 from npplm import layers
 from npplm.checkpoints import CheckpointError, from_pretrained
 from npplm.module import Module
+from npplm.tokenizers import load_tokenizer
 
 __version__ = "0.1.0"
 __all__ = ["BACKEND", "CheckpointError", "Module", "Tensor", "__version__", "autograd",
-           "from_pretrained", "layers", "no_grad"]
+           "from_pretrained", "layers", "load_tokenizer", "no_grad"]
