@@ -296,8 +296,8 @@ def bert_pair(torch, config):
     from benchmarks.bench_encoder import bert_inputs
     from npplm.models import bert
 
-    theirs = transformers.BertModel(transformers.BertConfig(**config.to_hf()),
-                                    attn_implementation="sdpa").eval()
+    hf_config = transformers.BertConfig(**config.to_hf(), attn_implementation="sdpa")
+    theirs = transformers.BertModel(hf_config).eval()
     ours = bert.BertModel(config).eval()
     ours.load_weights({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     ids, mask = bert_inputs(config, BERT_B, BERT_T)

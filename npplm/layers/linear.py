@@ -1,15 +1,41 @@
-"""Linear: y = x W^T + b, with W stored (out, in) as PyTorch and Hugging Face store it."""
+"""Linear: y = x W^T + b, with W stored (out, in) as PyTorch and Hugging Face store it.
+
+`linear` is one fused primitive rather than `x @ weight.T + bias` from three: the
+composite's weight gradient would come out as the transpose of (in, out), a strided view
+that the engine must copy, and the bias would cost a broadcast add forward and a reduction
+backward of its own. Fused, each direction is one GEMM per gradient (llm.c's
+matmul_forward / matmul_backward), every gradient is born contiguous in the layout of its
+parameter, and the bias is added in place.
+"""
 
 import numpy as np
 
-from autograd import Tensor
+from autograd import Tensor, primitive
 from npplm.module import Module
 
 
+@primitive
 def linear(x, weight, bias=None):
-    """(..., in) @ (in, out) -> (..., out); `weight` is (out, in), so it is transposed (a view)."""
-    y = x @ weight.T  # (..., in) @ (in, out) -> (..., out)
-    return y if bias is None else y + bias
+    """(..., in) @ (in, out) + (out,) -> (..., out); `weight` is (out, in)."""
+    n_out, n_in = weight.shape
+    if x.shape[-1] != n_in:
+        raise ValueError(f"linear: input of shape {x.shape} has {x.shape[-1]} features but "
+                         f"the weight {weight.shape} expects {n_in}")
+    y = x.reshape(-1, n_in) @ weight.T  # (N, in) @ (in, out) -> (N, out), N = all of "..."
+    if bias is not None:
+        y += bias
+    return y.reshape(*x.shape[:-1], n_out)
+
+
+@linear.defvjp
+def linear_vjp(g, out, x, weight, bias=None):
+    # y = x W^T + b:  dx = g W,  dW = g^T x (summed over every row),  db = sum of g's rows
+    n_out, n_in = weight.shape
+    g2 = g.reshape(-1, n_out)  # (N, out)
+    dx = (g2 @ weight).reshape(x.shape)  # (N, out) @ (out, in) -> (N, in)
+    dw = g2.T @ x.reshape(-1, n_in)  # (out, N) @ (N, in) -> (out, in)
+    db = g2.sum(axis=0) if bias is not None else None
+    return dx, dw, db
 
 
 class Linear(Module):

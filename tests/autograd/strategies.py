@@ -302,6 +302,16 @@ def norm_case(draw, with_bias):
     return Case(args, dict(eps=draw(st.sampled_from([1e-5, 1e-2]))))
 
 
+@st.composite
+def linear_case(draw):
+    batch = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
+    n_in, n_out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    args = (array(draw, batch + (n_in,)), array(draw, (n_out, n_in)))
+    if draw(st.booleans()):
+        args += (array(draw, (n_out,)),)
+    return Case(args, {})
+
+
 STRATEGIES = {
     "add": binary(),
     "sub": binary(),
@@ -346,6 +356,7 @@ STRATEGIES = {
     "gelu": unary(),
     "gelu_tanh": unary(),
     "silu": unary(-6.0, 6.0),
+    "linear": linear_case(),
     "layer_norm": norm_case(with_bias=True),
     "rms_norm": norm_case(with_bias=False),
 }

@@ -168,17 +168,17 @@ def fused_layers_block(draw):
     (c,) = sizes(draw, "C", lo=2, hi=4)
     leaves = dict(x=array(draw, (b, t, c)), gamma=array(draw, (c,)), beta=array(draw, (c,)),
                   w1=array(draw, (c, c)), w2=array(draw, (c, c)), w3=array(draw, (c, c)),
-                  w=array(draw, (c,)))
+                  w=array(draw, (c,)), b1=array(draw, (c,)))
 
-    def ours(x, gamma, beta, w1, w2, w3, w):
+    def ours(x, gamma, beta, w1, w2, w3, w, b1):
         h = npplm.layers.layer_norm(x, gamma, beta, eps=1e-5)
-        h = (npplm.layers.gelu(h @ w1) + npplm.layers.gelu_tanh(h @ w2)
+        h = (npplm.layers.gelu(npplm.layers.linear(h, w1, b1)) + npplm.layers.gelu_tanh(h @ w2)
              + npplm.layers.silu(h @ w3))
         return npplm.layers.rms_norm(h, w, eps=1e-6)
 
-    def theirs(x, gamma, beta, w1, w2, w3, w):
+    def theirs(x, gamma, beta, w1, w2, w3, w, b1):
         h = F.layer_norm(x, (c,), gamma, beta, eps=1e-5)
-        h = F.gelu(h @ w1) + F.gelu(h @ w2, approximate="tanh") + F.silu(h @ w3)
+        h = F.gelu(F.linear(h, w1, b1)) + F.gelu(h @ w2, approximate="tanh") + F.silu(h @ w3)
         return F.rms_norm(h, (c,), w, eps=1e-6)
 
     return Case(leaves, {}, ours, theirs)
