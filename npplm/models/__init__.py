@@ -5,7 +5,7 @@ ARCHITECTURES maps a Hugging Face `architectures` name to our class; BASE_MODELS
 tables are written out by hand: adding a family means adding its lines here.
 """
 
-from npplm.models import albert, bert
+from npplm.models import albert, bert, roberta
 
 ARCHITECTURES = {
     # BERT (bert.py)
@@ -25,8 +25,16 @@ ARCHITECTURES = {
     "AlbertForMultipleChoice": albert.AlbertForMultipleChoice,
     "AlbertForTokenClassification": albert.AlbertForTokenClassification,
     "AlbertForQuestionAnswering": albert.AlbertForQuestionAnswering,
+    # RoBERTa (roberta.py)
+    "RobertaModel": roberta.RobertaModel,
+    "RobertaForMaskedLM": roberta.RobertaForMaskedLM,
+    "RobertaForSequenceClassification": roberta.RobertaForSequenceClassification,
+    "RobertaForMultipleChoice": roberta.RobertaForMultipleChoice,
+    "RobertaForTokenClassification": roberta.RobertaForTokenClassification,
+    "RobertaForQuestionAnswering": roberta.RobertaForQuestionAnswering,
 }
 BASE_MODELS = {
     "bert": bert.BertModel,
     "albert": albert.AlbertModel,
+    "roberta": roberta.RobertaModel,
 }
