@@ -9,12 +9,14 @@ its own virtual environment). Read it in this order:
     primitive.py  @primitive / .defvjp and the REGISTRY of every differentiable op
     ops/          the primitives, each forward with its VJP below it
     gradcheck.py  finite-difference checking, for our tests and for yours
+    memory.py     malloc tuning so large temporaries reuse memory (NPPLM_KEEP_MEMORY=0: off)
 
 Gradients are first-order only: VJPs compute on raw arrays, not on Tensors, so a gradient
 has no graph of its own (no double backprop). That keeps every VJP plain array code.
 """
 
 from autograd.backend import BACKEND, BACKENDS, BackendError, array_module, to_numpy, xp
+from autograd import memory  # keeps freed memory in the process: see memory.py
 from autograd.graph import is_grad_enabled, no_grad
 from autograd.tensor import DEFAULT_DTYPE, Tensor, as_array
 from autograd.primitive import REGISTRY, Primitive, primitive, unbroadcast

@@ -91,7 +91,9 @@ def getitem(x, *, index):
 @getitem.defvjp
 def getitem_vjp(g, out, x, *, index):
     xp = array_module(g)
-    gx = xp.zeros_like(x)
+    # zeros, not zeros_like: NumPy's zeros gets pre-zeroed pages from the OS and touches
+    # only the rows written, which matters for an embedding table's gradient (V x C).
+    gx = xp.zeros(x.shape, dtype=x.dtype)
     if _has_integer_array(index):
         scatter_add(gx, index, g)  # repeated integer indices accumulate their gradients
     else:
