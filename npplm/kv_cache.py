@@ -1,0 +1,60 @@
+"""The key/value cache of autoregressive decoding.
+
+Generating token t+1 needs attention over the keys and values of tokens 0..t. Recomputing
+them for the whole prefix at every step costs O(T^2) projections over a generation; caching
+them costs memory instead: each layer keeps its keys and values, (B, K, S, D), and a new
+token adds one position. With grouped-query attention only the K = n_kv_heads heads are
+stored (not the H query heads), which is the point of GQA/MQA: LLaMA-2-70B keeps 8 heads
+of 128 dims per layer instead of 64.
+
+The cache holds raw arrays (decoding runs under `no_grad`), preallocated for `max_length`
+positions so that a step writes into place instead of concatenating. Its size:
+    nbytes = 2 (keys and values) x B x L x length x K x D x bytes per value
+"""
+
+from autograd import array_module, as_array
+
+
+class KVCache:
+    """Per-layer keys and values for `max_length` positions; `length` of them filled."""
+
+    def __init__(self, n_layers, batch, n_kv_heads, head_dim, max_length, dtype, xp=None):
+        import numpy
+
+        xp = numpy if xp is None else xp
+        shape = (batch, n_kv_heads, max_length, head_dim)  # (B, K, S_max, D)
+        self.keys = [xp.zeros(shape, dtype=dtype) for _ in range(n_layers)]
+        self.values = [xp.zeros(shape, dtype=dtype) for _ in range(n_layers)]
+        self.max_length = max_length
+        self.length = 0  # positions filled, the same in every layer once a step is done
+        self._written = [0] * n_layers
+
+    def update(self, layer, k, v):
+        """Append k, v (B, K, T, D) at positions length..length+T of `layer`; return the
+        keys and values of every position so far, (B, K, length + T, D) each (views)."""
+        k, v = as_array(k), as_array(v)
+        start, T = self.length, k.shape[2]
+        if start + T > self.max_length:
+            raise ValueError(f"KV cache full: {start} cached + {T} new positions exceed its "
+                             f"max_length {self.max_length}")
+        self.keys[layer][:, :, start:start + T] = k
+        self.values[layer][:, :, start:start + T] = v
+        self._written[layer] = start + T
+        return self.keys[layer][:, :, :start + T], self.values[layer][:, :, :start + T]
+
+    def advance(self, T):
+        """Mark T new positions as filled (call once per forward pass, after every layer)."""
+        if any(w != self.length + T for w in self._written):
+            raise RuntimeError(f"KV cache: layers were written up to {self._written}, "
+                               f"expected all at {self.length + T}")
+        self.length += T
+
+    @property
+    def nbytes(self):
+        """Bytes of the filled part: 2 x B x L x length x K x D x itemsize."""
+        B, K, _, D = self.keys[0].shape
+        return 2 * B * len(self.keys) * self.length * K * D * self.keys[0].dtype.itemsize
+
+    @property
+    def xp(self):
+        return array_module(self.keys[0])
