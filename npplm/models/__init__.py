@@ -5,7 +5,7 @@ ARCHITECTURES maps a Hugging Face `architectures` name to our class; BASE_MODELS
 tables are written out by hand: adding a family means adding its lines here.
 """
 
-from npplm.models import albert, bert, roberta
+from npplm.models import albert, bert, gpt, llama, roberta
 
 ARCHITECTURES = {
     # BERT (bert.py)
@@ -32,9 +32,20 @@ ARCHITECTURES = {
     "RobertaForMultipleChoice": roberta.RobertaForMultipleChoice,
     "RobertaForTokenClassification": roberta.RobertaForTokenClassification,
     "RobertaForQuestionAnswering": roberta.RobertaForQuestionAnswering,
+    # GPT-1 and GPT-2 (gpt.py); GPT-3 configs load as GPT2LMHeadModel with sparse layers
+    "GPT2Model": gpt.GPT2Model,
+    "GPT2LMHeadModel": gpt.GPT2LMHeadModel,
+    "OpenAIGPTModel": gpt.OpenAIGPTModel,
+    "OpenAIGPTLMHeadModel": gpt.OpenAIGPTLMHeadModel,
+    # LLaMA (llama.py)
+    "LlamaModel": llama.LlamaModel,
+    "LlamaForCausalLM": llama.LlamaForCausalLM,
 }
 BASE_MODELS = {
     "bert": bert.BertModel,
     "albert": albert.AlbertModel,
     "roberta": roberta.RobertaModel,
+    "gpt2": gpt.GPT2Model,
+    "openai-gpt": gpt.OpenAIGPTModel,
+    "llama": llama.LlamaModel,
 }

@@ -1,0 +1,516 @@
+"""LLaMA: a pre-norm decoder with RMSNorm, rotary positions, SwiGLU and grouped-query attention.
+
+Papers: Touvron et al., "LLaMA: Open and Efficient Foundation Language Models" (2023),
+arXiv:2302.13971; Touvron et al., "Llama 2: Open Foundation and Fine-Tuned Chat Models"
+(2023), arXiv:2307.09288; Grattafiori et al., "The Llama 3 Herd of Models" (2024),
+arXiv:2407.21783. Reference implementation: Hugging Face transformers,
+`models/llama/modeling_llama.py` (checked against transformers 5.x with
+`attn_implementation="eager"`), whose checkpoint keys our attribute paths reproduce.
+
+What is different from GPT-2 (the baseline a reader studies first):
+  - RMSNorm instead of LayerNorm: x / sqrt(mean(x^2) + eps) * g, no mean, no bias
+    (Zhang & Sennrich, arXiv:1910.07467). Still pre-norm, still a final norm (`model.norm`).
+  - No learned position table: rotary embeddings (RoPE, arXiv:2104.09864) rotate q and k
+    by their position inside every attention layer (npplm/layers/rotary.py). LLaMA-3 uses
+    base theta = 500000 instead of 10000, and LLaMA-3.1 stretches the long wavelengths
+    ("llama3" rope scaling) to reach 128K positions.
+  - SwiGLU feed-forward (Shazeer, arXiv:2002.05202): down(silu(gate(x)) * up(x)), three
+    matrices instead of two, with F about 8/3 C (rounded up to a multiple of 256) so the
+    parameter count matches a 4C GELU MLP.
+  - Grouped-query attention (Ainslie et al., arXiv:2305.13245) in LLaMA-2-70B and LLaMA-3:
+    H query heads share K < H key/value heads, H / K queries per group. K = H is ordinary
+    multi-head attention, K = 1 multi-query attention; one code path serves all three.
+    The KV cache stores the K heads only: that is what GQA saves.
+  - No biases anywhere; separate q/k/v/o projections stored (out, in) like torch.nn.Linear
+    (GPT-2's fused c_attn is stored (in, out) by its Conv1D). Nothing needs transposing.
+  - The LM head is untied in every published LLaMA (tie_word_embeddings=False), tied in
+    some small derivatives; both are supported. Vocabulary: 32000 SentencePiece tokens
+    (LLaMA-1/2), 128256 tiktoken-style BPE tokens (LLaMA-3).
+  - No dropout.
+
+The checkpoint key map is the identity: model.embed_tokens, model.layers.N.self_attn
+.{q,k,v,o}_proj, model.layers.N.mlp.{gate,up,down}_proj, model.layers.N.input_layernorm,
+model.layers.N.post_attention_layernorm, model.norm, lm_head (absent when tied). Older
+checkpoints store `rotary_emb.inv_freq` buffers: ignored, we recompute the frequencies.
+
+Positions. Without a cache, 0..T-1; with a KVCache, cache.length onwards. When an
+attention mask is given and no position_ids, positions follow the mask: cumsum(mask) - 1
+(padding gets 1), as Hugging Face's `generate` computes them, so a left-padded row sees
+the same positions as if it were alone. (Hugging Face's forward itself ignores the mask for
+positions; pass position_ids to reproduce that.)
+
+Glossary of shape letters: B batch, T query length, S key length (cached prefix + T),
+C model width (hidden_size), H query heads, K key/value heads, D head dim, F feed-forward
+width (intermediate_size), V vocabulary, L layers.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from autograd import Tensor, as_array, broadcast_to, cross_entropy, to_numpy, where
+from npplm.checkpoints import PreTrainedModel
+from npplm.layers import Embedding, Linear, RMSNorm, silu
+from npplm.layers.attention import attention, merge_heads
+from npplm.layers.rotary import apply_rotary, rope_cos_sin, rope_frequencies
+from npplm.models.output import ModelOutput
+from npplm.module import Module
+
+_LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor",
+                "original_max_position_embeddings")
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """LLaMA's hyperparameters, named as in Hugging Face's config.json (defaults: LLaMA-2-7B).
+
+    `rope_scaling` is None or a tuple of (name, value) pairs, e.g. LLaMA-3.1's
+    (("factor", 8.0), ("high_freq_factor", 4.0), ("low_freq_factor", 1.0),
+     ("original_max_position_embeddings", 8192), ("rope_type", "llama3"));
+    a tuple rather than a dict so that the frozen config stays hashable. `rope_parameters`
+    gives it back as the dict Hugging Face's rope code reads.
+    """
+
+    vocab_size: int = 32000  # V: SentencePiece vocabulary of LLaMA-1/2
+    hidden_size: int = 4096  # C: the residual stream width
+    intermediate_size: int = 11008  # F: SwiGLU width, about 8/3 C rounded up to 256
+    num_hidden_layers: int = 32  # L: decoder blocks
+    num_attention_heads: int = 32  # H: query heads
+    num_key_value_heads: int | None = None  # K: key/value heads; None: K = H (no GQA)
+    head_dim: int | None = None  # D; None: C / H (every published LLaMA)
+    hidden_act: str = "silu"  # the SwiGLU gate (only silu is implemented)
+    max_position_embeddings: int = 4096  # longest input (cached prefix included)
+    initializer_range: float = 0.02  # std of the normal initialisation of weights
+    rms_norm_eps: float = 1e-5  # 1e-6 in the LLaMA-1 7B/13B checkpoints
+    pad_token_id: int | None = None  # its embedding row starts at 0 and gets no gradient
+    bos_token_id: int | None = 1  # <s>
+    eos_token_id: int | None = 2  # </s>
+    tie_word_embeddings: bool = False  # lm_head = embed_tokens (no published LLaMA does)
+    rope_theta: float = 10000.0  # RoPE base: 10000 in LLaMA-1/2, 500000 in LLaMA-3
+    rope_scaling: tuple | None = None  # None, or LLaMA-3.1's "llama3" scaling (see above)
+
+    def __post_init__(self):
+        # Fill the derived defaults (as Hugging Face's LlamaConfig does) in the frozen fields.
+        if self.num_key_value_heads is None:
+            object.__setattr__(self, "num_key_value_heads", self.num_attention_heads)
+        if isinstance(self.rope_scaling, dict):
+            object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"LlamaConfig.{name}={value!r} must be a positive integer")
+        if self.head_dim is None:
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(f"LlamaConfig: hidden_size={self.hidden_size} is not divisible "
+                                 f"by num_attention_heads={self.num_attention_heads}")
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        if not isinstance(self.head_dim, int) or self.head_dim < 2 or self.head_dim % 2:
+            raise ValueError(f"LlamaConfig: head_dim={self.head_dim!r} must be a positive even "
+                             "integer (RoPE rotates pairs of dims)")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"LlamaConfig: num_attention_heads={self.num_attention_heads} is "
+                             f"not divisible by num_key_value_heads={self.num_key_value_heads}"
+                             ": each key/value head serves a whole group of query heads")
+        if self.hidden_act != "silu":
+            raise ValueError(f"LlamaConfig: hidden_act={self.hidden_act!r} is not implemented "
+                             "(LLaMA's SwiGLU uses 'silu')")
+        if self.rms_norm_eps <= 0 or self.initializer_range < 0 or self.rope_theta <= 0:
+            raise ValueError(f"LlamaConfig: rms_norm_eps={self.rms_norm_eps} and rope_theta="
+                             f"{self.rope_theta} must be > 0, initializer_range="
+                             f"{self.initializer_range} >= 0")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"LlamaConfig: pad_token_id={self.pad_token_id} is outside the "
+                             f"vocabulary (vocab_size={self.vocab_size})")
+        if self.rope_scaling is not None:
+            scaling = self.rope_parameters
+            if scaling.get("rope_type") != "llama3":
+                raise ValueError(f"LlamaConfig: rope_scaling type {scaling.get('rope_type')!r} "
+                                 "is not implemented (only 'llama3')")
+            missing = [k for k in _LLAMA3_KEYS if k not in scaling]
+            if missing:
+                raise ValueError(f"LlamaConfig: llama3 rope_scaling lacks {missing}")
+            if not scaling["high_freq_factor"] > scaling["low_freq_factor"] > 0:
+                raise ValueError("LlamaConfig: llama3 rope_scaling needs high_freq_factor > "
+                                 f"low_freq_factor > 0, got {scaling['high_freq_factor']} and "
+                                 f"{scaling['low_freq_factor']}")
+
+    @property
+    def rope_parameters(self):
+        """rope_scaling as a dict (rope_type, factor, ...), or None without scaling."""
+        return None if self.rope_scaling is None else dict(self.rope_scaling)
+
+    # Presets: the published sizes (LLaMA-1 table 2, LLaMA-2 table 1, LLaMA-3 table 3, with
+    # the values of the released config.json files) and one for tests.
+    @classmethod
+    def llama1_7b(cls, **overrides):
+        """LLaMA-7B: L=32, C=4096, H=32, F=11008, 2048 positions (6.74B parameters)."""
+        return cls(**{**dict(max_position_embeddings=2048, rms_norm_eps=1e-6), **overrides})
+
+    @classmethod
+    def llama1_13b(cls, **overrides):
+        """LLaMA-13B: L=40, C=5120, H=40, F=13824 (13.0B)."""
+        return cls(**{**dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
+                             num_attention_heads=40, max_position_embeddings=2048,
+                             rms_norm_eps=1e-6), **overrides})
+
+    @classmethod
+    def llama1_65b(cls, **overrides):
+        """LLaMA-65B: L=80, C=8192, H=64, F=22016 (65.3B)."""
+        return cls(**{**dict(hidden_size=8192, intermediate_size=22016, num_hidden_layers=80,
+                             num_attention_heads=64, max_position_embeddings=2048),
+                      **overrides})
+
+    @classmethod
+    def llama2_7b(cls, **overrides):
+        """Llama-2-7B: LLaMA-7B's shape with 4096 positions (6,738,415,616 parameters)."""
+        return cls(**overrides)
+
+    @classmethod
+    def llama2_13b(cls, **overrides):
+        """Llama-2-13B: L=40, C=5120, H=40, F=13824 (13.0B)."""
+        return cls(**{**dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
+                             num_attention_heads=40), **overrides})
+
+    @classmethod
+    def llama2_70b(cls, **overrides):
+        """Llama-2-70B: L=80, C=8192, H=64 with K=8 key/value heads (GQA), F=28672 (69.0B)."""
+        return cls(**{**dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                             num_attention_heads=64, num_key_value_heads=8), **overrides})
+
+    @classmethod
+    def llama3_8b(cls, **overrides):
+        """Llama-3-8B: V=128256, L=32, C=4096, H=32, K=8, F=14336, theta=500000 (8.03B)."""
+        return cls(**{**dict(vocab_size=128256, intermediate_size=14336, num_key_value_heads=8,
+                             max_position_embeddings=8192, rope_theta=500000.0,
+                             bos_token_id=128000, eos_token_id=128001), **overrides})
+
+    @classmethod
+    def llama3_70b(cls, **overrides):
+        """Llama-3-70B: V=128256, L=80, C=8192, H=64, K=8, F=28672 (70.6B)."""
+        return cls(**{**dict(vocab_size=128256, hidden_size=8192, intermediate_size=28672,
+                             num_hidden_layers=80, num_attention_heads=64,
+                             num_key_value_heads=8, max_position_embeddings=8192,
+                             rope_theta=500000.0, bos_token_id=128000, eos_token_id=128001),
+                      **overrides})
+
+    @classmethod
+    def llama3_1_8b(cls, **overrides):
+        """Llama-3.1-8B: Llama-3-8B's shape, 131072 positions through llama3 rope scaling."""
+        scaling = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                       high_freq_factor=4.0, original_max_position_embeddings=8192)
+        return cls.llama3_8b(**{**dict(max_position_embeddings=131072, rope_scaling=scaling),
+                                **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides):
+        """A few thousand parameters for tests: H=4 query heads sharing K=2 key/value heads
+        (GQA), D=8; the widths differ (F=37) so that a mixed-up axis fails loudly."""
+        return cls(**{**dict(vocab_size=64, hidden_size=32, intermediate_size=37,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                             max_position_embeddings=64, rms_norm_eps=1e-6), **overrides})
+
+    # Hugging Face's config.json in and out.
+    @classmethod
+    def from_hf(cls, hf):
+        """From a Hugging Face config dict (transformers 4.x `rope_theta` / `rope_scaling`
+        or 5.x `rope_parameters`); keys LLaMA does not use are ignored. Refuses what this
+        file does not implement: biases, attention dropout, other RoPE scalings.
+        """
+        if hf.get("model_type", "llama") != "llama":
+            raise ValueError(f"LlamaConfig.from_hf: model_type {hf['model_type']!r} is not llama")
+        for key in ("attention_bias", "mlp_bias"):
+            if hf.get(key):
+                raise ValueError(f"LlamaConfig.from_hf: {key}=true is not implemented (no "
+                                 "published LLaMA has biases)")
+        if hf.get("attention_dropout"):
+            raise ValueError("LlamaConfig.from_hf: attention_dropout="
+                             f"{hf['attention_dropout']} is not implemented")
+        names = {f.name for f in dataclasses.fields(cls)} - {"rope_scaling", "rope_theta"}
+        kwargs = {k: v for k, v in hf.items() if k in names}
+        if isinstance(kwargs.get("eos_token_id"), list):  # Llama-3-Instruct lists several
+            kwargs["eos_token_id"] = kwargs["eos_token_id"][0]
+        rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+        if "type" in rope:  # the oldest spelling of rope_type
+            rope.setdefault("rope_type", rope.pop("type"))
+        theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
+        kwargs["rope_theta"] = float(theta)
+        if rope.get("rope_type", "default") != "default":
+            kwargs["rope_scaling"] = rope
+        return cls(**kwargs)
+
+    def to_hf(self):
+        """A Hugging Face config dict (model_type "llama"), in transformers 5's rope format."""
+        hf = dataclasses.asdict(self)
+        del hf["rope_scaling"], hf["rope_theta"]
+        hf["rope_parameters"] = {**(self.rope_parameters or {"rope_type": "default"}),
+                                 "rope_theta": self.rope_theta}
+        hf.update(model_type="llama", attention_bias=False, mlp_bias=False,
+                  attention_dropout=0.0)
+        return hf
+
+
+def num_parameters(config, with_lm_head=True):
+    """Parameters of LlamaForCausalLM (LlamaModel: with_lm_head=False), from the config alone.
+
+    Embedding V C. Each layer: q and o projections 2 C H D, k and v 2 C K D, SwiGLU 3 C F,
+    two RMSNorm gains 2C. Final norm C. LM head V C unless tied.
+
+        llama1_7b   6,738,415,616    llama2_7b   6,738,415,616    llama3_8b   8,030,261,248
+        llama1_13b 13,015,864,320    llama2_13b 13,015,864,320    llama3_70b 70,553,706,496
+        llama1_65b 65,285,660,672    llama2_70b 68,976,648,192
+    """
+    C, F, V = config.hidden_size, config.intermediate_size, config.vocab_size
+    H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    layer = 2 * C * H * D + 2 * C * K * D + 3 * C * F + 2 * C
+    head = V * C if with_lm_head and not config.tie_word_embeddings else 0
+    return V * C + config.num_hidden_layers * layer + C + head
+
+
+# --- building blocks ------------------------------------------------------------------------
+
+
+class LlamaEmbedding(Embedding):
+    """Adapted from npplm.layers.embedding: adds torch's `padding_idx`, as in BERT.
+
+    Hugging Face builds the table as nn.Embedding(V, C, padding_idx=pad_token_id): the pad
+    row starts at zero and a lookup sends it no gradient. Most LLaMA configs have no pad
+    token (None), and then this is a plain Embedding.
+    """
+
+    def __init__(self, config, rng):
+        super().__init__(config.vocab_size, config.hidden_size, std=config.initializer_range,
+                         rng=rng, what="token id")
+        self.padding_idx = config.pad_token_id
+        if self.padding_idx is not None:
+            self.weight.data[self.padding_idx] = 0
+
+    def forward(self, ids):
+        rows = super().forward(ids)  # (B, T) -> (B, T, C), ids checked against V
+        if self.padding_idx is None:
+            return rows
+        is_pad = (ids == self.padding_idx)[..., None]  # (B, T, 1)
+        if not is_pad.any():
+            return rows
+        return where(is_pad, self.weight.data[self.padding_idx], rows)  # pad: a constant
+
+
+def repeat_kv(x, n_rep):
+    """(B, K, S, D) -> (B, K * n_rep, S, D): each key/value head repeated for its n_rep
+    query heads (query head h reads key/value head h // n_rep), as Hugging Face's repeat_kv.
+
+    A broadcast, then a reshape: its gradient sums the n_rep copies back into one head.
+    """
+    if n_rep == 1:
+        return x
+    B, K, S, D = x.shape
+    x = x.reshape(B, K, 1, S, D)  # (B, K, S, D) -> (B, K, 1, S, D)
+    x = broadcast_to(x, shape=(B, K, n_rep, S, D))  # -> (B, K, n_rep, S, D)
+    return x.reshape(B, K * n_rep, S, D)  # -> (B, H, S, D)
+
+
+class LlamaAttention(Module):
+    """Causal grouped-query attention with RoPE on q and k:
+        q = rope(x W_q) (H heads), k = rope(x W_k), v = x W_v (K heads each),
+        y = W_o softmax(q k^T / sqrt(D) + causal and padding bias) v.
+    """
+
+    def __init__(self, config, rng):
+        C, D, std = config.hidden_size, config.head_dim, config.initializer_range
+        self.n_heads, self.n_kv_heads, self.head_dim = (config.num_attention_heads,
+                                                        config.num_key_value_heads, D)
+        self.q_proj = Linear(C, self.n_heads * D, bias=False, std=std, rng=rng)
+        self.k_proj = Linear(C, self.n_kv_heads * D, bias=False, std=std, rng=rng)
+        self.v_proj = Linear(C, self.n_kv_heads * D, bias=False, std=std, rng=rng)
+        self.o_proj = Linear(self.n_heads * D, C, bias=False, std=std, rng=rng)
+
+    def forward(self, x, cos, sin, bias, cache=None, layer=0):
+        B, T, _ = x.shape
+        H, K, D = self.n_heads, self.n_kv_heads, self.head_dim
+        q = self.q_proj(x).reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B, T, C) -> (B, H, T, D)
+        k = self.k_proj(x).reshape(B, T, K, D).transpose(0, 2, 1, 3)  # (B, T, C) -> (B, K, T, D)
+        v = self.v_proj(x).reshape(B, T, K, D).transpose(0, 2, 1, 3)  # (B, T, C) -> (B, K, T, D)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # rotated by position
+        if cache is not None:
+            # The cache keeps rotated keys: a key's rotation depends on its own position only,
+            # so it never changes. It stores K heads, not H. (B, K, T, D) -> (B, K, S, D)
+            k, v = (Tensor(a) for a in cache.update(layer, k, v))
+        k, v = repeat_kv(k, H // K), repeat_kv(v, H // K)  # (B, K, S, D) -> (B, H, S, D)
+        y = attention(q, k, v, bias=bias, scale=D ** -0.5)  # (B, H, T, D)
+        return self.o_proj(merge_heads(y))  # (B, H, T, D) -> (B, T, H D) -> (B, T, C)
+
+
+class LlamaMLP(Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)), (B, T, C) -> (B, T, F) -> (B, T, C)."""
+
+    def __init__(self, config, rng):
+        C, F, std = config.hidden_size, config.intermediate_size, config.initializer_range
+        self.gate_proj = Linear(C, F, bias=False, std=std, rng=rng)
+        self.up_proj = Linear(C, F, bias=False, std=std, rng=rng)
+        self.down_proj = Linear(F, C, bias=False, std=std, rng=rng)
+
+    def forward(self, x):
+        return self.down_proj(silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaDecoderLayer(Module):
+    """One block, pre-norm:  x = x + Attention(RMSNorm(x));  x = x + MLP(RMSNorm(x))."""
+
+    def __init__(self, config, rng):
+        self.self_attn = LlamaAttention(config, rng)
+        self.mlp = LlamaMLP(config, rng)
+        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, bias, cache=None, layer=0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, bias, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+# --- the backbone ---------------------------------------------------------------------------
+
+
+def _int_array(x, name):
+    """An integer array from an array, a Tensor or a list; raises TypeError otherwise."""
+    x = as_array(x)
+    x = x if hasattr(x, "dtype") else np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
+    return x
+
+
+class LlamaPreTrainedModel(PreTrainedModel):
+    """What every LLaMA class shares: its config class, the backbone's name, ignored keys."""
+
+    config_class = LlamaConfig
+    base_model_prefix = "model"
+    ignore_on_load = (r"\.rotary_emb\.inv_freq$",)  # a buffer in older checkpoints
+
+
+class LlamaModel(LlamaPreTrainedModel):
+    """The decoder: ids (B, T) -> last_hidden_state (B, T, C), after the final RMSNorm.
+
+    forward(input_ids, attention_mask=None, cache=None, position_ids=None):
+        input_ids       (B, T) integers in [0, V)
+        attention_mask  (B, S) 1 for tokens, 0 for padding, S = cache.length + T (the
+                        cached prefix's mask too); None: attend to every earlier position
+        cache           a KVCache (npplm.kv_cache) to read and extend, or None
+        position_ids    (B, T) or (T,); None: from the mask, or cache.length + 0..T-1
+    Weights are drawn from `seed` as Hugging Face initialises them: N(0, initializer_range^2)
+    for projections and the embedding, RMSNorm gains 1.
+    """
+
+    def __init__(self, config, seed=0, rng=None):
+        rng = np.random.default_rng(seed) if rng is None else rng
+        self.config = config
+        self.embed_tokens = LlamaEmbedding(config, rng)
+        self.layers = [LlamaDecoderLayer(config, rng) for _ in range(config.num_hidden_layers)]
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        # The RoPE frequencies depend on the config only: computed once, (D/2,) float64.
+        self.rope_frequencies = rope_frequencies(config.head_dim, config.rope_theta,
+                                                 config.rope_parameters)
+
+    def forward(self, input_ids, attention_mask=None, cache=None, position_ids=None):
+        config = self.config
+        input_ids = _int_array(input_ids, "input_ids")
+        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must have shape (B, T) with T >= 1, got "
+                             f"{input_ids.shape}")
+        B, T = input_ids.shape
+        past = 0 if cache is None else cache.length
+        S = past + T  # keys: the cached prefix and the T new positions
+        if S > config.max_position_embeddings:
+            raise ValueError(f"input_ids has {T} positions after {past} cached ones, {S} in "
+                             f"all, but max_position_embeddings is "
+                             f"{config.max_position_embeddings}; truncate the input")
+        dtype = self.embed_tokens.weight.dtype
+
+        # The additive bias (B or 1, 1, T, S): 0 where query t may read key s, the dtype's
+        # most negative value where not. Causal: query t (absolute position past + t) reads
+        # keys 0..past + t. Combined with the padding mask by a minimum, not a sum: two
+        # minima added would overflow to -inf, and a fully masked row (a left-padding query)
+        # would become nan instead of a harmless uniform average.
+        allowed = np.tril(np.ones((T, S), dtype=bool), k=past)  # (T, S)
+        if attention_mask is not None:
+            mask = np.asarray(to_numpy(as_array(attention_mask))) != 0  # 1/0, bool or float
+            if mask.shape != (B, S):
+                raise ValueError(f"attention_mask has shape {mask.shape} but must be (B, "
+                                 f"cache length + T) = ({B}, {past} + {T}) = {(B, S)}")
+            allowed = allowed & mask[:, None, None, :]  # -> (B, 1, T, S)
+            if position_ids is None:
+                # As Hugging Face's generate: count the real tokens before each position.
+                position_ids = np.where(mask, np.cumsum(mask, axis=-1) - 1, 1)[:, past:]
+        bias = Tensor(np.where(allowed, 0.0, np.finfo(dtype).min).astype(dtype))
+        if position_ids is None:
+            position_ids = np.arange(past, S)  # (T,)
+        position_ids = to_numpy(_int_array(position_ids, "position_ids"))
+        if position_ids.shape not in ((T,), (B, T)):
+            raise ValueError(f"position_ids has shape {position_ids.shape}, expected "
+                             f"{(B, T)} or {(T,)}")
+        cos, sin = rope_cos_sin(position_ids, self.rope_frequencies, dtype)  # (B?, T, D)
+
+        h = self.embed_tokens(input_ids)  # (B, T) -> (B, T, C)
+        for i, block in enumerate(self.layers):
+            h = block(h, cos, sin, bias, cache, i)  # (B, T, C)
+        if cache is not None:
+            cache.advance(T)  # every layer wrote its T positions
+        return ModelOutput(last_hidden_state=self.norm(h))
+
+
+class LlamaForCausalLM(LlamaPreTrainedModel):
+    """The language model: logits (B, T, V) for the next token at every position.
+
+    forward(input_ids, attention_mask=None, labels=None, cache=None, position_ids=None):
+    labels (B, T) are the input ids themselves (-100 where ignored); as Hugging Face does,
+    position t's logits are scored against labels[t + 1]: the loss is the mean
+    cross-entropy of logits[:, :-1] against labels[:, 1:] over labels != -100.
+
+    For generation (npplm.generation): n_layers, n_kv_heads, head_dim and dtype size a
+    KVCache; forward(..., cache=cache) reads and extends it (and advances it by T).
+    """
+
+    def __init__(self, config, seed=0):
+        rng = np.random.default_rng(seed)
+        self.config = config
+        self.model = LlamaModel(config, rng=rng)
+        if config.tie_word_embeddings:
+            # A Linear that owns no array of its own: its weight is the (V, C) token table.
+            self.lm_head = Linear.__new__(Linear)
+            self.lm_head.weight, self.lm_head.bias = self.model.embed_tokens.weight, None
+        else:
+            self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False,
+                                  std=config.initializer_range, rng=rng)
+
+    @property
+    def n_layers(self):
+        return self.config.num_hidden_layers  # L
+
+    @property
+    def n_kv_heads(self):
+        return self.config.num_key_value_heads  # K: what the cache stores per layer
+
+    @property
+    def head_dim(self):
+        return self.config.head_dim  # D
+
+    @property
+    def dtype(self):
+        return self.model.embed_tokens.weight.dtype
+
+    def forward(self, input_ids, attention_mask=None, labels=None, cache=None,
+                position_ids=None):
+        h = self.model(input_ids, attention_mask, cache, position_ids).last_hidden_state
+        logits = self.lm_head(h)  # (B, T, C) -> (B, T, V)
+        loss = None
+        if labels is not None:
+            labels = _int_array(labels, "labels")
+            if labels.shape != logits.shape[:2]:
+                raise ValueError(f"labels has shape {labels.shape} but input_ids has "
+                                 f"{logits.shape[:2]}: they must be equal")
+            # Predict token t + 1 from position t: drop the last logits and the first label.
+            loss = cross_entropy(logits[:, :-1], labels[:, 1:])
+        return ModelOutput(loss=loss, logits=logits)
