@@ -1,4 +1,5 @@
-"""Load a WordPiece tokenizer from a Hugging Face tokenizer.json or a BERT vocab.txt.
+"""Load a tokenizer: WordPiece from a tokenizer.json or a BERT vocab.txt, byte-level BPE
+from a tokenizer.json.
 
     load_tokenizer("path/to/model")                 a directory: its tokenizer.json, else
                                                     its vocab.txt
@@ -7,7 +8,10 @@
 
 A tokenizer.json names each stage with a "type"; we read the ones BERT uses (model
 WordPiece, normalizer BertNormalizer, pre_tokenizer BertPreTokenizer, post_processor
-TemplateProcessing or BertProcessing, decoder WordPiece) and refuse the others with a
+TemplateProcessing or BertProcessing, decoder WordPiece), and those of byte-level BPE
+(model BPE, normalizer null, pre_tokenizer ByteLevel or a Sequence of Split, Digits and a
+last ByteLevel as in LLaMA-3 and SmolLM2, post_processor ByteLevel, RobertaProcessing,
+TemplateProcessing or a Sequence of them, decoder ByteLevel), and refuse the others with a
 TokenizerFormatError naming the file and the value, rather than tokenize differently.
 
 A vocab.txt carries no settings; they come from tokenizer_config.json and
@@ -24,6 +28,9 @@ tokenizer.json's "padding" is not read: padding is chosen per call.
 import json
 import pathlib
 
+import regex
+
+from npplm.tokenizers.byte_level_bpe import ByteLevel, ByteLevelBPETokenizer, Digits, Split
 from npplm.tokenizers.wordpiece import (
     BERT_PAIR,
     BERT_SINGLE,
@@ -39,7 +46,8 @@ class TokenizerFormatError(ValueError):
 
 
 def load_tokenizer(path):
-    """A WordPieceTokenizer from a directory, a tokenizer.json or a vocab.txt."""
+    """A WordPieceTokenizer or ByteLevelBPETokenizer from a directory, a tokenizer.json or a
+    vocab.txt."""
     path = pathlib.Path(path)
     if path.is_dir():
         for name in ("tokenizer.json", "vocab.txt"):
@@ -86,19 +94,20 @@ def _kind(path, data, stage):
     return value["type"]
 
 
-def _unsupported(path, stage, kind, supported):
+def _unsupported(path, stage, kind, supported, family="BERT's WordPiece tokenizers"):
     return TokenizerFormatError(
-        f"{path}: {stage} type {kind!r} is not supported; npplm.load_tokenizer reads BERT's "
-        f"WordPiece tokenizers ({stage}: {supported})")
+        f"{path}: {stage} type {kind!r} is not supported; npplm.load_tokenizer reads "
+        f"{family} ({stage}: {supported})")
 
 
 def _from_tokenizer_json(path, config):
     data = _read_json(path)
     kind = _kind(path, data, "model")
-    if kind != "WordPiece":
-        raise _unsupported(path, "model", kind, "WordPiece")
+    if kind not in ("WordPiece", "BPE"):
+        raise _unsupported(path, "model", kind, "WordPiece or BPE")
+    build = _build_from_json if kind == "WordPiece" else _byte_level_bpe_from_json
     try:
-        return _build_from_json(path, data, config)
+        return build(path, data, config)
     except TokenizerFormatError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -244,3 +253,120 @@ def _from_vocab_file(path, config):
         pair=pair, pad_token=names["pad_token"],
         decoder=WordPieceDecoder(cleanup=config.get("clean_up_tokenization_spaces", True)),
         model_max_length=config.get("model_max_length", 512))
+
+
+# --- Byte-level BPE (GPT-2, RoBERTa, LLaMA-3, SmolLM2) --------------------------------------
+
+_BPE_FAMILY = "byte-level BPE tokenizers"
+
+
+def _byte_level_bpe_from_json(path, data, config):
+    """A ByteLevelBPETokenizer from a tokenizer.json whose model is "BPE"."""
+    steps = _byte_level_steps(path, data)  # first: is it byte-level at all?
+    model = data["model"]
+    vocab = model["vocab"]
+    if not isinstance(vocab, dict) or not vocab or not all(
+            isinstance(i, int) and i >= 0 for i in vocab.values()):
+        raise TokenizerFormatError(f"{path}: model.vocab must map tokens to ids >= 0")
+    merges = []
+    for rank, merge in enumerate(model.get("merges", [])):
+        pair = merge.split(" ") if isinstance(merge, str) else merge  # "a b" or ["a", "b"]
+        if not isinstance(pair, list) or len(pair) != 2 or not all(
+                isinstance(t, str) for t in pair):
+            raise TokenizerFormatError(f"{path}: model.merges[{rank}] = {merge!r} is not a "
+                                       "pair of tokens")
+        merges.append(tuple(pair))
+    for key, expected in (("continuing_subword_prefix", None), ("end_of_word_suffix", None),
+                          ("byte_fallback", False), ("dropout", None)):
+        if model.get(key, expected) not in (expected, "", 0.0):
+            raise TokenizerFormatError(f"{path}: model.{key} = {model[key]!r} is not "
+                                       f"supported; npplm reads {_BPE_FAMILY}")
+
+    kind = _kind(path, data, "normalizer")
+    if kind is not None:
+        raise _unsupported(path, "normalizer", kind, "null", _BPE_FAMILY)
+
+    kind = _kind(path, data, "decoder")
+    if kind != "ByteLevel":
+        raise _unsupported(path, "decoder", kind, "ByteLevel", _BPE_FAMILY)
+
+    added = _added_tokens(data.get("added_tokens") or [], vocab)
+    single, pair = _bpe_templates(path, data, vocab, added)
+    padding = data.get("padding") or {}
+    truncation = data.get("truncation") or {}
+    return ByteLevelBPETokenizer(
+        vocab, merges, pre_tokenizer=steps, added_tokens=added, single=single, pair=pair,
+        pad_token=config.get("pad_token", padding.get("pad_token")),
+        model_max_length=config.get("model_max_length", truncation.get("max_length", 1024)),
+        ignore_merges=bool(model.get("ignore_merges", False)))
+
+
+def _byte_level_steps(path, data):
+    """The pre-tokenizer steps: ByteLevel alone, or a Sequence of Split / Digits ending in it.
+
+    A BPE model without a ByteLevel pre-tokenizer (character-level BPE, SentencePiece's
+    Metaspace) is refused as an unsupported model, naming the pre-tokenizer.
+    """
+    kind = _kind(path, data, "pre_tokenizer")
+    config = data.get("pre_tokenizer")
+    entries = config.get("pretokenizers", []) if kind == "Sequence" else [config]
+    kinds = [e.get("type") if isinstance(e, dict) else None for e in entries]
+    if "ByteLevel" not in kinds:
+        raise TokenizerFormatError(
+            f"{path}: model type 'BPE' is not supported with pre_tokenizer type {kind!r}; "
+            f"npplm.load_tokenizer reads {_BPE_FAMILY} (a ByteLevel pre-tokenizer)")
+    supported = "ByteLevel, or a Sequence of Split, Digits and a last ByteLevel"
+    if kinds[-1] != "ByteLevel":
+        raise _unsupported(path, "pre_tokenizer", f"Sequence ending in {kinds[-1]}",
+                           supported, _BPE_FAMILY)
+    steps = []
+    for entry, step_kind in zip(entries, kinds):
+        if step_kind == "ByteLevel":
+            steps.append(ByteLevel(add_prefix_space=entry.get("add_prefix_space", True),
+                                   use_regex=entry.get("use_regex", True)))
+        elif step_kind == "Digits":
+            steps.append(Digits(individual_digits=entry.get("individual_digits", False)))
+        elif step_kind == "Split":
+            pattern = entry["pattern"]
+            behavior = entry.get("behavior", "Isolated")
+            if entry.get("invert", False) or behavior not in ("Isolated", "Removed"):
+                raise _unsupported(path, "pre_tokenizer", f"Split {behavior} invert="
+                                   f"{entry.get('invert')}", "Split Isolated or Removed, "
+                                   "not inverted", _BPE_FAMILY)
+            if "Regex" in pattern:
+                regex_text = pattern["Regex"]
+            else:
+                regex_text = regex.escape(pattern["String"])
+            try:
+                steps.append(Split(regex_text, behavior.lower()))
+            except regex.error as e:
+                raise TokenizerFormatError(f"{path}: Split pattern {regex_text!r} does not "
+                                           f"compile: {e}") from None
+        else:
+            raise _unsupported(path, "pre_tokenizer", step_kind, supported, _BPE_FAMILY)
+    return steps
+
+
+def _bpe_templates(path, data, vocab, added):
+    """The templates of a BPE tokenizer.json: null, ByteLevel (ids unchanged), Roberta-,
+    Bert- or TemplateProcessing, or a Sequence of ByteLevel and one of those."""
+    kind = _kind(path, data, "post_processor")
+    post = data.get("post_processor")
+    entries = post.get("processors", []) if kind == "Sequence" else [post]
+    entries = [e for e in entries if e is not None and e.get("type") != "ByteLevel"]
+    if len(entries) > 1:
+        raise _unsupported(path, "post_processor", kind, "at most one template in a "
+                           "Sequence", _BPE_FAMILY)
+    if not entries:
+        return None, None
+    entry = entries[0]
+    if entry.get("type") == "RobertaProcessing":
+        cls, sep = entry["cls"][0], entry["sep"][0]
+        # tokenizers gives every id of a RoBERTa pair type id 0.
+        return ((cls, 0), ("$A", 0), (sep, 0)), ((cls, 0), ("$A", 0), (sep, 0), (sep, 0),
+                                                 ("$B", 0), (sep, 0))
+    if entry.get("type") in ("TemplateProcessing", "BertProcessing"):
+        return _templates(path, {"post_processor": entry}, vocab, added)
+    raise _unsupported(path, "post_processor", entry.get("type"),
+                       "TemplateProcessing, RobertaProcessing, BertProcessing, ByteLevel, "
+                       "a Sequence of them, or null", _BPE_FAMILY)

@@ -1,0 +1,570 @@
+"""Byte-level BPE: the tokenizer of GPT-2, RoBERTa, LLaMA-3 and SmolLM2.
+
+Papers: byte pair encoding for words, Sennrich, Haddow & Birch, "Neural Machine Translation
+of Rare Words with Subword Units" (arXiv:1508.07909), after Gage's 1994 compression
+algorithm; on bytes, Radford et al., "Language Models are Unsupervised Multitask Learners"
+(GPT-2, 2019), whose `encoder.py` is the reference design. The implementation we match id
+for id is Hugging Face `tokenizers` (Rust) reading a `tokenizer.json` with a "BPE" model
+and a "ByteLevel" pre-tokenizer and decoder.
+
+Encoding one text goes through four steps:
+
+  1. added tokens   "<|endoftext|>", "<s>", ... are cut out of the raw text first (the same
+                    matching as WordPiece's: npplm.tokenizers.wordpiece._split_on_added).
+  2. pre-tokenize   cut each remaining piece into "words" with a regex, so merges never
+                    cross a word boundary (GPT-2: letters, digits, punctuation runs, each
+                    with at most one leading space; LLaMA-3's regex also caps digit runs at
+                    3). Optional extra steps: Split (any regex) and Digits, in order.
+  3. bytes          spell each word in the bytes of its UTF-8 encoding, each byte written
+                    as one printable character (`bytes_to_unicode`: " " is "Ġ", "\\n" is
+                    "Ċ"). 256 symbols cover every text: there is never an unknown token.
+  4. merge          (BytePairEncoding.segment) repeatedly merge the adjacent pair with the
+                    lowest rank (the earliest line of the merges list), every occurrence of
+                    it left to right, until no adjacent pair has a rank. "Ġlower" ->
+                    Ġ l o w e r -> Ġ lo w e r -> Ġ low e r -> Ġlow e r -> Ġlow er.
+    then the template (LLaMA-3's "<|begin_of_text|> $A", RoBERTa's "<s> $A </s>").
+
+Decoding maps each token's characters back to bytes and decodes the bytes as UTF-8, with
+U+FFFD for invalid sequences (a prefix of a multi-byte character cut by max_length).
+
+A word's ids are cached (word -> ids), so step 4 is paid once per distinct word.
+
+Training (`ByteLevelBPETrainer`) builds the vocabulary and merges from a corpus; its
+docstring gives the algorithm and its tie-break.
+"""
+
+import functools
+import heapq
+import itertools
+import json
+import pathlib
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import regex
+
+from npplm.tokenizers.wordpiece import (
+    AddedToken,
+    WordPieceTokenizer,
+    _added_token_pattern,
+    _parse_ranges,
+    _split_on_added,
+    _WordIds,
+)
+
+# --- Step 3: bytes as printable characters -------------------------------------------------
+
+
+@functools.cache
+def bytes_to_unicode():
+    """{byte: character}: each of the 256 bytes as one printable, non-space character.
+
+    GPT-2's table. Bytes that are already printable Latin-1 characters ("!".."~",
+    "¡".."¬", "®".."ÿ") stand for themselves; the 68 others (controls, space, soft hyphen)
+    are moved, in order, to U+0100 and up: 0x00 -> "Ā", 0x20 " " -> "Ġ", 0x0A "\\n" -> "Ċ".
+    The BPE then works on strings without whitespace or control characters, and a merges
+    file stays one "a b" pair per line.
+    """
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+            *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in kept}
+    moved = (b for b in range(256) if b not in table)
+    for n, b in enumerate(moved):
+        table[b] = chr(256 + n)
+    return dict(sorted(table.items()))
+
+
+_BYTE_TO_CHAR = str.maketrans({chr(b): c for b, c in bytes_to_unicode().items()})
+_CHAR_TO_BYTE = {c: b for b, c in bytes_to_unicode().items()}
+BYTE_ALPHABET = tuple(bytes_to_unicode().values())
+
+
+def to_byte_level(text):
+    """A text as its UTF-8 bytes, one character per byte: "é " -> "Ã©Ġ"."""
+    # latin-1 turns each byte into the code point of the same value; then the table.
+    return text.encode("utf-8").decode("latin-1").translate(_BYTE_TO_CHAR)
+
+
+def from_byte_level(tokens):
+    """The text of byte-level tokens (tokenizers' ByteLevel decoder).
+
+    A token whose characters are not all in the table (an added token such as
+    "<|end of text|>" with a space) stands for its own UTF-8 bytes, as in tokenizers.
+    Invalid UTF-8 becomes U+FFFD, one per maximal invalid subsequence (Rust's
+    from_utf8_lossy and Python's errors="replace" agree on this).
+    """
+    out = bytearray()
+    for token in tokens:
+        try:
+            out.extend(_CHAR_TO_BYTE[c] for c in token)
+        except KeyError:
+            out.extend(token.encode("utf-8"))
+    return out.decode("utf-8", errors="replace")
+
+
+# --- Step 2: pre-tokenization --------------------------------------------------------------
+
+# GPT-2's regex (encoder.py), also tokenizers' ByteLevel(use_regex=True) and RoBERTa's:
+# English contractions; letters, digits, or other non-space characters, each run with at
+# most one leading space; then whitespace, leaving one space before a following word.
+GPT2_PATTERN = (r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")
+# LLaMA-3's (tiktoken's cl100k_base): contractions in any case; a letter run may take one
+# leading non-letter, non-digit (not a newline); digits in runs of at most 3; punctuation
+# takes trailing newlines; newline runs stand apart from other whitespace.
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+# tokenizers runs these regexes with Oniguruma, whose Unicode tables are older than those of
+# the `regex` package (Unicode 17 in regex 2026.11): code points assigned since are letters
+# or digits to us and not to it. We take them out of \p{L} and \p{N}; the lists come from
+# comparing every code point with tokenizers 0.23 (the tests repeat the comparison).
+_LETTERS_AFTER_ONIG = """
+    0558 058B-058C 088F 0C5C 0CDC 208F 209D-209F A7CE-A7CF A7D2 A7D4 A7DD A7E2 A7F1 AB6C-AB6D
+    107BB-107BF 10940-10959 10EC5-10EC7 10ED9-10EEE 11B0A 11DB0-11DDB 11DF1 16EA0-16EB8
+    16EBB-16ED3 16FF2-16FF3 187F8-187FF 18CD6-18CDA 18D09-18D20 18D80-18DF2 18E00-19191
+    191A0-191D2 1B123-1B128 1B168 1D6A6 1DF1F-1DF24 1DF2B-1DF81 1DF90-1DF96 1DFCD-1DFFF
+    1E6C0-1E6DE 1E6E0-1E6E2 1E6E4-1E6E5 1E6E7-1E6ED 1E6F0-1E6F4 1E6FE-1E6FF 2B73A-2B73F 2B81E
+    2CEA2-2CEAD 323B0-33479 3D000-3FC3F
+"""
+_DIGITS_AFTER_ONIG = "11DE0-11DE9 1246F 12475-1247F 12550-12686 16FF4-16FF6"
+
+
+def _set(ranges):
+    return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}"
+                   for a, b in _parse_ranges(ranges))
+
+
+def onig_compatible(pattern):
+    """Compile a tokenizers regex with \\p{L} and \\p{N} cut to Oniguruma's Unicode tables.
+
+    Uses the `regex` package's version 1 set syntax, [\\p{L}--[...]], which is valid both
+    inside and outside a character class. A textual replacement: an escaped "\\\\p{L}" in a
+    pattern would be rewritten too (no tokenizer we know writes one).
+    """
+    letters = f"[\\p{{L}}--[{_set(_LETTERS_AFTER_ONIG)}]]"
+    digits = f"[\\p{{N}}--[{_set(_DIGITS_AFTER_ONIG)}]]"
+    pattern = pattern.replace("\\p{L}", letters).replace("\\p{N}", digits)
+    return regex.compile(pattern, regex.VERSION1)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Cut a piece on the matches of a regex (tokenizers' Split pre-tokenizer).
+
+    behavior "isolated": the matches and the text between them are all pieces;
+    "removed": only the text between the matches is kept. Empty pieces are dropped.
+    """
+
+    pattern: str
+    behavior: str = "isolated"
+
+    def __post_init__(self):
+        if self.behavior not in ("isolated", "removed"):
+            raise ValueError(f"Split behavior {self.behavior!r}: use 'isolated' or 'removed'")
+        object.__setattr__(self, "_regex", onig_compatible(self.pattern))
+
+    def __call__(self, piece):
+        out, done = [], 0
+        for match in self._regex.finditer(piece):
+            start, stop = match.span()
+            if start == stop:
+                continue
+            if done < start:
+                out.append(piece[done:start])
+            if self.behavior == "isolated":
+                out.append(piece[start:stop])
+            done = stop
+        if done < len(piece):
+            out.append(piece[done:])
+        return out
+
+
+@dataclass(frozen=True)
+class Digits:
+    """Put digits apart: each one alone, or runs of them (tokenizers' Digits, SmolLM2).
+
+    A digit is Rust's char::is_numeric, the Unicode categories Nd, Nl and No (\\p{N}).
+    """
+
+    individual_digits: bool = False
+
+    def __call__(self, piece):
+        # Rust's is_numeric (Unicode 16 in tokenizers 0.23) lacks the same new digits.
+        return Split(r"\p{N}" if self.individual_digits else r"\p{N}+")(piece)
+
+
+@dataclass(frozen=True)
+class ByteLevel:
+    """tokenizers' ByteLevel pre-tokenizer: a prefix space, GPT-2's regex, then bytes.
+
+    add_prefix_space   put " " before a piece that does not start with one, so a first
+                       word is spelled like the same word mid-sentence (RoBERTa)
+    use_regex          cut with GPT2_PATTERN (False when a Split before it did the cutting,
+                       as in LLaMA-3's tokenizer.json)
+    The byte mapping (step 3) happens inside the cached word lookup, so __call__ only cuts.
+    """
+
+    add_prefix_space: bool = False
+    use_regex: bool = True
+
+    def __call__(self, piece):
+        if self.add_prefix_space and not piece.startswith(" "):
+            piece = " " + piece
+        return _gpt2_split(piece) if self.use_regex else [piece]
+
+
+_gpt2_split = onig_compatible(GPT2_PATTERN).findall  # GPT2_PATTERN matches every character
+
+
+def gpt2_pre_tokenizer(add_prefix_space=False):
+    """GPT-2's (add_prefix_space=False) and RoBERTa's (True) pre-tokenization."""
+    return (ByteLevel(add_prefix_space=add_prefix_space),)
+
+
+def llama3_pre_tokenizer():
+    """LLaMA-3's pre-tokenization, as its tokenizer.json writes it."""
+    return (Split(LLAMA3_PATTERN), ByteLevel(use_regex=False))
+
+
+def pre_tokenize(steps, text):
+    """The words of a text: each step cuts every piece the previous one produced."""
+    pieces = [text]
+    for step in steps:
+        pieces = [word for piece in pieces for word in step(piece)]
+    return pieces
+
+
+# --- Step 4: merges ------------------------------------------------------------------------
+
+
+class BytePairEncoding:
+    """Segment one byte-level word by applying merges in rank order.
+
+    vocab          token -> id; holds the 256 byte characters and every merge result
+    merges         [(a, b), ...]: a + b is a token; rank = position in the list
+    ignore_merges  a word that is itself in the vocabulary is one token, unmerged
+                   (LLaMA-3 sets it: the vocabulary has tokens no merge sequence builds)
+
+    segment(word): start from the word's characters; while some adjacent pair (a, b) has a
+    rank, take the lowest-ranked one and merge all its occurrences, left to right. A
+    character missing from the vocabulary (a vocabulary trained without the full byte
+    alphabet) is dropped, as tokenizers does when there is no unknown token.
+
+    tokenizers merges one occurrence at a time from a heap of (rank, position); the result
+    is the same, since merging the lowest rank first never creates a pair of lower rank
+    than the one being merged in a vocabulary built by training.
+    """
+
+    def __init__(self, vocab, merges, ignore_merges=False):
+        self.vocab = vocab
+        self.merges = [tuple(m) for m in merges]
+        self.ranks = {}
+        for rank, (a, b) in enumerate(self.merges):
+            if a not in vocab or b not in vocab or a + b not in vocab:
+                missing = next(t for t in (a, b, a + b) if t not in vocab)
+                raise ValueError(f"merge {rank} ({a!r}, {b!r}): {missing!r} is not in the "
+                                 "vocabulary")
+            self.ranks.setdefault((a, b), rank)  # a repeated merge keeps its first rank
+        self.ignore_merges = ignore_merges
+
+    def segment(self, word):
+        """The tokens of one byte-level word."""
+        if self.ignore_merges and word in self.vocab:
+            return [word]
+        symbols = [c for c in word if c in self.vocab]
+        ranks = self.ranks
+        while len(symbols) > 1:
+            pairs = zip(symbols, symbols[1:])
+            best = min(pairs, key=lambda pair: ranks.get(pair, len(ranks)))
+            if best not in ranks:
+                break
+            symbols = _merge_pair(symbols, *best)
+        return symbols
+
+
+def _merge_pair(symbols, a, b):
+    """symbols with every adjacent (a, b), left to right, replaced by a + b."""
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and symbols[i] == a and symbols[i + 1] == b:
+            out.append(a + b)
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
+
+
+# --- The tokenizer -------------------------------------------------------------------------
+
+
+class ByteLevelBPETokenizer:
+    """Byte-level BPE: added tokens, pre-tokenization, bytes, merges, template.
+
+    vocab, merges, ignore_merges   see BytePairEncoding
+    pre_tokenizer    the steps of step 2 (Split, Digits, ByteLevel), applied in order; the
+                     last must be a ByteLevel. Default: GPT-2's, gpt2_pre_tokenizer()
+    added_tokens     AddedTokens cut from the text first (default: none)
+    single, pair     templates as in WordPieceTokenizer; default: no special tokens
+    pad_token        the token padding fills batches with (None: id 0, as in tokenizers)
+    model_max_length what truncation=True cuts to when no max_length is given
+
+    The public interface is WordPieceTokenizer's: encode(text, pair) -> Encoding;
+    encode_batch(texts) (or calling the tokenizer) -> {"input_ids", "attention_mask",
+    "token_type_ids"} int64 (B, T) arrays; decode(ids); tokenize(text); save(path), and
+    npplm.load_tokenizer.
+    """
+
+    def __init__(self, vocab, merges, *, pre_tokenizer=None, added_tokens=(), single=None,
+                 pair=None, pad_token=None, model_max_length=1024, ignore_merges=False):
+        self.vocab = dict(vocab)
+        self.model = BytePairEncoding(self.vocab, merges, ignore_merges)
+        self.pre_tokenizer = tuple(gpt2_pre_tokenizer() if pre_tokenizer is None
+                                   else pre_tokenizer)
+        if not self.pre_tokenizer or not isinstance(self.pre_tokenizer[-1], ByteLevel):
+            raise ValueError("the last pre-tokenizer step must be a ByteLevel")
+        self.added_tokens = sorted(added_tokens, key=lambda t: t.id)
+        self._added_by_content = {t.content: t for t in self.added_tokens}
+        size = max([*self.vocab.values(), *(t.id for t in self.added_tokens)]) + 1
+        self._id_to_token = [None] * size
+        for token, i in self.vocab.items():
+            self._id_to_token[i] = token
+        for t in self.added_tokens:
+            self._id_to_token[t.id] = t.content
+        self.special_tokens = {t.content for t in self.added_tokens if t.special}
+        self._special_ids = {t.id for t in self.added_tokens if t.special}
+        self.single = tuple((n, int(t)) for n, t in (single or (("$A", 0),)))
+        self.pair = tuple((n, int(t)) for n, t in (pair or (("$A", 0), ("$B", 1))))
+        for name, _ in self.single + self.pair:
+            if name not in ("$A", "$B") and self.token_to_id(name) is None:
+                raise ValueError(f"the template token {name!r} is not in the vocabulary")
+        self.pad_token = pad_token
+        self.pad_id = self.token_to_id(pad_token) if pad_token is not None else None
+        if self.pad_id is None:
+            self.pad_id = 0
+        self.model_max_length = model_max_length
+        # No normalizer: tokens matched "after normalization" match the raw text too.
+        self._added = _added_token_pattern(self.added_tokens)
+        self._word_ids = _WordIds(self._ids_of_word)
+
+    # The vocabulary lookups, the template, truncation and batching are WordPiece's.
+    vocab_size = WordPieceTokenizer.vocab_size
+    token_to_id = WordPieceTokenizer.token_to_id
+    id_to_token = WordPieceTokenizer.id_to_token
+    convert_ids_to_tokens = WordPieceTokenizer.convert_ids_to_tokens
+    tokenize = WordPieceTokenizer.tokenize
+    num_special_tokens_to_add = WordPieceTokenizer.num_special_tokens_to_add
+    encode = WordPieceTokenizer.encode
+    _apply_template = WordPieceTokenizer._apply_template
+    encode_batch = WordPieceTokenizer.encode_batch
+    __call__ = encode_batch
+    decode_batch = WordPieceTokenizer.decode_batch
+
+    @property
+    def merges(self):
+        return self.model.merges
+
+    def _ids_of_word(self, word):
+        """Steps 3 and 4 for one pre-tokenized word (raw text): its ids."""
+        vocab = self.vocab
+        return tuple(vocab[token] for token in self.model.segment(to_byte_level(word)))
+
+    def _encode_one(self, text):
+        """Steps 1 to 4: the ids of one text, without special tokens."""
+        word_ids = self._word_ids.__getitem__
+        chain = itertools.chain.from_iterable
+        ids = []
+        for piece, token in _split_on_added(text, *(self._added or ())):
+            if token is not None:
+                ids.append(token.id)
+            elif piece:
+                ids.extend(chain(map(word_ids, pre_tokenize(self.pre_tokenizer, piece))))
+        return ids
+
+    def decode(self, ids, skip_special_tokens=True):
+        """The text of a sequence of ids (a list or a 1-D array).
+
+        Out-of-range ids raise IndexError naming the id (tokenizers drops them silently).
+        """
+        ids = [int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)]
+        tokens = [self.id_to_token(i) for i in ids
+                  if not (skip_special_tokens and i in self._special_ids)]
+        return from_byte_level(tokens)
+
+    # -- saving -----------------------------------------------------------------------------
+
+    def to_tokenizer_json(self):
+        """This tokenizer as a Hugging Face tokenizer.json dictionary."""
+        def step(s):
+            if isinstance(s, ByteLevel):
+                return {"type": "ByteLevel", "add_prefix_space": s.add_prefix_space,
+                        "trim_offsets": True, "use_regex": s.use_regex}
+            if isinstance(s, Digits):
+                return {"type": "Digits", "individual_digits": s.individual_digits}
+            return {"type": "Split", "pattern": {"Regex": s.pattern},
+                    "behavior": s.behavior.capitalize(), "invert": False}
+
+        def template(items):
+            return [{"Sequence": {"id": name[1], "type_id": t}} if name in ("$A", "$B")
+                    else {"SpecialToken": {"id": name, "type_id": t}} for name, t in items]
+
+        steps = [step(s) for s in self.pre_tokenizer]
+        specials = sorted({n for n, _ in self.single + self.pair if n not in ("$A", "$B")})
+        return {
+            "version": "1.0", "truncation": None, "padding": None,
+            "added_tokens": [
+                {"id": t.id, "content": t.content, "single_word": t.single_word,
+                 "lstrip": t.lstrip, "rstrip": t.rstrip, "normalized": t.normalized,
+                 "special": t.special} for t in self.added_tokens],
+            "normalizer": None,
+            "pre_tokenizer": steps[0] if len(steps) == 1 else {"type": "Sequence",
+                                                              "pretokenizers": steps},
+            "post_processor": {
+                "type": "TemplateProcessing", "single": template(self.single),
+                "pair": template(self.pair),
+                "special_tokens": {n: {"id": n, "ids": [self.token_to_id(n)], "tokens": [n]}
+                                   for n in specials}},
+            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                        "use_regex": True},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                      "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                      "fuse_unk": False, "byte_fallback": False,
+                      "ignore_merges": self.model.ignore_merges,
+                      "vocab": dict(sorted(self.vocab.items(), key=lambda kv: kv[1])),
+                      "merges": [list(m) for m in self.model.merges]},
+        }
+
+    def save(self, path):
+        """Write tokenizer.json and tokenizer_config.json into the directory `path`.
+
+        npplm.load_tokenizer(path) and Hugging Face `tokenizers` read them back.
+        """
+        path = pathlib.Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = {"model_max_length": self.model_max_length}
+        if self.pad_token is not None:
+            config["pad_token"] = self.pad_token
+        files = {"tokenizer.json": self.to_tokenizer_json(), "tokenizer_config.json": config}
+        for name, data in files.items():
+            (path / name).write_text(json.dumps(data, ensure_ascii=False, indent=2),
+                                     encoding="utf-8")
+        return [path / name for name in files]
+
+    def __eq__(self, other):
+        if not isinstance(other, ByteLevelBPETokenizer):
+            return NotImplemented
+        return (self.to_tokenizer_json() == other.to_tokenizer_json()
+                and self.pad_token == other.pad_token
+                and self.model_max_length == other.model_max_length)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return (f"ByteLevelBPETokenizer(vocab_size={self.vocab_size}, "
+                f"merges={len(self.model.merges)}, pre_tokenizer={self.pre_tokenizer!r}, "
+                f"added_tokens={[t.content for t in self.added_tokens]})")
+
+
+# --- Training --------------------------------------------------------------------------------
+
+
+@dataclass
+class ByteLevelBPETrainer:
+    """Learn byte-level BPE merges from a corpus: merge the most frequent pair, repeatedly.
+
+    The algorithm (Sennrich et al. 2016, on bytes as in GPT-2):
+      1. Pre-tokenize the corpus (step 2) and count the words; spell each word in byte
+         characters (step 3).
+      2. The vocabulary starts as the special tokens, then the alphabet: all 256 byte
+         characters (so any text can be encoded), in code point order.
+      3. Until the vocabulary has `vocab_size` entries: count every adjacent symbol pair
+         (a, b) over all words, weighted by word count; take the most frequent pair; append
+         the merge (a, b) and the token a + b; replace (a, b) by a + b in every word, left to
+         right. Stop early when the best pair occurs fewer than `min_frequency` times.
+    Tie-break, deterministic and the same as tokenizers' BpeTrainer: among pairs of equal
+    count, the pair (id(a), id(b)) that is smallest, comparing ids (the earlier token of
+    the vocabulary first), not strings.
+
+    The counts are kept up to date by merging only in the words that hold the pair and
+    adjusting the counts of the pairs those words lose and gain. The best pair comes from a
+    heap of (-count, id(a), id(b)) whose entries may be stale (a count that has since gone
+    down): a popped entry whose count is out of date is pushed back with the right one.
+
+    A token a + b that is already in the vocabulary (reached by another pair) keeps its id;
+    its merge is still recorded. tokenizers does the same, but when such a pair existed
+    before with a lower count it merges, on that step, only in the words where the count
+    grew; we merge in all words. This needs a corpus built to produce it.
+    """
+
+    vocab_size: int = 50257
+    min_frequency: int = 2
+    special_tokens: tuple = ()
+
+    def train(self, texts, pre_tokenizer=None):
+        """(vocab: token -> id, merges: [(a, b), ...]) learned from an iterable of texts."""
+        steps = tuple(gpt2_pre_tokenizer() if pre_tokenizer is None else pre_tokenizer)
+        word_counts = Counter(to_byte_level(word) for text in texts
+                              for word in pre_tokenize(steps, text))
+        tokens = list(dict.fromkeys([*self.special_tokens, *sorted(BYTE_ALPHABET)]))
+        ids = {token: i for i, token in enumerate(tokens)}
+        words = [list(w) for w in word_counts]
+        counts = list(word_counts.values())
+
+        pair_count = Counter()   # (a, b) -> occurrences in the corpus
+        pair_words = {}          # (a, b) -> indices of words that may hold it
+        for i, (symbols, count) in enumerate(zip(words, counts)):
+            for pair in zip(symbols, symbols[1:]):
+                pair_count[pair] += count
+                pair_words.setdefault(pair, set()).add(i)
+        heap = [(-c, ids[a], ids[b], (a, b)) for (a, b), c in pair_count.items()]
+        heapq.heapify(heap)
+
+        merges = []
+        while len(tokens) < self.vocab_size and heap:
+            neg_count, _, _, pair = heapq.heappop(heap)
+            if -neg_count != pair_count[pair]:  # stale: push back with the current count
+                if pair_count[pair] > 0:
+                    heapq.heappush(heap, (-pair_count[pair], ids[pair[0]], ids[pair[1]], pair))
+                continue
+            if -neg_count < max(self.min_frequency, 1):
+                break
+            a, b = pair
+            merged = a + b
+            if merged not in ids:
+                ids[merged] = len(tokens)
+                tokens.append(merged)
+            merges.append(pair)
+            grown = set()
+            for i in sorted(pair_words.pop(pair)):
+                old = words[i]
+                new = _merge_pair(old, a, b)
+                if len(new) == len(old):
+                    continue  # a stale index: this word no longer holds the pair
+                for p in zip(old, old[1:]):
+                    pair_count[p] -= counts[i]
+                for p in zip(new, new[1:]):
+                    pair_count[p] += counts[i]
+                    pair_words.setdefault(p, set()).add(i)
+                    if merged in p:
+                        grown.add(p)
+                words[i] = new
+            for p in grown:  # the pairs a merge creates all hold the merged token
+                if pair_count[p] > 0:
+                    heapq.heappush(heap, (-pair_count[p], ids[p[0]], ids[p[1]], p))
+        return ids, merges
+
+
+def train_byte_level_bpe(texts, vocab_size=50257, *, min_frequency=2, special_tokens=(),
+                         pre_tokenizer=None):
+    """A ByteLevelBPETokenizer whose vocabulary and merges are learned from `texts`.
+
+    The special tokens get the first ids and are matched whole in the text.
+    """
+    steps = tuple(gpt2_pre_tokenizer() if pre_tokenizer is None else pre_tokenizer)
+    trainer = ByteLevelBPETrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=tuple(special_tokens))
+    vocab, merges = trainer.train(texts, steps)
+    added = [AddedToken(t, vocab[t]) for t in dict.fromkeys(special_tokens)]
+    return ByteLevelBPETokenizer(vocab, merges, pre_tokenizer=steps, added_tokens=added)
