@@ -6,6 +6,7 @@ parameters and call the functions.
     normalization.py   LayerNorm, RMSNorm, and the fused layer_norm / rms_norm primitives
     activations.py     fused gelu, gelu_tanh, silu primitives; activation(name)
     dropout.py         Dropout
+    gradient_scale.py  grad_scale: identity forward, gradient times alpha (GLM's shrink)
     attention.py       split_heads, merge_heads, padding_mask, causal_mask, attention()
     rotary.py          RoPE: rope_frequencies (incl. LLaMA-3 scaling), rope_cos_sin, apply_rotary
 """
@@ -14,13 +15,15 @@ from npplm.layers.activations import activation, gelu, gelu_tanh, silu
 from npplm.layers.attention import attention, causal_mask, merge_heads, padding_mask, split_heads
 from npplm.layers.dropout import Dropout
 from npplm.layers.embedding import Embedding, check_ids
+from npplm.layers.gradient_scale import grad_scale
 from npplm.layers.linear import Linear, linear
 from npplm.layers.normalization import LayerNorm, RMSNorm, layer_norm, rms_norm
 from npplm.layers.rotary import apply_rotary, rope_cos_sin, rope_frequencies
 
 __all__ = [
     "Dropout", "Embedding", "LayerNorm", "Linear", "RMSNorm", "activation", "attention",
-    "causal_mask", "check_ids", "gelu", "gelu_tanh", "layer_norm", "linear", "merge_heads",
+    "causal_mask", "check_ids", "gelu", "gelu_tanh", "grad_scale", "layer_norm", "linear",
+    "merge_heads",
     "padding_mask", "rms_norm", "silu", "split_heads", "apply_rotary", "rope_cos_sin",
     "rope_frequencies",
 ]

@@ -27,6 +27,7 @@ import npplm  # (also registers the primitives that npplm's layers define)
 from autograd import REGISTRY, Tensor
 from autograd.graph import toposort
 from autograd.ops.nn import dropout_with_mask
+from npplm.layers import grad_scale
 from tests.autograd.strategies import array
 from tests.tolerances import assert_close
 
@@ -370,12 +371,33 @@ def generalized_mean_pooling(draw):
     return Case(leaves, {}, ours, theirs)
 
 
+@st.composite
+def shrunk_embedding_lookup(draw):
+    # GLM-130B's embedding gradient shrink: the lookup's value unchanged, its gradient
+    # times alpha; torch spells it with detach (arXiv:2210.02414, section 3).
+    b, c = sizes(draw, "B", "C")
+    t, v = sizes(draw, "T", "V", lo=2, hi=4)
+    ids = draw(hnp.arrays(np.int64, (b, t), elements=st.integers(0, v - 1)), label="ids")
+    alpha = draw(st.sampled_from([0.1, 0.5, 1.0]), label="alpha")
+    leaves = dict(wte=array(draw, (v, c)), w=array(draw, (c, c)))
+
+    def ours(wte, w, ids):
+        return ag.tanh(grad_scale(wte[ids], alpha=alpha) @ w)  # (B, T, C)
+
+    def theirs(wte, w, ids):
+        e = F.embedding(ids, wte)
+        return torch.tanh((e * alpha + (e - e * alpha).detach()) @ w)
+
+    return Case(leaves, dict(ids=ids), ours, theirs)
+
+
 CASES = {
     s.__name__: s()
     for s in (gelu_mlp_with_dropout, gelu_tanh_mlp, swiglu_ffn, relu_ffn_with_clamp,
               layer_norm, rms_norm, causal_attention, tied_lm_head_cross_entropy,
               binary_cross_entropy_with_logits, ppo_clipped_objective, pooled_classifier,
-              scalar_mix_token_shift_and_cls, generalized_mean_pooling, fused_layers_block)
+              scalar_mix_token_shift_and_cls, generalized_mean_pooling, fused_layers_block,
+              shrunk_embedding_lookup)
 }
 
 

@@ -1,0 +1,547 @@
+"""GLM: one decoder stack that fills blanks autoregressively, so it both understands and writes.
+
+Paper: Du, Qian, Liu, Ding, Qiu, Yang and Tang, "GLM: General Language Model Pretraining
+with Autoregressive Blank Infilling" (ACL 2022), arXiv:2103.10360. DeepNorm: Wang et al.,
+"DeepNet: Scaling Transformers to 1,000 Layers", arXiv:2203.00555. DeepNorm and the
+embedding gradient shrink are how GLM-130B (Zeng et al., arXiv:2210.02414, section 3)
+trains the same architecture stably; the source notes describe GLM with them, and so do we.
+Reference implementation: none that we can run. THUDM's GLM code and its checkpoints are
+not in transformers, so this file is tested by properties (tests/models/test_glm.py): the
+mask's invariants, cached infilling against recomputation, exact gradient scaling, finite
+differences.
+
+Blank infilling, the pre-training task. From x = [x1 .. x6] sample spans, say {x3} and
+{x5, x6}. Part A is x with each span replaced by one [MASK]; Part B is the spans, each
+opened by [S] (start, "sop") and, as a target, closed by [E] (end, "eop"), in a random order:
+
+    input    x1 x2 [M] x4 [M] | [S] x5 x6 [S] x3        Part A | Part B
+    target    -  -   -  -   - |  x5 x6 [E] x3 [E]       loss on Part B only
+    position  0  1   2  3   4 |  4  4  4  2  2          where the span's [MASK] sits in A
+    block     0  0   0  0   0 |  1  2  3  1  2          position inside the span, 0 in A
+
+The two position rows are the "2D positional encoding": the model never learns a span's
+length from its positions in A (one [MASK] per span, whatever its length), and inside the
+span it counts tokens from [S]. The attention mask (figure 2 of the paper):
+
+    Part A sees all of Part A (bidirectional, BERT-like) and none of Part B;
+    Part B sees all of Part A and the earlier tokens of Part B (causal, GPT-like).
+
+One rule does all three, for query i and key j with Part A of length `sep`:
+    j may be seen by i  <=>  j < sep  or  j <= i.
+[MASK] asks for a short blank inside the text; [gMASK] ("generation mask") is a single blank
+at the end of Part A for long continuations. Both are filled the same way: feed [S], then
+each sampled token, until [E] (`fill_blank` below).
+
+The model, for ids (B, T) and positions (B, 2, T):
+    h = shrink(E_word[ids]) + E_pos[positions[:, 0]] + E_block[positions[:, 1]]   (B, T, C)
+    repeat L times (post-LN with DeepNorm):
+        h = LN_1(alpha h + Attention(h))      blank-infilling mask above
+        h = LN_2(alpha h + MLP(h))            MLP(x) = W_2 GELU(W_1 x), F = 4 C
+    logits = h @ E_word^T                                   (B, T, V), the table tied
+Training minimises the cross-entropy of each Part B target given its input (no shift: the
+targets are already one step ahead, as in the table above).
+
+What is different from GPT-2:
+  - Post-LN, as the original Transformer, with DeepNorm: the residual is multiplied by
+    alpha = (2N)^(1/4) before LayerNorm, and the value, output and feed-forward weights are
+    Xavier-initialised with gain beta = (8N)^(-1/4) (DeepNet table 1, decoder-only row, N
+    layers; queries and keys keep gain 1). `deepnorm=False` gives plain post-LN (alpha =
+    beta = 1). No final LayerNorm: every block already ends with one.
+  - GeLU (exact, erf) rather than GPT-2's tanh approximation.
+  - A single linear output layer tied to the word embeddings (no extra MLP head).
+  - 2D positions, two learned tables, instead of one.
+  - The blank-infilling mask instead of the causal one.
+  - Embedding gradient shrink (GLM-130B): the word embedding's lookup passes its value
+    unchanged but only `embedding_grad_scale` of its gradient (npplm.layers.grad_scale).
+    The output layer's use of the same table is not shrunk.
+
+Parameter names follow THUDM's GLM checkpoint keys (transformer.word_embeddings,
+transformer.position_embeddings, transformer.block_position_embeddings,
+transformer.layers.N.attention.query_key_value, attention.dense, mlp.dense_h_to_4h,
+mlp.dense_4h_to_h). Their LayerNorms sit elsewhere (GLM-10B is pre-LN, Megatron-style), so
+ours are named for where post-LN puts them: post_attention_layernorm, post_mlp_layernorm.
+No checkpoint format is defined here: the released GLM weights are not pre-LN-compatible
+with this post-LN/DeepNorm model, and transformers has no GLM-1 class.
+
+Glossary of shape letters: B batch, T query length (new tokens), S key length (cached +
+new), C model width (hidden_size), H heads, D head dim (C / H), F feed-forward width, V
+vocabulary, L layers (N in DeepNet's formulas).
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from autograd import Tensor, array_module, as_array, cross_entropy, no_grad, split, to_numpy
+from npplm.generation import choose_next
+from npplm.kv_cache import KVCache
+from npplm.layers import Dropout, Embedding, LayerNorm, Linear, gelu, grad_scale
+from npplm.layers.attention import attention, merge_heads, split_heads
+from npplm.models.output import ModelOutput
+from npplm.module import Module
+
+IGNORE_INDEX = -100  # label of positions without a loss (Part A, padding)
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GLMConfig:
+    """GLM hyperparameters, named as in THUDM's GLM `config.json`.
+
+    Defaults: GLM-Large (335M). Special token ids default to the end of the vocabulary
+    (THUDM appends them to the tokenizer); set them to your tokenizer's ids.
+    """
+
+    vocab_size: int = 30592  # V: BERT's WordPiece (30,522) plus GLM's tokens, padded
+    max_sequence_length: int = 512  # rows of each position table
+    hidden_size: int = 1024  # C
+    num_layers: int = 24  # L (DeepNorm's N)
+    num_attention_heads: int = 16  # H; D = C / H
+    intermediate_size: int | None = None  # F; None: 4 C (every published size)
+    embedding_dropout_prob: float = 0.1  # on the summed embeddings
+    attention_dropout_prob: float = 0.1  # on the attention probabilities
+    output_dropout_prob: float = 0.1  # on each sublayer's output, before the residual
+    layernorm_epsilon: float = 1e-5
+    initializer_range: float = 0.02  # std of the embedding tables
+    deepnorm: bool = True  # alpha, beta from DeepNet; False: plain post-LN (both 1)
+    # GLM-130B's embedding gradient shrink; 1.0 (none) for the original GLM sizes, 0.1 in
+    # GLM-130B. Only the gradient of the word-embedding lookup is scaled.
+    embedding_grad_scale: float = 1.0
+    pad_token_id: int = 0
+    mask_token_id: int = 30588  # [MASK]: a short blank inside the text
+    gmask_token_id: int = 30589  # [gMASK]: one long blank at the end of Part A
+    sop_token_id: int = 30590  # [S]: starts each span in Part B
+    eop_token_id: int = 30591  # [E]: the last target of each span
+
+    def __post_init__(self):
+        for name in ("vocab_size", "max_sequence_length", "hidden_size", "num_layers",
+                     "num_attention_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"GLMConfig.{name}={value!r} must be a positive integer")
+        if self.intermediate_size is not None and (
+                not isinstance(self.intermediate_size, int) or self.intermediate_size < 1):
+            raise ValueError(f"GLMConfig.intermediate_size={self.intermediate_size!r} must be "
+                             "None or a positive integer")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"GLMConfig: hidden_size={self.hidden_size} is not divisible by "
+                             f"num_attention_heads={self.num_attention_heads}")
+        for name in ("embedding_dropout_prob", "attention_dropout_prob",
+                     "output_dropout_prob"):
+            p = getattr(self, name)
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"GLMConfig.{name}={p} must be in [0, 1)")
+        if self.layernorm_epsilon <= 0 or self.initializer_range < 0:
+            raise ValueError(f"GLMConfig: layernorm_epsilon={self.layernorm_epsilon} must be "
+                             f"> 0 and initializer_range={self.initializer_range} >= 0")
+        if not 0.0 < self.embedding_grad_scale <= 1.0:
+            raise ValueError(f"GLMConfig.embedding_grad_scale={self.embedding_grad_scale} "
+                             "must be in (0, 1]")
+        for name in ("pad_token_id", "mask_token_id", "gmask_token_id", "sop_token_id",
+                     "eop_token_id"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value < self.vocab_size:
+                raise ValueError(f"GLMConfig.{name}={value!r} must be a token id in "
+                                 f"[0, vocab_size={self.vocab_size})")
+
+    @property
+    def head_dim(self):
+        return self.hidden_size // self.num_attention_heads  # D
+
+    @property
+    def inner_dim(self):
+        return 4 * self.hidden_size if self.intermediate_size is None else \
+            self.intermediate_size  # F
+
+    @property
+    def deepnorm_alpha(self):
+        """Residual multiplier: (2N)^(1/4) for decoder-only models (DeepNet table 1)."""
+        return (2 * self.num_layers) ** 0.25 if self.deepnorm else 1.0
+
+    @property
+    def deepnorm_beta(self):
+        """Init gain of the value, output and feed-forward weights: (8N)^(-1/4)."""
+        return (8 * self.num_layers) ** -0.25 if self.deepnorm else 1.0
+
+    # Presets: table 1 of the paper (GLM-Base and GLM-Large use BERT's WordPiece
+    # vocabulary, GLM-10B GPT-2's BPE; vocabulary and context sizes as in THUDM's released
+    # configs). Exact counts are in `num_parameters`.
+    @classmethod
+    def base(cls, **overrides):
+        """GLM-Base: L=12, C=768, H=12 (110M)."""
+        return cls(**{**dict(hidden_size=768, num_layers=12, num_attention_heads=12),
+                      **overrides})
+
+    @classmethod
+    def large(cls, **overrides):
+        """GLM-Large: L=24, C=1024, H=16 (335M)."""
+        return cls(**overrides)
+
+    @classmethod
+    def glm_10b(cls, **overrides):
+        """GLM-10B: L=48, C=4096, H=64, GPT-2's BPE padded to 50,304, 1,024 positions."""
+        return cls(**{**dict(vocab_size=50304, max_sequence_length=1024, hidden_size=4096,
+                             num_layers=48, num_attention_heads=64, pad_token_id=50256,
+                             mask_token_id=50260, gmask_token_id=50263,
+                             sop_token_id=50258, eop_token_id=50259), **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides):
+        """A few thousand parameters for tests; F=37 so a mixed-up axis fails loudly."""
+        return cls(**{**dict(vocab_size=48, max_sequence_length=32, hidden_size=32,
+                             num_layers=2, num_attention_heads=4, intermediate_size=37,
+                             pad_token_id=0, mask_token_id=44, gmask_token_id=45,
+                             sop_token_id=46, eop_token_id=47), **overrides})
+
+
+def num_parameters(config):
+    """Parameters of a GLM for `config`, from the config alone (nothing allocated).
+
+    Embeddings: (V + 2 max_sequence_length) C (words, positions, block positions). Each
+    layer: query_key_value C 3C + 3C, dense C^2 + C, dense_h_to_4h C F + F, dense_4h_to_h
+    F C + C, two LayerNorms 4C; with F = 4C that is 12 C^2 + 13 C. The output layer adds
+    nothing (tied), and post-LN has no final LayerNorm.
+
+        GLMConfig.base()       109,335,552  "110M"
+        GLMConfig.large()      334,684,160  "335M"
+        GLMConfig.glm_10b()  9,880,666,112  "10B"
+    """
+    C, F = config.hidden_size, config.inner_dim
+    embeddings = (config.vocab_size + 2 * config.max_sequence_length) * C
+    layer = (C * 3 * C + 3 * C) + (C * C + C) + (C * F + F) + (F * C + C) + 2 * 2 * C
+    return embeddings + config.num_layers * layer
+
+
+# --- the blank-infilling layout --------------------------------------------------------------
+
+
+def blank_infilling_mask(sep, T, past=0):
+    """Which keys each query may see: (B, T, S) booleans, S = past + T.
+
+    Query i (absolute position past + t) sees key j iff j < sep or j <= i: Part A
+    (positions < sep) is seen by everyone, Part B only causally, and a Part A query
+    (i < sep) therefore sees exactly Part A. `sep` (B,) is each row's Part A length.
+    """
+    sep = np.asarray(sep).reshape(-1, 1, 1)  # (B,) -> (B, 1, 1)
+    S = past + T
+    query = np.arange(past, S)[:, None]  # (T, 1) absolute positions
+    key = np.arange(S)[None, :]  # (1, S)
+    return (key < sep) | (key <= query)  # (B, T, S)
+
+
+def blank_infilling_inputs(tokens, spans, *, mask_token_id, sop_token_id, eop_token_id):
+    """Part A / Part B, 2D positions and targets from a sequence and its blanks (section 2.1).
+
+    tokens  a sequence of ids, x_1 .. x_n
+    spans   (start, end) pairs, half-open indices into tokens, not overlapping, not empty;
+            Part B takes them in the order given (shuffle the list for the paper's random
+            order). Part A replaces each by one mask_token_id ([MASK], or [gMASK] for one
+            span reaching the end).
+    Returns a dict of NumPy int64 arrays:
+        input_ids     (T,)   Part A, then [S] + span for each span
+        position_ids  (2, T) row 0: position in Part A (a span takes its [MASK]'s);
+                             row 1: 0 in Part A, 1.. inside a span ([S] is 1)
+        labels        (T,)   IGNORE_INDEX on Part A, span + [E] on each span's inputs
+        sep           ()     the length of Part A
+    """
+    tokens = [int(t) for t in tokens]
+    n = len(tokens)
+    ordered = sorted(spans)
+    for (s, e), nxt in zip(ordered, ordered[1:] + [(n, n)]):
+        if not 0 <= s < e <= n:
+            raise ValueError(f"span ({s}, {e}) must satisfy 0 <= start < end <= {n} (the "
+                             "sequence length)")
+        if e > nxt[0]:
+            raise ValueError(f"spans ({s}, {e}) and {nxt} overlap")
+    # Part A, left to right, remembering where each span's [MASK] lands.
+    part_a, mask_position, cursor = [], {}, 0
+    for s, e in ordered:
+        part_a += tokens[cursor:s]
+        mask_position[(s, e)] = len(part_a)
+        part_a.append(mask_token_id)
+        cursor = e
+    part_a += tokens[cursor:]
+    sep = len(part_a)
+    ids, pos, block = list(part_a), list(range(sep)), [0] * sep
+    labels = [IGNORE_INDEX] * sep
+    for s, e in spans:
+        span = tokens[s:e]
+        ids += [sop_token_id] + span  # inputs:  [S] x_s .. x_{e-1}
+        labels += span + [eop_token_id]  # targets: x_s .. x_{e-1} [E]
+        pos += [mask_position[(s, e)]] * (len(span) + 1)
+        block += list(range(1, len(span) + 2))
+    return dict(input_ids=np.array(ids, dtype=np.int64),
+                position_ids=np.array([pos, block], dtype=np.int64),  # (2, T)
+                labels=np.array(labels, dtype=np.int64), sep=np.int64(sep))
+
+
+def _int_array(x, name):
+    """An integer NumPy/CuPy array from an array, a Tensor or a list; TypeError otherwise."""
+    x = as_array(x)
+    x = x if hasattr(x, "dtype") else np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
+    return x
+
+
+# --- building blocks -----------------------------------------------------------------------
+
+
+def _seed(rng):
+    """A seed for a Dropout's own generator, drawn from the model's generator."""
+    return int(rng.integers(2**31))
+
+
+def _xavier_std(fan_in, fan_out, gain=1.0):
+    """Xavier (Glorot) normal: std = gain sqrt(2 / (fan_in + fan_out))."""
+    return gain * math.sqrt(2.0 / (fan_in + fan_out))
+
+
+class GLMAttention(Module):
+    """Multi-head self-attention under the blank-infilling mask: one fused Q/K/V projection
+    (query_key_value) and the output projection (dense)."""
+
+    def __init__(self, config, rng):
+        C, beta = config.hidden_size, config.deepnorm_beta
+        self.n_head = config.num_attention_heads
+        # DeepNorm: W_q, W_k Xavier with gain 1; W_v (and W_o below) with gain beta. The
+        # fused (3C, C) weight holds W_q, W_k, W_v as row blocks: scale the last.
+        self.query_key_value = Linear(C, 3 * C, std=_xavier_std(C, C), rng=rng)
+        self.query_key_value.weight.data[2 * C:] *= beta
+        self.dense = Linear(C, C, std=_xavier_std(C, C, beta), rng=rng)
+        self.attention_dropout = Dropout(config.attention_dropout_prob, seed=_seed(rng))
+        self.output_dropout = Dropout(config.output_dropout_prob, seed=_seed(rng))
+
+    def forward(self, x, bias, cache=None, layer=0):
+        q, k, v = split(self.query_key_value(x), sections=3, axis=-1)  # 3 x (B, T, C)
+        q = split_heads(q, self.n_head)  # (B, T, C) -> (B, H, T, D)
+        k = split_heads(k, self.n_head)  # (B, T, C) -> (B, H, T, D)
+        v = split_heads(v, self.n_head)  # (B, T, C) -> (B, H, T, D)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # -> (B, H, S, D), constants: no gradient
+            k, v = Tensor(k), Tensor(v)
+        y = attention(q, k, v, bias=bias, dropout=self.attention_dropout)  # (B, H, T, D)
+        y = merge_heads(y)  # (B, H, T, D) -> (B, T, C)
+        return self.output_dropout(self.dense(y))
+
+
+class GLMMLP(Module):
+    """dense_4h_to_h(GELU(dense_h_to_4h(x))), C -> F -> C, both Xavier with gain beta."""
+
+    def __init__(self, config, rng):
+        C, F, beta = config.hidden_size, config.inner_dim, config.deepnorm_beta
+        self.dense_h_to_4h = Linear(C, F, std=_xavier_std(C, F, beta), rng=rng)
+        self.dense_4h_to_h = Linear(F, C, std=_xavier_std(F, C, beta), rng=rng)
+        self.dropout = Dropout(config.output_dropout_prob, seed=_seed(rng))
+
+    def forward(self, x):
+        return self.dropout(self.dense_4h_to_h(gelu(self.dense_h_to_4h(x))))  # (B, T, C)
+
+
+class GLMBlock(Module):
+    """Post-LN with DeepNorm: h = LN_1(alpha h + attn(h)); h = LN_2(alpha h + mlp(h))."""
+
+    def __init__(self, config, rng):
+        C, eps = config.hidden_size, config.layernorm_epsilon
+        self.alpha = config.deepnorm_alpha
+        self.attention = GLMAttention(config, rng)
+        self.post_attention_layernorm = LayerNorm(C, eps=eps)
+        self.mlp = GLMMLP(config, rng)
+        self.post_mlp_layernorm = LayerNorm(C, eps=eps)
+
+    def forward(self, h, bias, cache=None, layer=0):
+        # alpha > 1 weighs the residual above the sublayer's update, which bounds how far
+        # one update can move the stream (DeepNet section 3).
+        h = self.post_attention_layernorm(h * self.alpha + self.attention(h, bias, cache,
+                                                                          layer))
+        return self.post_mlp_layernorm(h * self.alpha + self.mlp(h))
+
+
+# --- the model -----------------------------------------------------------------------------
+
+
+class GLMModel(Module):
+    """Embeddings (word, position, block position) and the L post-LN blocks."""
+
+    def __init__(self, config, seed=0, rng=None):
+        rng = np.random.default_rng(seed) if rng is None else rng
+        C, P, std = config.hidden_size, config.max_sequence_length, config.initializer_range
+        self.config = config
+        self.word_embeddings = Embedding(config.vocab_size, C, std=std, rng=rng,
+                                         what="token id")
+        self.position_embeddings = Embedding(P, C, std=std, rng=rng, what="position")
+        self.block_position_embeddings = Embedding(P, C, std=std, rng=rng,
+                                                   what="block position")
+        self.embedding_dropout = Dropout(config.embedding_dropout_prob, seed=_seed(rng))
+        self.layers = [GLMBlock(config, rng) for _ in range(config.num_layers)]
+
+    def forward(self, input_ids, position_ids, attention_mask, cache=None):
+        """-> ModelOutput(last_hidden_state (B, T, C)).
+
+        input_ids       (B, T) integers in [0, V)
+        position_ids    (B, 2, T): row 0 positions, row 1 block positions, each in
+                        [0, max_sequence_length)
+        attention_mask  (B,) each row's Part A length `sep` in [0, S], the blank-infilling
+                        mask (see `blank_infilling_mask`); or (B, T, S) booleans, 1 where
+                        query t may see key s, for any other mask
+        cache           a KVCache: this call's keys and values are appended to it, and its
+                        queries sit at positions cache.length .. cache.length + T - 1
+        """
+        config = self.config
+        input_ids = _int_array(input_ids, "input_ids")
+        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must have shape (B, T) with T >= 1, got "
+                             f"{input_ids.shape}")
+        B, T = input_ids.shape
+        past = 0 if cache is None else cache.length
+        S = past + T
+        position_ids = _int_array(position_ids, "position_ids")
+        if position_ids.shape != (B, 2, T):
+            raise ValueError(f"position_ids has shape {position_ids.shape} but must be "
+                             f"(B, 2, T) = {(B, 2, T)}: positions and block positions")
+        mask = np.asarray(to_numpy(as_array(attention_mask)))
+        if mask.dtype.kind not in "iub":
+            raise TypeError(f"attention_mask must hold integers or booleans, got dtype "
+                            f"{mask.dtype}")
+        if mask.shape == (B,):
+            bad = (mask < 0) | (mask > S)
+            if bad.any():
+                raise ValueError(f"attention_mask (sep) {int(mask[bad][0])} is not a Part A "
+                                 f"length in [0, S={S}] ({past} cached + {T} new tokens)")
+            allowed = blank_infilling_mask(mask, T, past)  # (B, T, S)
+        elif mask.shape == (B, T, S):
+            allowed = mask.astype(bool)
+        else:
+            raise ValueError(f"attention_mask has shape {mask.shape}; it must be (B,) = "
+                             f"{(B,)} Part A lengths or (B, T, S) = {(B, T, S)} booleans")
+        dtype = self.word_embeddings.weight.dtype
+        xp = array_module(self.word_embeddings.weight.data)
+        bias = np.where(allowed, 0.0, np.finfo(dtype).min).astype(dtype)
+        bias = Tensor(xp.asarray(bias[:, None]))  # (B, T, S) -> (B, 1, T, S): every head
+
+        words = self.word_embeddings(input_ids)  # (B, T, C)
+        if config.embedding_grad_scale != 1.0:
+            words = grad_scale(words, alpha=config.embedding_grad_scale)
+        h = (words + self.position_embeddings(position_ids[:, 0])  # (B, T) -> (B, T, C)
+             + self.block_position_embeddings(position_ids[:, 1]))  # (B, T) -> (B, T, C)
+        h = self.embedding_dropout(h)
+        for i, block in enumerate(self.layers):
+            h = block(h, bias, cache, i)  # (B, T, C)
+        if cache is not None:
+            cache.advance(T)
+        return ModelOutput(last_hidden_state=h)
+
+
+class GLMForConditionalGeneration(Module):
+    """GLM with its single tied output layer: logits = h @ E_word^T, (B, T, C) -> (B, T, V).
+
+    Named as THUDM's class. Weights are drawn from `seed` (embeddings N(0, 0.02^2), the
+    sublayers' projections Xavier with DeepNorm's gains, zero biases, LayerNorm 1 and 0).
+    """
+
+    def __init__(self, config, seed=0):
+        rng = np.random.default_rng(seed)
+        self.config = config
+        self.transformer = GLMModel(config, rng=rng)
+        # A Linear that owns no array of its own: the weight is the (V, C) word table.
+        self.lm_head = Linear.__new__(Linear)
+        self.lm_head.weight = self.transformer.word_embeddings.weight
+        self.lm_head.bias = None
+
+    def forward(self, input_ids, position_ids, attention_mask, labels=None, cache=None):
+        """-> ModelOutput(logits (B, T, V), loss: mean cross-entropy over labels != -100).
+
+        labels (B, T) are the targets of each position, not shifted (see
+        `blank_infilling_inputs`); see GLMModel.forward for the other arguments.
+        """
+        h = self.transformer(input_ids, position_ids, attention_mask, cache)
+        logits = self.lm_head(h.last_hidden_state)  # (B, T, C) @ (C, V) -> (B, T, V)
+        loss = None
+        if labels is not None:
+            labels = _int_array(labels, "labels")
+            if labels.shape != logits.shape[:2]:
+                raise ValueError(f"labels has shape {labels.shape} but the input ids have "
+                                 f"{logits.shape[:2]}")
+            loss = cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+        return ModelOutput(loss=loss, logits=logits)
+
+    # The KV-cache protocol (see npplm.generation).
+    @property
+    def n_layers(self):
+        return self.config.num_layers
+
+    @property
+    def n_kv_heads(self):
+        return self.config.num_attention_heads
+
+    @property
+    def head_dim(self):
+        return self.config.head_dim
+
+    @property
+    def dtype(self):
+        return self.transformer.word_embeddings.weight.dtype
+
+
+# --- filling a blank -----------------------------------------------------------------------
+
+
+def fill_blank(model, part_a, max_new_tokens, *, temperature=0.0, top_k=None, top_p=None,
+               seed=None):
+    """Fill the first [MASK] or [gMASK] of each row of Part A, one token at a time.
+
+    part_a (B, T_A): rows of the same length, each holding a [MASK] or [gMASK] (for long
+    text GLM appends [gMASK] at the end). Part A is encoded once, bidirectionally, into a
+    KV cache; then [S] is fed at (position of the mask, block position 1), and each chosen
+    token at block positions 2, 3, ..., until every row has produced [E] or
+    max_new_tokens tokens were chosen. temperature 0 is greedy (see choose_next).
+    Returns a list of B lists of new ids, each without [E].
+    """
+    config = model.config
+    part_a = np.asarray(_int_array(part_a, "part_a"))
+    if part_a.ndim != 2 or part_a.shape[1] == 0:
+        raise ValueError(f"part_a must have shape (B, T_A) with T_A >= 1, got {part_a.shape}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive integer")
+    B, sep = part_a.shape
+    is_mask = (part_a == config.mask_token_id) | (part_a == config.gmask_token_id)
+    if not is_mask.any(axis=1).all():
+        row = int(np.flatnonzero(~is_mask.any(axis=1))[0])
+        raise ValueError(f"part_a row {row} holds no [MASK] ({config.mask_token_id}) or "
+                         f"[gMASK] ({config.gmask_token_id}) token to fill")
+    total = sep + max_new_tokens
+    if total > config.max_sequence_length:
+        raise ValueError(f"{sep} Part A tokens + {max_new_tokens} new = {total} exceed "
+                         f"max_sequence_length={config.max_sequence_length}")
+    mask_at = is_mask.argmax(axis=1)  # (B,) the first mask of each row
+    rng = np.random.default_rng(seed)
+    cache = KVCache(model.n_layers, B, model.n_kv_heads, model.head_dim, total, model.dtype)
+    seps = np.full(B, sep)
+    positions = np.stack([np.arange(sep)[None].repeat(B, 0), np.zeros((B, sep), int)], 1)
+    out = [[] for _ in range(B)]
+    done = np.zeros(B, dtype=bool)
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            model(part_a, positions, seps, cache=cache)  # Part A into the cache
+            token = np.full((B, 1), config.sop_token_id)
+            for step in range(1, max_new_tokens + 1):
+                pos = np.stack([mask_at, np.full(B, step)], 1)[:, :, None]  # (B, 2, 1)
+                logits = model(token, pos, seps, cache=cache).logits  # (B, 1, V)
+                nxt = choose_next(to_numpy(logits.data[:, -1]), temperature, top_k, top_p,
+                                  rng)  # (B,)
+                for b in np.flatnonzero(~done):
+                    if nxt[b] == config.eop_token_id:
+                        done[b] = True
+                    else:
+                        out[b].append(int(nxt[b]))
+                if done.all():
+                    break
+                token = nxt[:, None]
+    finally:
+        model.train(was_training)
+    return out
