@@ -231,6 +231,8 @@ class PreTrainedModel(Module):
 def from_pretrained(path):
     """Load any supported checkpoint directory, as the class its config.json names.
 
+    A path ending in .gguf is a llama.cpp file instead, read by npplm.gguf.load_gguf.
+
     `architectures[0]` picks the class (BertForMaskedLM, ...); without it, the base model
     of `model_type`. A pickle file, a missing config or weights, or keys that do not fit
     raise CheckpointError naming what is wrong.
@@ -239,6 +241,10 @@ def from_pretrained(path):
 
     path = pathlib.Path(path)
     refuse_pickle(path)
+    if path.suffix == ".gguf":  # one llama.cpp file: weights, config and tokenizer together
+        from npplm.gguf import load_gguf
+
+        return load_gguf(path)
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a checkpoint directory")
     config = read_config(path)
