@@ -303,6 +303,9 @@ def _merge_pair(symbols, a, b):
 class ByteLevelBPETokenizer:
     """Byte-level BPE: added tokens, pre-tokenization, bytes, merges, template.
 
+    chat_template (with bos_token and eos_token) is set by loaders that find one (GGUF
+    metadata); apply_chat_template renders it (npplm/tokenizers/chat_template.py).
+
     vocab, merges, ignore_merges   see BytePairEncoding
     pre_tokenizer    the steps of step 2 (Split, Digits, ByteLevel), applied in order; the
                      last must be a ByteLevel. Default: GPT-2's, gpt2_pre_tokenizer()
@@ -316,6 +319,15 @@ class ByteLevelBPETokenizer:
     "token_type_ids"} int64 (B, T) arrays; decode(ids); tokenize(text); save(path), and
     npplm.load_tokenizer.
     """
+
+    chat_template = bos_token = eos_token = None
+
+    def apply_chat_template(self, messages, add_generation_prompt=True):
+        """The prompt text of a conversation, laid out by the model's own template."""
+        from npplm.tokenizers.chat_template import render_chat
+
+        return render_chat(self.chat_template, messages, add_generation_prompt,
+                           bos_token=self.bos_token, eos_token=self.eos_token)
 
     def __init__(self, vocab, merges, *, pre_tokenizer=None, added_tokens=(), single=None,
                  pair=None, pad_token=None, model_max_length=1024, ignore_merges=False):

@@ -30,6 +30,7 @@ import pathlib
 
 import regex
 
+from npplm.tokenizers import byte_level_bpe
 from npplm.tokenizers.byte_level_bpe import ByteLevel, ByteLevelBPETokenizer, Digits, Split
 from npplm.tokenizers.wordpiece import (
     BERT_PAIR,
@@ -56,10 +57,49 @@ def load_tokenizer(path):
         raise FileNotFoundError(f"{path} holds neither tokenizer.json nor vocab.txt")
     if not path.is_file():
         raise FileNotFoundError(f"no such tokenizer file: {path}")
+    if path.suffix == ".gguf":
+        return _from_gguf(path)
     config = _transformers_config(path.parent)
     if path.suffix == ".json":
         return _from_tokenizer_json(path, config)
     return _from_vocab_file(path, config)
+
+
+# llama.cpp's names for the pre-tokenizers of GGUF files with a "gpt2" (byte-level BPE) model
+_GGUF_PRE_TOKENIZERS = {
+    "gpt-2": lambda: byte_level_bpe.gpt2_pre_tokenizer(),
+    "llama-bpe": lambda: byte_level_bpe.llama3_pre_tokenizer(),
+    "smollm": lambda: (byte_level_bpe.Digits(individual_digits=True), byte_level_bpe.ByteLevel()),
+}
+_GGUF_CONTROL, _GGUF_USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values
+
+
+def _from_gguf(path):
+    """A byte-level BPE tokenizer from a GGUF file's tokenizer.ggml.* metadata."""
+    from npplm.gguf import tokenizer_metadata
+
+    meta = tokenizer_metadata(path)
+    model, pre = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre", "gpt-2")
+    if model != "gpt2":
+        raise TokenizerFormatError(f"{path}: GGUF tokenizer model {model!r} is not supported "
+                                   "(supported: 'gpt2', byte-level BPE)")
+    if pre not in _GGUF_PRE_TOKENIZERS:
+        raise TokenizerFormatError(f"{path}: GGUF pre-tokenizer {pre!r} is not supported "
+                                   f"(supported: {', '.join(sorted(_GGUF_PRE_TOKENIZERS))})")
+    tokens, types = meta["tokenizer.ggml.tokens"], meta.get("tokenizer.ggml.token_type")
+    types = types or [1] * len(tokens)
+    added = [AddedToken(t, i, special=k == _GGUF_CONTROL) for i, (t, k) in
+             enumerate(zip(tokens, types)) if k in (_GGUF_CONTROL, _GGUF_USER_DEFINED)]
+    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
+    pad_id = meta.get("tokenizer.ggml.padding_token_id")
+    tokenizer = byte_level_bpe.ByteLevelBPETokenizer(
+        {t: i for i, t in enumerate(tokens)}, merges, pre_tokenizer=_GGUF_PRE_TOKENIZERS[pre](),
+        added_tokens=added, pad_token=tokens[pad_id] if pad_id is not None else None)
+    tokenizer.chat_template = meta.get("tokenizer.chat_template")
+    for name in ("bos", "eos"):
+        token_id = meta.get(f"tokenizer.ggml.{name}_token_id")
+        setattr(tokenizer, f"{name}_token", tokens[token_id] if token_id is not None else None)
+    return tokenizer
 
 
 def _read_json(path):
