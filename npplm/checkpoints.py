@@ -46,9 +46,10 @@ def refuse_pickle(path):
     if path.suffix in PICKLE_SUFFIXES:
         raise CheckpointError(
             f"{path} is a pickle checkpoint; npplm never loads pickles (they can run arbitrary "
-            "code). Convert it to safetensors first, e.g. in Python with torch and "
-            "safetensors: safetensors.torch.save_file(torch.load(path, weights_only=True), "
-            "'model.safetensors')")
+            "code). Convert it to safetensors first, e.g. with transformers: "
+            "AutoModel.from_pretrained(folder).save_pretrained(folder, "
+            "safe_serialization=True), or with torch (weights_only=True) and "
+            "safetensors.torch.save_file")
 
 
 def read_safetensors(path):
