@@ -5,7 +5,7 @@ ARCHITECTURES maps a Hugging Face `architectures` name to our class; BASE_MODELS
 tables are written out by hand: adding a family means adding its lines here.
 """
 
-from npplm.models import albert, bert, gpt, llama, roberta
+from npplm.models import albert, bert, gpt, llama, roberta, t5
 
 ARCHITECTURES = {
     # BERT (bert.py)
@@ -40,6 +40,9 @@ ARCHITECTURES = {
     # LLaMA (llama.py)
     "LlamaModel": llama.LlamaModel,
     "LlamaForCausalLM": llama.LlamaForCausalLM,
+    # T5 (t5.py)
+    "T5Model": t5.T5Model,
+    "T5ForConditionalGeneration": t5.T5ForConditionalGeneration,
 }
 BASE_MODELS = {
     "bert": bert.BertModel,
@@ -48,4 +51,5 @@ BASE_MODELS = {
     "gpt2": gpt.GPT2Model,
     "openai-gpt": gpt.OpenAIGPTModel,
     "llama": llama.LlamaModel,
+    "t5": t5.T5Model,
 }
