@@ -6,6 +6,12 @@ from autograd import dropout
 from npplm.module import Module
 
 
+def dropout_seed(rng):
+    """A seed for one Dropout's own generator, drawn from the model's generator, so that no
+    two dropout layers of a model draw the same masks and a model seed fixes them all."""
+    return int(rng.integers(2**31))
+
+
 class Dropout(Module):
     """Zero each element with probability p while training; its own seeded generator."""
 

@@ -6,6 +6,18 @@ from autograd import Tensor, as_array, to_numpy
 from npplm.module import Module
 
 
+def int_array(x, name):
+    """An integer NumPy/CuPy array from an array, a Tensor or a list; TypeError otherwise.
+
+    Every model's forward starts with it, so that float ids fail with the argument's name.
+    """
+    x = as_array(x)
+    x = x if hasattr(x, "dtype") else np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
+    return x
+
+
 def check_ids(ids, limit, what="token id"):
     """Raise IndexError naming the first id outside [0, limit)."""
     ids = to_numpy(as_array(ids))

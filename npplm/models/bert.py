@@ -49,6 +49,8 @@ from autograd import Tensor, array_module, as_array, cross_entropy, tanh, where
 from npplm.checkpoints import PreTrainedModel
 from npplm.layers import Dropout, Embedding, LayerNorm, Linear, activation
 from npplm.layers.attention import attention, merge_heads, padding_mask, split_heads
+from npplm.layers.dropout import dropout_seed as _seed
+from npplm.layers.embedding import int_array as _int_array
 from npplm.models.output import ModelOutput
 from npplm.module import Module
 
@@ -195,21 +197,6 @@ def num_parameters(config, with_pooler=True):
 
 
 # --- building blocks ------------------------------------------------------------------------
-
-
-def _seed(rng):
-    """A seed for a module's own generator (Dropout), drawn from the model's generator so that
-    no two dropout layers draw the same masks."""
-    return int(rng.integers(2**31))
-
-
-def _int_array(x, name):
-    """An integer array from an array, a Tensor or a list; raises TypeError otherwise."""
-    x = as_array(x)
-    x = x if hasattr(x, "dtype") else np.asarray(x)
-    if x.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
-    return x
 
 
 class BertWordEmbeddings(Embedding):

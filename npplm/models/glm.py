@@ -78,6 +78,8 @@ from npplm.generation import choose_next
 from npplm.kv_cache import KVCache
 from npplm.layers import Dropout, Embedding, LayerNorm, Linear, gelu, grad_scale
 from npplm.layers.attention import attention, merge_heads, split_heads
+from npplm.layers.dropout import dropout_seed as _seed
+from npplm.layers.embedding import int_array as _int_array
 from npplm.models.output import ModelOutput
 from npplm.module import Module
 
@@ -278,21 +280,7 @@ def blank_infilling_inputs(tokens, spans, *, mask_token_id, sop_token_id, eop_to
                 labels=np.array(labels, dtype=np.int64), sep=np.int64(sep))
 
 
-def _int_array(x, name):
-    """An integer NumPy/CuPy array from an array, a Tensor or a list; TypeError otherwise."""
-    x = as_array(x)
-    x = x if hasattr(x, "dtype") else np.asarray(x)
-    if x.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
-    return x
-
-
 # --- building blocks -----------------------------------------------------------------------
-
-
-def _seed(rng):
-    """A seed for a Dropout's own generator, drawn from the model's generator."""
-    return int(rng.integers(2**31))
 
 
 def _xavier_std(fan_in, fan_out, gain=1.0):

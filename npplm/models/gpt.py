@@ -67,6 +67,8 @@ from npplm.checkpoints import PreTrainedModel, write_json, write_safetensors
 from npplm.generation import GenerationMixin
 from npplm.layers import Dropout, Embedding, LayerNorm, Linear, activation, gelu_tanh
 from npplm.layers.attention import attention, causal_mask, merge_heads, split_heads
+from npplm.layers.dropout import dropout_seed as _seed
+from npplm.layers.embedding import int_array as _int_array
 from npplm.models.output import ModelOutput
 from npplm.module import Module
 
@@ -313,21 +315,7 @@ def positions_from_mask(attention_mask, T):
     return positions[:, -T:]  # (B, S) -> (B, T)
 
 
-def _int_array(x, name):
-    """An integer NumPy/CuPy array from an array, a Tensor or a list; TypeError otherwise."""
-    x = as_array(x)
-    x = x if hasattr(x, "dtype") else np.asarray(x)
-    if x.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
-    return x
-
-
 # --- building blocks -----------------------------------------------------------------------
-
-
-def _seed(rng):
-    """A seed for a Dropout's own generator, drawn from the model's generator."""
-    return int(rng.integers(2**31))
 
 
 class GPTAttention(Module):

@@ -53,6 +53,7 @@ from autograd import Tensor, as_array, broadcast_to, cross_entropy, to_numpy, wh
 from npplm.checkpoints import PreTrainedModel
 from npplm.layers import Embedding, Linear, RMSNorm, silu
 from npplm.layers.attention import attention, merge_heads
+from npplm.layers.embedding import int_array as _int_array
 from npplm.layers.rotary import apply_rotary, rope_cos_sin, rope_frequencies
 from npplm.models.output import ModelOutput
 from npplm.module import Module
@@ -372,15 +373,6 @@ class LlamaDecoderLayer(Module):
 
 
 # --- the backbone ---------------------------------------------------------------------------
-
-
-def _int_array(x, name):
-    """An integer array from an array, a Tensor or a list; raises TypeError otherwise."""
-    x = as_array(x)
-    x = x if hasattr(x, "dtype") else np.asarray(x)
-    if x.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
-    return x
 
 
 class LlamaPreTrainedModel(PreTrainedModel):

@@ -57,6 +57,7 @@ from autograd import Tensor, array_module, as_array, cross_entropy, relu, to_num
 from npplm.checkpoints import PreTrainedModel
 from npplm.layers import Dropout, Embedding, Linear, RMSNorm, activation, check_ids
 from npplm.layers.attention import attention, merge_heads, split_heads
+from npplm.layers.dropout import dropout_seed as _seed
 from npplm.models.output import ModelOutput
 from npplm.module import Module
 
@@ -251,11 +252,6 @@ def _mask_bias(allowed, dtype):
 
 
 # --- building blocks ------------------------------------------------------------------------
-
-
-def _seed(rng):
-    """A seed for a Dropout's own generator, drawn from the model's generator."""
-    return int(rng.integers(2**31))
 
 
 class T5Attention(Module):
