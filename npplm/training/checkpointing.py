@@ -5,6 +5,8 @@ A run folder holds numbered checkpoints and a pointer to the newest:
     run/checkpoints/step-000400/
         config.json, model.safetensors   the model (save_pretrained: npplm.from_pretrained
                                          and transformers load it as it is)
+        tokenizer.json, ...              the run's tokenizer, so that the folder alone is
+                                         enough for npplm generate / eval
         optimizer.safetensors            the optimizer's per-parameter arrays (Adam moments)
         trainer_state.json               step, data position, RNG states, optimizer settings
                                          and step count, the run's settings
@@ -123,7 +125,7 @@ def _plain(value):
     return json.loads(json.dumps(value))
 
 
-def save_checkpoint(run_dir, step, model, optimizer, state, keep=2):
+def save_checkpoint(run_dir, step, model, optimizer, state, keep=2, tokenizer=None):
     """Write checkpoint `step` atomically, point latest.json at it, keep the newest `keep`.
 
     `state` is the JSON part (trainer_state.json): the trainer gives step, position, RNG
@@ -137,6 +139,8 @@ def save_checkpoint(run_dir, step, model, optimizer, state, keep=2):
     if not final.exists():
         tmp = folder / f"{checkpoint_name(step)}.tmp-{os.getpid()}"
         save_model(model, tmp)
+        if tokenizer is not None:
+            tokenizer.save(tmp)
         write_safetensors(optimizer.state_arrays(), tmp / "optimizer.safetensors",
                           metadata={"format": "npplm-optimizer"})
         write_json({**state, "optimizer": optimizer.state_meta()}, tmp / "trainer_state.json")

@@ -134,19 +134,21 @@ class Trainer:
     run_dir     where checkpoints, metrics.jsonl and loss.png go; None: nothing written
     perplexity  report exp(validation loss): True when the loss is a token-level NLL
     sample      optional model -> str, called at each evaluation (a generated sample)
+    tokenizer   optional: saved into every checkpoint folder beside the model
     progress    show a tqdm progress bar (loss, learning rate, tokens/s)
     log         where one-line messages go (print; the bar's own write when it is shown)
     """
 
     def __init__(self, model, collator, train, val=None, config=None, run_dir=None,
-                 perplexity=True, sample=None, progress=False, log=print, run_info=None):
+                 perplexity=True, sample=None, progress=False, log=print, run_info=None,
+                 tokenizer=None):
         self.model, self.collator = model, collator
         self.train_examples, self.val_examples = train, val
         self.has_val = val is not None and len(val) > 0
         self.config = config or TrainConfig()
         self.run_dir = None if run_dir is None else pathlib.Path(run_dir)
         self.perplexity, self.sample, self.progress = perplexity, sample, progress
-        self.log, self.run_info = log, dict(run_info or {})
+        self.log, self.run_info, self.tokenizer = log, dict(run_info or {}), tokenizer
         self.optimizer = self.config.make_optimizer(model)
         self.schedule = self.config.schedule()
         self.order = BlockOrder(len(train), seed=self.config.seed)
@@ -227,7 +229,8 @@ class Trainer:
                  "tokens_seen": self._tokens_seen}
         self.last_checkpoint = save_checkpoint(self.run_dir, self.step, self.model,
                                                self.optimizer, state,
-                                               keep=self.config.keep_checkpoints)
+                                               keep=self.config.keep_checkpoints,
+                                               tokenizer=self.tokenizer)
         return self.last_checkpoint
 
     def resume(self):
@@ -295,7 +298,7 @@ class Trainer:
         say = bar.write if bar is not None else self.log
         if self.step == 0 and self.has_val:
             self._evaluate_and_log(say)
-        window_tokens, window_start = 0, time.perf_counter()
+        window_tokens, window_time = 0, 0.0  # tokens/s counts training steps only
         restore = self._catch_ctrl_c()
         try:
             while self.step < last:
@@ -303,11 +306,12 @@ class Trainer:
                     self.save()
                     say(f"interrupted: saved step {self.step} to {self.last_checkpoint}")
                     raise KeyboardInterrupt
+                started = time.perf_counter()
                 record = self.train_step()
+                window_time += time.perf_counter() - started
                 self._tokens_seen += record["tokens"]
                 window_tokens += record["tokens"]
-                elapsed = time.perf_counter() - window_start
-                record["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
+                record["tokens_per_s"] = window_tokens / max(window_time, 1e-9)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
@@ -315,9 +319,9 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == last:
                     record["tokens_seen"] = self._tokens_seen
                     self._record(record)
-                    window_tokens, window_start = 0, time.perf_counter()
+                    window_tokens, window_time = 0, 0.0
                 if self.has_val and (self.step == cfg.steps
-                                          or (cfg.eval_every and self.step % cfg.eval_every == 0)):
+                                     or (cfg.eval_every and self.step % cfg.eval_every == 0)):
                     self._evaluate_and_log(say)
                 if self.step == cfg.steps or (cfg.save_every and self.step % cfg.save_every == 0):
                     self.save()
