@@ -32,18 +32,21 @@ The numbers (BERT section 3.1, the defaults here):
     [0, V) that is not a special id or padding). As in BERT's code, the draw does not avoid
     the original token: it equals it with probability 1 / (non-special vocabulary size), so
     a selected token is changed to another word with probability 0.1 (1 - 1/V') and left
-    as it was with probability 0.1 + 0.1/V'. (BERT's code draws from the whole vocabulary,
-    special tokens included; we exclude them, as Hugging Face does not, so that a random
-    replacement never plants a [SEP] or [PAD] in the text.)
+    as it was with probability 0.1 + 0.1/V'. (BERT's and Hugging Face's code draw from the
+    whole vocabulary, special tokens included; we leave them out, so that a random
+    replacement never plants a [SEP] or a [PAD] in the text.)
   - one departure, for safety: a sequence that has candidate tokens but drew none gets one
     selected uniformly among them (Google's code has the same floor, max(1, round(0.15 n))).
     With 126 candidates this happens with probability 0.85^126 ~ 1e-9; it matters only for
     very short sequences, where a batch with nothing to predict would make the mean loss 0/0.
+    Google's code also caps the count at max_predictions_per_seq (20 for 128 tokens); we
+    do not.
 
 Static or dynamic masks (RoBERTa section 4.1). BERT masked its data once, in preprocessing
-("static": the same mask every epoch; BERT duplicated the data 10 times with different masks
-over its 40 epochs); RoBERTa draws "a new masking pattern every time we feed a sequence to
-the model" ("dynamic"), which it found as good or slightly better and which needs no copies.
+("static"; to see more than one mask per sequence, the data was duplicated 10 times, "so that
+each sequence is masked in 10 different ways over the 40 epochs"). RoBERTa's dynamic masking
+generates "the masking pattern every time we feed a sequence to the model"; it found it
+"comparable or slightly better" than static masking, and it needs no copies of the data.
   - dynamic (static_seed=None, the default): the masks come from the `rng` of the call, a
     `numpy.random.Generator` the trainer derives from the step number; nothing else.
   - static (static_seed=an int): the mask of an example depends only on (static_seed, its
@@ -55,9 +58,10 @@ the model" ("dynamic"), which it found as good or slightly better and which need
 
 What an example is: a 1-D array of token ids that already holds the family's special tokens,
 a packed block as the trainer builds it: `[CLS] ... [SEP] ... [SEP]` for BERT and ALBERT,
-`<s> ... </s></s> ... </s>` for RoBERTa. Examples may differ in length; shorter ones are
-right-padded with pad_id. A pad_id inside an example (a partly filled last block) is treated
-as padding too: attention_mask 0 and never selected.
+`<s> ... </s> ... </s>` for RoBERTa (its FULL-SENTENCES input, section 4.2: text packed
+across documents, one separator where a document ends). Examples may differ in length;
+shorter ones are right-padded with pad_id. A pad_id inside an example (a partly filled last
+block) is treated as padding too: attention_mask 0 and never selected.
 
 Calling the collator on B examples returns a dict of int64 arrays, keyed by the keyword
 arguments of BertForMaskedLM, RobertaForMaskedLM and AlbertForMaskedLM:
@@ -70,8 +74,7 @@ SentenceOrderCollator (sentence_pairs.py) reuse this masking on sentence pairs.
 
 Not done here: whole-word masking (BERT's later release), ALBERT's n-gram masking (ALBERT
 section 4.1 masks n-grams of up to 3 tokens, n drawn with probability proportional to 1/n;
-this collator masks single tokens as BERT and RoBERTa do), and BERT's
-max_predictions_per_seq cap.
+this collator masks single tokens as BERT and RoBERTa do).
 """
 
 import numbers

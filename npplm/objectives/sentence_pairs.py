@@ -211,6 +211,11 @@ class SentencePairCollator:
         self.max_length = check_positive_int("max_length", max_length,
                                              minimum=SPECIAL_TOKENS_PER_PAIR + 2)
 
+    @property
+    def static_seed(self):
+        """The masking collator's: None for dynamic masks, else pass `indices` when calling."""
+        return self.masking.static_seed
+
     def __call__(self, pairs, rng, indices=None):
         if len(pairs) == 0:
             raise ValueError("cannot collate an empty batch (0 examples)")
