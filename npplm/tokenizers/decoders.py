@@ -11,13 +11,14 @@ to_json() and a FROM_JSON entry. LLaMA-1/2's chain, on ["▁Hi", "<0xE4>", "<0xB
     Fuse()              [" Hi世"]
     Strip(" ", 1, 0)    ["Hi世"]                (the space the normalizer prepended)
 
-Metaspace turns "▁" into spaces (T5's single decoder) and BPEDecoder "</w>" suffixes into
-spaces (GPT-1's).
+Metaspace turns "▁" into spaces (T5's single decoder), BPEDecoder "</w>" suffixes into
+spaces (GPT-1's), WordPiece glues "##" pieces.
 """
 
 from dataclasses import dataclass
 
 from npplm.tokenizers.normalizers import _pattern_from_json, _pattern_json
+from npplm.tokenizers.wordpiece import WordPieceDecoder
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,29 @@ class BPEDecoder:
         return cls(entry.get("suffix", "</w>"))
 
 
+@dataclass(frozen=True)
+class WordPiece:
+    """"##" pieces glued to the one before, a space before the others, then the clean-up
+    of wordpiece.WordPieceDecoder (a BPE with a "##" continuing-subword prefix uses it)."""
+
+    prefix: str = "##"
+    cleanup: bool = True
+
+    def __call__(self, tokens):
+        return [WordPieceDecoder(self.prefix, self.cleanup).decode(tokens)] if tokens else []
+
+    def to_json(self):
+        return {"type": "WordPiece", "prefix": self.prefix, "cleanup": self.cleanup}
+
+    @classmethod
+    def from_json(cls, entry):
+        return cls(entry.get("prefix", "##"), entry.get("cleanup", True))
+
+
 FROM_JSON = {"Replace": Replace.from_json, "ByteFallback": ByteFallback.from_json,
              "Fuse": Fuse.from_json, "Strip": Strip.from_json,
-             "Metaspace": Metaspace.from_json, "BPEDecoder": BPEDecoder.from_json}
+             "Metaspace": Metaspace.from_json, "BPEDecoder": BPEDecoder.from_json,
+             "WordPiece": WordPiece.from_json}
 
 
 def decode(steps, tokens):

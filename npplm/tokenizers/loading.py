@@ -1,18 +1,26 @@
-"""Load a tokenizer: WordPiece from a tokenizer.json or a BERT vocab.txt, byte-level BPE
-from a tokenizer.json.
+"""Load a tokenizer: WordPiece, byte-level BPE, character-level and SentencePiece BPE, or
+Unigram, from a tokenizer.json, a BERT vocab.txt or a GGUF file.
 
     load_tokenizer("path/to/model")                 a directory: its tokenizer.json, else
                                                     its vocab.txt
     load_tokenizer("path/to/tokenizer.json")        the `tokenizers` format
     load_tokenizer("path/to/vocab.txt")             one token per line, the id = line number
+    load_tokenizer("path/to/model.gguf")            the tokenizer.ggml.* metadata
 
-A tokenizer.json names each stage with a "type"; we read the ones BERT uses (model
-WordPiece, normalizer BertNormalizer, pre_tokenizer BertPreTokenizer, post_processor
-TemplateProcessing or BertProcessing, decoder WordPiece), and those of byte-level BPE
-(model BPE, normalizer null, pre_tokenizer ByteLevel or a Sequence of Split, Digits and a
-last ByteLevel as in LLaMA-3 and SmolLM2, post_processor ByteLevel, RobertaProcessing,
-TemplateProcessing or a Sequence of them, decoder ByteLevel), and refuse the others with a
-TokenizerFormatError naming the file and the value, rather than tokenize differently.
+A tokenizer.json names each stage with a "type". We read three families and refuse the
+other types with a TokenizerFormatError naming the file, the stage and the value, rather
+than tokenize differently:
+  - WordPiece (BERT): model WordPiece, normalizer BertNormalizer, pre_tokenizer
+    BertPreTokenizer, post_processor TemplateProcessing or BertProcessing, decoder WordPiece.
+  - byte-level BPE (GPT-2, RoBERTa, LLaMA-3, SmolLM2): model BPE with a pre_tokenizer
+    ByteLevel, or a Sequence of Split, Digits and a last ByteLevel; normalizer null;
+    post_processor ByteLevel, RobertaProcessing, TemplateProcessing or a Sequence of them;
+    decoder ByteLevel.
+  - pipelines (pipeline.Tokenizer): model Unigram (T5, ALBERT) or any other BPE (GPT-1,
+    LLaMA-1/2 with byte_fallback), with the normalizers, pre-tokenizers and decoders of
+    normalizers.py, pre_tokenizers.py and decoders.py, alone or in a Sequence. Not read:
+    SentencePiece's compiled "Precompiled" normalizer (real T5 and ALBERT files use it),
+    BPE dropout.
 
 A vocab.txt carries no settings; they come from tokenizer_config.json and
 special_tokens_map.json beside it when present (transformers' files: do_lower_case,
@@ -21,8 +29,9 @@ clean_up_tokenization_spaces), else BERT's defaults: uncased, [UNK] [CLS] [SEP] 
 [MASK]. `never_split` is not read.
 
 model_max_length (the length truncation=True cuts to) is tokenizer_config.json's when
-present, as in transformers, else the max_length of tokenizer.json's "truncation", else 512.
-tokenizer.json's "padding" is not read: padding is chosen per call.
+present, as in transformers, else the max_length of tokenizer.json's "truncation", else 512
+(1024 for byte-level BPE). tokenizer.json's "padding" is not read: padding is chosen per
+call. Numbers are read as tokenizers reads them (unigram.json_float).
 """
 
 import json
@@ -367,17 +376,12 @@ def _has_byte_level(data):
 def _byte_level_steps(path, data):
     """The pre-tokenizer steps: ByteLevel alone, or a Sequence of Split / Digits ending in it.
 
-    A BPE model without a ByteLevel pre-tokenizer (character-level BPE, SentencePiece's
-    Metaspace) is refused as an unsupported model, naming the pre-tokenizer.
+    (A BPE model without a ByteLevel pre-tokenizer is read by _pipeline_from_json.)
     """
     kind = _kind(path, data, "pre_tokenizer")
     config = data.get("pre_tokenizer")
     entries = config.get("pretokenizers", []) if kind == "Sequence" else [config]
     kinds = [e.get("type") if isinstance(e, dict) else None for e in entries]
-    if "ByteLevel" not in kinds:
-        raise TokenizerFormatError(
-            f"{path}: model type 'BPE' is not supported with pre_tokenizer type {kind!r}; "
-            f"npplm.load_tokenizer reads {_BPE_FAMILY} (a ByteLevel pre-tokenizer)")
     supported = "ByteLevel, or a Sequence of Split, Digits and a last ByteLevel"
     if kinds[-1] != "ByteLevel":
         raise _unsupported(path, "pre_tokenizer", f"Sequence ending in {kinds[-1]}",
