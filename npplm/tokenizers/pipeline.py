@@ -134,8 +134,9 @@ class Tokenizer:
         out = []
         for piece, token, at_start in self._segments(text):
             if token is None:
-                out.extend(w for word in pre_tokenizers.pre_tokenize(
-                    self.pre_tokenizer, piece, at_start) for w in self._cut(word) if w)
+                words = pre_tokenizers.pre_tokenize(self.pre_tokenizer, piece, at_start)
+                cut = self._cut or (lambda word: (word,))
+                out.extend(w for word in words for w in cut(word) if w)
         return out
 
     def _encode_one(self, text):
@@ -146,10 +147,12 @@ class Tokenizer:
             if token is not None:
                 ids.append(token.id)
                 continue
-            for word in pre_tokenizers.pre_tokenize(self.pre_tokenizer, piece, at_start):
-                for part in self._cut(word):
-                    if part:
-                        ids.extend(word_ids(part))
+            words = pre_tokenizers.pre_tokenize(self.pre_tokenizer, piece, at_start)
+            if self._cut is not None:
+                words = [part for word in words for part in self._cut(word)]
+            for word in words:
+                if word:
+                    ids.extend(word_ids(word))
         return ids
 
     def decode(self, ids, skip_special_tokens=True):
@@ -230,11 +233,9 @@ def _word_starts(model, pre_tokenizer):
 
     Only for a BPE model whose words are whole lines (no pre-tokenizer, or a Metaspace
     that does not split), without prefix, suffix or ignore_merges, whose vocabulary holds
-    "▁" and no entry with "▁" after another character. Otherwise the word is left whole.
+    "▁" and no entry with "▁" after another character. Otherwise None: words stay whole.
     """
-    def whole(word):
-        return (word,)
-
+    whole = None
     if not isinstance(model, BPE) or model.continuing_subword_prefix or \
             model.end_of_word_suffix or model.ignore_merges:
         return whole

@@ -67,20 +67,17 @@ class Metaspace:
         if not piece:
             return []
         r = self.replacement
+        prepend = self.prepend_scheme == "always" or (self.prepend_scheme == "first"
+                                                       and at_start)
+        if r not in piece and " " not in piece:  # the common word (after WhitespaceSplit)
+            return [r + piece if prepend else piece]
         piece = piece.replace(" ", r)
-        if not piece.startswith(r) and (self.prepend_scheme == "always"
-                                        or (self.prepend_scheme == "first" and at_start)):
+        if prepend and not piece.startswith(r):
             piece = r + piece
         if not self.split:
             return [piece]
-        out, start = [], 0
-        for i, c in enumerate(piece):
-            if c == r and i > start:
-                out.append(piece[start:i])
-                start = i
-        if start < len(piece):
-            out.append(piece[start:])
-        return out
+        first, *rest = piece.split(r)  # "▁Hey▁▁you" -> "", "Hey", "", "you"
+        return ([first] if first else []) + [r + part for part in rest]
 
     def to_json(self):
         return {"type": "Metaspace", "replacement": self.replacement,
@@ -182,13 +179,19 @@ FROM_JSON = {"Metaspace": Metaspace.from_json, "WhitespaceSplit": WhitespaceSpli
 
 
 def pre_tokenize(steps, text, at_start=True):
-    """The words of a text: each step cuts every piece the previous one produced."""
-    pieces = [(text, at_start)]
+    """The words of a text: each step cuts every piece the previous one produced.
+
+    at_start: whether the text starts the original text (for Metaspace's "first" scheme);
+    after each step only the first piece can, if it is a prefix of the first input piece.
+    """
+    pieces = [text]
     for step in steps:
         uses_start = getattr(step, "uses_start", False)
         cut = []
-        for piece, start in pieces:
-            words = step(piece, start) if uses_start else step(piece)
-            cut.extend((w, start and i == 0 and piece.startswith(w)) for i, w in enumerate(words))
+        for i, piece in enumerate(pieces):
+            words = step(piece, at_start and i == 0) if uses_start else step(piece)
+            if i == 0:
+                at_start = at_start and bool(words) and piece.startswith(words[0])
+            cut.extend(words)
         pieces = cut
-    return [w for w, _ in pieces]
+    return pieces
