@@ -346,7 +346,11 @@ class UnigramTrainer:
     agree with ours to rounding (1e-16 relative), and a tie within rounding may then be
     decided differently. It also orders the characters of step 4 by hash, so which missing
     character gets which small penalty, and the ids among pieces of equal score, change from
-    one of its runs to the next. See tests/tokenizers/test_unigram.py for how close we are.
+    one of its runs to the next. How close we are: on parity.TRAIN (400 pieces) the same
+    pieces, scores equal to about 1e-14 but for the penalized characters, and the same best
+    segmentation of all but one of the corpus's words (tests/tokenizers/test_unigram.py);
+    on 1 MB of standard-library docstrings (8000 pieces, benchmarks/side_by_side_bpe_unigram.py)
+    the same 8000 pieces.
     """
 
     vocab_size: int = 8000
