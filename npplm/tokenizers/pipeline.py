@@ -235,17 +235,16 @@ def _word_starts(model, pre_tokenizer):
     that does not split), without prefix, suffix or ignore_merges, whose vocabulary holds
     "▁" and no entry with "▁" after another character. Otherwise None: words stay whole.
     """
-    whole = None
     if not isinstance(model, BPE) or model.continuing_subword_prefix or \
             model.end_of_word_suffix or model.ignore_merges:
-        return whole
+        return None
     steps = [s for s in pre_tokenizer if not isinstance(s, pre_tokenizers.Metaspace)]
     spaces = [s.replacement for s in pre_tokenizer if isinstance(s, pre_tokenizers.Metaspace)]
     if steps or any(s.split for s in pre_tokenizer) or len(set(spaces)) > 1:
-        return whole
+        return None
     space = spaces[0] if spaces else "▁"
     if space not in model.vocab or any(space in t.lstrip(space) for t in model.vocab):
-        return whole
+        return None
     return re.compile(f"(?<=[^{re.escape(space)}])(?={re.escape(space)})").split
 
 
