@@ -44,7 +44,7 @@ def cmd_train(args):
                     block_size=args.block_size, vocab_size=args.vocab_size,
                     overrides=parse_overrides(args.set) if args.set else None,
                     tokenizer=args.tokenizer, max_chars=args.max_chars, seed=args.seed,
-                    run_dir=out, sample_prompt=args.prompt, log=print)
+                    run_dir=out, sample_prompt=args.prompt, masking=args.masking, log=print)
     recipe = out / "run.json"
     if recipe.is_file():
         before = json.loads(recipe.read_text())["recipe"]
@@ -54,9 +54,9 @@ def cmd_train(args):
             sys.exit(f"{out} holds another run (it differs in {', '.join(differ)}): pass "
                      "--out for a new folder, or --overwrite to replace it")
     write_json({"recipe": run.info, "train_config": dataclasses.asdict(config)}, recipe)
-    tokens = config.steps * config.batch_size * config.grad_accum * args.block_size
-    print(f"training {config.steps} steps of {config.batch_size * config.grad_accum} blocks: "
-          f"{tokens:,} tokens, {tokens / run.train.size:.2f} epochs; run folder {out}")
+    examples = config.steps * config.batch_size * config.grad_accum
+    print(f"training {config.steps} steps of {config.batch_size * config.grad_accum} examples "
+          f"({examples / len(run.train):.2f} epochs); run folder {out}")
     trainer = Trainer(run.model, run.collator, run.train, run.val, config, run_dir=out,
                       perplexity=run.perplexity, sample=run.sample, progress=not args.quiet,
                       run_info=run.info, tokenizer=run.tokenizer)
@@ -223,9 +223,16 @@ def add_train_parser(sub):
                     "(width 128) with a 2048-id byte-level BPE on the standard library's "
                     "source, about two minutes on two cores. Re-running the same command "
                     "resumes from the run folder's last checkpoint.")
-    train.add_argument("--model", help="family: gpt or llama (default gpt)")
-    train.add_argument("--preset", help="a config preset of the family, e.g. gpt2, tiny")
-    train.add_argument("--objective", help="clm (default: the family's first)")
+    train.add_argument("--model", help="family: gpt (default), llama, bert, roberta, albert, "
+                                       "t5 or glm")
+    train.add_argument("--preset", help="a config preset of the family, e.g. gpt2, tiny "
+                                        "(default: the family's smallest, at laptop width)")
+    train.add_argument("--objective", help="clm (gpt, llama), mlm+nsp or mlm (bert), mlm "
+                                           "(roberta), mlm+sop or mlm (albert), span (t5), "
+                                           "blank or gmask (glm); default: the first")
+    train.add_argument("--masking", choices=("static", "dynamic"),
+                       help="MLM masks fixed per example (BERT) or drawn anew each time "
+                            "(RoBERTa); default: as the family's paper")
     train.add_argument("--data", help="a text file or a folder of them (default: the "
                                       "Python standard library's source)")
     train.add_argument("--out", help="run folder (default runs/FAMILY-OBJECTIVE)")

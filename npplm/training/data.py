@@ -86,10 +86,12 @@ def read_documents(path, max_chars=None):
     return docs
 
 
-def split_documents(docs, val_fraction=0.1, seed=0):
+def split_documents(docs, val_fraction=0.1, seed=0, min_val_docs=1):
     """(train, validation) documents: a seeded shuffle, then documents go to validation
-    until they hold `val_fraction` of the characters. With a single document, its last
-    `val_fraction` of characters (cut at a line break) is the validation document."""
+    until they hold `val_fraction` of the characters and number at least `min_val_docs`
+    (NSP needs two: its negatives come from another document). With a single document,
+    its last `val_fraction` of characters (cut at a line break) is the validation
+    document."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction={val_fraction} must lie strictly between 0 and 1")
     if len(docs) == 1:
@@ -101,7 +103,7 @@ def split_documents(docs, val_fraction=0.1, seed=0):
     target = val_fraction * sum(len(d) for d in docs)
     val, size = [], 0
     for i in order:
-        if size >= target or len(val) == len(docs) - 1:
+        if (size >= target and len(val) >= min_val_docs) or len(val) == len(docs) - 1:
             break
         val.append(int(i))
         size += len(docs[i])

@@ -35,19 +35,41 @@ from npplm.training.data import (
 )
 
 EOT = "<|endoftext|>"  # GPT-2's document separator, also BOS/EOS of our trained tokenizers
+T5_SENTINELS = tuple(f"<extra_id_{i}>" for i in range(100))  # T5's 100 span sentinels
+
+# The special tokens each family's tokenizer is trained with (they get the first ids, in
+# this order, which is each family's published layout where it has one).
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0-4 (BERT's are 0, 100-103)
+ALBERT_SPECIALS = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")  # ALBERT's ids 0-4
+ROBERTA_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # fairseq's order, <mask> 4
+LLAMA_SPECIALS = ("<unk>", "<s>", "</s>")  # LLaMA-1/2's ids 0, 1, 2
+T5_SPECIALS = ("<pad>", "</s>", "<unk>", *T5_SENTINELS)  # T5's pad 0, eos 1
+GLM_SPECIALS = ("<pad>", EOT, "[MASK]", "[gMASK]", "[S]", "[E]")
 
 
 @dataclass(frozen=True)
 class Family:
-    """One model family as `npplm train` sees it."""
+    """One model family as `npplm train` sees it.
 
-    module: str  # npplm.models.<module>
-    config: str  # its config class
+    objectives    objective -> model class name in npplm.models.<module>
+    tokenizer     (algorithm, its special tokens): "byte-level-bpe" (GPT-2, RoBERTa),
+                  "sentencepiece-bpe" (LLaMA-1/2), "wordpiece" (BERT), "unigram" (T5, ALBERT)
+    roles         what the objective needs: "separator" (between packed documents), "pad",
+                  and for MLM "cls", "sep", "mask"
+    positions     the config field limiting the sequence length (None: T5, relative only),
+                  set to the block size plus `position_offset` (RoBERTa's pad offset)
+    special_ids   config field -> the special token whose id it takes
+    """
+
+    module: str
+    config: str
     default_preset: str
-    objectives: dict  # objective name -> model class name in the module
-    tokenizer: str  # "byte-level-bpe" (the only kind trained here so far)
-    positions: str  # the config field limiting the sequence length
-    special_ids: dict = field(default_factory=dict)  # config field -> special token
+    objectives: dict
+    tokenizer: tuple
+    positions: str | None
+    special_ids: dict = field(default_factory=dict)
+    roles: dict = field(default_factory=dict)
+    position_offset: int = 0
 
     def config_class(self):
         return getattr(importlib.import_module(f"npplm.models.{self.module}"), self.config)
@@ -65,26 +87,128 @@ class Family:
 
 
 FAMILIES = {
-    "gpt": Family("gpt", "GPTConfig", "gpt2", {"clm": "GPT2LMHeadModel"}, "byte-level-bpe",
-                  "n_positions", {"bos_token_id": EOT, "eos_token_id": EOT}),
+    "gpt": Family("gpt", "GPTConfig", "gpt2", {"clm": "GPT2LMHeadModel"},
+                  ("byte-level-bpe", (EOT,)), "n_positions",
+                  {"bos_token_id": EOT, "eos_token_id": EOT}, {"separator": EOT, "pad": EOT}),
     "llama": Family("llama", "LlamaConfig", "llama2_7b", {"clm": "LlamaForCausalLM"},
-                    "byte-level-bpe", "max_position_embeddings",
-                    {"bos_token_id": EOT, "eos_token_id": EOT}),
+                    ("sentencepiece-bpe", LLAMA_SPECIALS), "max_position_embeddings",
+                    {"bos_token_id": "<s>", "eos_token_id": "</s>"},
+                    {"separator": "</s>", "pad": "</s>"}),
+    "bert": Family("bert", "BertConfig", "base",
+                   {"mlm+nsp": "BertForPreTraining", "mlm": "BertForMaskedLM"},
+                   ("wordpiece", BERT_SPECIALS), "max_position_embeddings",
+                   {"pad_token_id": "[PAD]"},
+                   {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}),
+    "roberta": Family("roberta", "RobertaConfig", "base", {"mlm": "RobertaForMaskedLM"},
+                      ("byte-level-bpe", ROBERTA_SPECIALS), "max_position_embeddings",
+                      {"pad_token_id": "<pad>", "bos_token_id": "<s>", "eos_token_id": "</s>"},
+                      {"pad": "<pad>", "cls": "<s>", "sep": "</s>", "mask": "<mask>"},
+                      position_offset=2),  # positions count from pad_token_id + 1 = 2
+    "albert": Family("albert", "AlbertConfig", "base",
+                     {"mlm+sop": "AlbertForPreTraining", "mlm": "AlbertForMaskedLM"},
+                     ("unigram", ALBERT_SPECIALS), "max_position_embeddings",
+                     {"pad_token_id": "<pad>", "bos_token_id": "[CLS]",
+                      "eos_token_id": "[SEP]"},
+                     {"pad": "<pad>", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}),
+    "t5": Family("t5", "T5Config", "t5_small", {"span": "T5ForConditionalGeneration"},
+                 ("unigram", T5_SPECIALS), None,
+                 {"pad_token_id": "<pad>", "eos_token_id": "</s>",
+                  "decoder_start_token_id": "<pad>"}, {"separator": "</s>"}),
+    "glm": Family("glm", "GLMConfig", "base",
+                  {"blank": "GLMForConditionalGeneration", "gmask": "GLMForConditionalGeneration"},
+                  ("byte-level-bpe", GLM_SPECIALS), "max_sequence_length",
+                  {"pad_token_id": "<pad>", "mask_token_id": "[MASK]",
+                   "gmask_token_id": "[gMASK]", "sop_token_id": "[S]", "eop_token_id": "[E]"},
+                  position_offset=1),  # GLM's text may hold no special token: no separator
 }
 
 # `npplm train` with no arguments: a small GPT-2 on the standard library, about two minutes
 # on two cores. GPT-2's architecture at a laptop's width (the published sizes start at 124M).
-DEFAULT_FAMILY, DEFAULT_OBJECTIVE = "gpt", "clm"
-DEFAULT_OVERRIDES = {"gpt": dict(n_layer=4, n_embd=128, n_head=4)}
+# The other families' defaults are their smallest published shape cut to the same scale.
+DEFAULT_FAMILY = "gpt"
+LAPTOP = {
+    "gpt": dict(n_layer=4, n_embd=128, n_head=4),
+    "llama": dict(num_hidden_layers=4, hidden_size=128, intermediate_size=344,
+                  num_attention_heads=4, num_key_value_heads=2),
+    "bert": dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4,
+                 intermediate_size=512),
+    "roberta": dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4,
+                    intermediate_size=512),
+    "albert": dict(num_hidden_layers=4, embedding_size=64, hidden_size=128,
+                   num_attention_heads=4, intermediate_size=512),
+    "t5": dict(num_layers=3, d_model=128, d_kv=32, d_ff=512, num_heads=4),
+    "glm": dict(num_layers=4, hidden_size=128, num_attention_heads=4),
+}
 
 
-def causal_lm_collator(examples, rng):
-    """CLM: the labels are the input ids (the model shifts them by one)."""
-    x = np.stack(examples)  # (B, T)
-    return {"input_ids": x, "labels": x}
+# --- objectives: the examples and the collator of each ------------------------------------
+
+def special_id(tokenizer, token):
+    i = tokenizer.token_to_id(token)
+    if i is None:
+        raise ValueError(f"the tokenizer has no {token!r} token, which this objective needs")
+    return i
 
 
-COLLATORS = {"clm": lambda family, tokenizer, config: causal_lm_collator}
+def make_collator(family, objective, tok, config, masking, seed):
+    """The objective's collator for this tokenizer and config (npplm.objectives)."""
+    from npplm import objectives as obj
+
+    V, roles = tok.vocab_size, FAMILIES[family].roles
+    if objective == "clm":
+        return obj.CausalLMCollator(V, pad_id=special_id(tok, roles["pad"]))
+    if objective == "span":
+        return obj.SpanCorruptionCollator([special_id(tok, t) for t in T5_SENTINELS],
+                                          pad_id=config.pad_token_id,
+                                          eos_id=config.eos_token_id)
+    if objective in ("blank", "gmask"):
+        return obj.BlankInfillingCollator.from_config(
+            config, gmask_prob=1.0 if objective == "gmask" else 0.0)
+    # Masked LM, alone or with a sentence-pair task. Never masked: every special token.
+    mask, pad = special_id(tok, roles["mask"]), special_id(tok, roles["pad"])
+    specials = {special_id(tok, t) for t in FAMILIES[family].tokenizer[1]} - {mask, pad}
+    if masking is None:
+        masking = "dynamic" if family == "roberta" else "static"  # as each paper did
+    mlm = obj.MaskedLMCollator(V, mask, pad, sorted(specials),
+                               static_seed=seed if masking == "static" else None,
+                               token_type_ids=family != "roberta")
+    if objective == "mlm":
+        return mlm
+    pair = obj.NextSentenceCollator if objective == "mlm+nsp" else obj.SentenceOrderCollator
+    return pair(mlm, special_id(tok, roles["cls"]), special_id(tok, roles["sep"]),
+                max_length=config.max_position_embeddings)
+
+
+def make_examples(family, objective, tok, docs, block_size, seed, what):
+    """The examples a collator takes, from the documents of one split."""
+    from npplm import objectives as obj
+
+    roles = FAMILIES[family].roles
+    if objective in ("mlm+nsp", "mlm+sop"):
+        # Documents as lists of segments: BERT used sentences; in code, lines.
+        segmented = []
+        for doc in docs:
+            lines = [tok.encode(line, add_special_tokens=False).ids for line in doc.splitlines()]
+            segmented.append([np.asarray(x, dtype=np.int64) for x in lines if x])
+        build = obj.nsp_examples if objective == "mlm+nsp" else obj.sop_examples
+        # Built once, as BERT's create_pretraining_data did (one copy, dupe_factor 1).
+        pairs = build(segmented, np.random.default_rng([seed, 7]), block_size)
+        if not pairs:
+            raise DataError(f"the {what} gives no sentence pairs: give more text")
+        return pairs
+    ids = tokenize_documents(tok, docs)
+    if objective == "mlm":  # [CLS] block [SEP] (BERT, ALBERT) or <s> block </s> (RoBERTa)
+        cls, sep = special_id(tok, roles["cls"]), special_id(tok, roles["sep"])
+        blocks = pack(ids, block_size - 2, sep, what)
+        n = len(blocks)
+        return np.concatenate([np.full((n, 1), cls), blocks, np.full((n, 1), sep)], axis=1)
+    separator = roles.get("separator")
+    return pack(ids, block_size, None if separator is None else special_id(tok, separator),
+                what)
+
+
+PERPLEXITY = {"clm": True, "mlm": True, "span": True, "blank": True, "gmask": True,
+              "mlm+nsp": False, "mlm+sop": False}  # the pair losses add a second term
 
 
 @dataclass
@@ -94,8 +218,8 @@ class Run:
     model: object
     tokenizer: object
     collator: object
-    train: np.ndarray  # (N, T) blocks
-    val: np.ndarray  # (M, T) blocks
+    train: object  # (N, T) blocks, or a list of sentence pairs
+    val: object
     perplexity: bool
     sample: object  # model -> str, or None
     info: dict  # family, preset, objective, overrides, block size, corpus: for run.json
@@ -152,25 +276,48 @@ def check_memory(family, config):
 
 
 def train_tokenizer(kind, docs, vocab_size, log=print):
-    """A tokenizer of `kind` learned from the training documents."""
-    if kind != "byte-level-bpe":
-        raise ValueError(f"no trainer for tokenizers of kind {kind!r}")
-    from npplm.tokenizers import train_byte_level_bpe
+    """A tokenizer learned from the training documents: kind = (algorithm, special tokens).
 
+    WordPiece is trained cased (lowercase=False): the default corpus is code, where case
+    carries meaning, and BERT's cased models keep it too. Unigram (T5, ALBERT) splits on
+    whitespace as SentencePiece's T5 models do, so it loses newlines and indentation.
+    """
+    algorithm, specials = kind
     lines = [line for doc in docs for line in doc.splitlines(keepends=True)]
-    log(f"training a byte-level BPE tokenizer ({vocab_size} ids) on {len(lines):,} lines ...")
-    return train_byte_level_bpe(lines, vocab_size=vocab_size, special_tokens=[EOT])
+    log(f"training a {algorithm} tokenizer ({vocab_size} ids) on {len(lines):,} lines ...")
+    if algorithm == "byte-level-bpe":
+        from npplm.tokenizers import train_byte_level_bpe
+
+        return train_byte_level_bpe(lines, vocab_size=vocab_size, special_tokens=specials)
+    if algorithm == "wordpiece":
+        from npplm.tokenizers import train_wordpiece
+
+        return train_wordpiece(lines, vocab_size=vocab_size, lowercase=False,
+                               special_tokens=specials)
+    if algorithm == "sentencepiece-bpe":
+        from npplm.tokenizers import train_sentencepiece_bpe
+
+        return train_sentencepiece_bpe(lines, vocab_size=vocab_size, special_tokens=specials)
+    if algorithm == "unigram":
+        from npplm.tokenizers import train_unigram
+
+        return train_unigram(lines, vocab_size=vocab_size, special_tokens=specials,
+                             unk_token="<unk>", pad_token="<pad>",
+                             eos_token="</s>" if "</s>" in specials else None)
+    raise ValueError(f"no trainer for tokenizers of kind {algorithm!r}")
 
 
 def build_run(family=DEFAULT_FAMILY, preset=None, objective=None, data=None, *,
               block_size=128, vocab_size=2048, overrides=None, tokenizer=None,
               max_chars=None, val_fraction=0.1, seed=0, run_dir=None, sample_prompt=None,
-              log=print):
+              masking=None, log=print):
     """Documents, tokenizer, config, model, collator and blocks for one run (see above).
 
     tokenizer  a path for npplm.load_tokenizer, or None: train one (saved to
                run_dir/tokenizer/), or reuse run_dir/tokenizer/ when it exists (a resumed run)
-    overrides  config fields over the preset (None: the default run's for the family)
+    overrides  config fields over the preset (None: the family's laptop-sized LAPTOP
+               fields when the preset is the family's default, else none)
+    masking    MLM only: "static" (BERT's default) or "dynamic" (RoBERTa's)
     """
     if family not in FAMILIES:
         raise ValueError(f"--model {family!r} is not a family npplm can train; choose one of "
@@ -182,15 +329,15 @@ def build_run(family=DEFAULT_FAMILY, preset=None, objective=None, data=None, *,
                          f"{', '.join(fam.objectives)}")
     preset = preset or fam.default_preset
     if overrides is None:
-        overrides = dict(DEFAULT_OVERRIDES.get(family, {})) if preset == fam.default_preset \
-            else {}
+        overrides = dict(LAPTOP[family]) if preset == fam.default_preset else {}
 
     # 1. Documents.
     if data is None:
         docs, corpus = stdlib_documents(max_chars), "the Python standard library's source"
     else:
         docs, corpus = read_documents(data, max_chars), str(data)
-    train_docs, val_docs = split_documents(docs, val_fraction, seed)
+    train_docs, val_docs = split_documents(docs, val_fraction, seed,
+                                           min_val_docs=2 if objective == "mlm+nsp" else 1)
     log(f"corpus: {corpus}: {len(docs):,} documents, {sum(map(len, docs)):,} characters "
         f"({len(train_docs):,} train / {len(val_docs):,} validation documents)")
 
@@ -208,7 +355,9 @@ def build_run(family=DEFAULT_FAMILY, preset=None, objective=None, data=None, *,
         tok.save(own)
 
     # 3. Config: the preset, fitted to the tokenizer and the block size.
-    fitted = {"vocab_size": tok.vocab_size, fam.positions: block_size}
+    fitted = {"vocab_size": tok.vocab_size}
+    if fam.positions is not None:
+        fitted[fam.positions] = block_size + fam.position_offset
     for name, token in fam.special_ids.items():
         fitted[name] = tok.token_to_id(token)
         if fitted[name] is None:
@@ -219,26 +368,26 @@ def build_run(family=DEFAULT_FAMILY, preset=None, objective=None, data=None, *,
 
     # 4. Model and collator.
     model = fam.model_class(objective, config)(config, seed=seed)
-    collator = COLLATORS[objective](family, tok, config)
+    collator = make_collator(family, objective, tok, config, masking, seed)
     log(f"model: {type(model).__name__} ({preset}"
         + "".join(f", {k}={v}" for k, v in overrides.items())
         + f"), {n_params:,} parameters, vocabulary {tok.vocab_size}, block {block_size}")
 
-    # 5. Blocks.
-    sep = tok.token_to_id(EOT)
-    train = pack(tokenize_documents(tok, train_docs), block_size, sep, "training split")
-    val = pack(tokenize_documents(tok, val_docs), block_size, sep, "validation split")
-    log(f"data: {train.shape[0]:,} training and {val.shape[0]:,} validation blocks of "
-        f"{block_size} tokens ({train.size:,} training tokens)")
+    # 5. Examples: blocks, or sentence pairs.
+    train = make_examples(family, objective, tok, train_docs, block_size, seed, "training split")
+    val = make_examples(family, objective, tok, val_docs, block_size, seed, "validation split")
+    kind = "sentence pairs" if objective in ("mlm+nsp", "mlm+sop") else \
+        f"blocks of {block_size} tokens"
+    log(f"data: {len(train):,} training and {len(val):,} validation {kind}")
 
     sample = None
-    if hasattr(model, "generate"):
+    if objective == "clm":
         sample = text_sampler(tok, val[0], block_size, sample_prompt, seed)
     info = dict(family=family, preset=preset, objective=objective, overrides=overrides,
                 block_size=block_size, vocab_size=tok.vocab_size, corpus=corpus,
                 max_chars=max_chars, val_fraction=val_fraction, seed=seed,
-                parameters=n_params, architecture=type(model).__name__)
-    return Run(model, tok, collator, train, val, perplexity=True, sample=sample, info=info)
+                masking=masking, parameters=n_params, architecture=type(model).__name__)
+    return Run(model, tok, collator, train, val, PERPLEXITY[objective], sample, info)
 
 
 def text_sampler(tokenizer, first_val_block, block_size, prompt=None, seed=0, new_tokens=96):

@@ -164,7 +164,13 @@ class Trainer:
         idx = self.order.indices(self.position, B)
         self.position += B
         examples = [self.train_examples[i] for i in idx]
-        return self.collator(examples, batch_rng(self.config.seed, self.step, micro))
+        return self._collate(examples, batch_rng(self.config.seed, self.step, micro), idx)
+
+    def _collate(self, examples, rng, indices):
+        """The collator's batch; static masks (BERT) also need each example's identity."""
+        if getattr(self.collator, "static_seed", None) is not None:
+            return self.collator(examples, rng, indices=indices)
+        return self.collator(examples, rng)
 
     def train_step(self):
         """One update; returns its metrics record (step counts updates done)."""
@@ -215,7 +221,8 @@ class Trainer:
                 hi = min(lo + B, len(self.val_examples))
                 examples = [self.val_examples[j] for j in range(lo, hi)]
                 rng = np.random.default_rng([self.config.seed, _VAL, i, 0])
-                losses.append(float(model(**self.collator(examples, rng)).loss.item()))
+                batch = self._collate(examples, rng, np.arange(lo, hi))
+                losses.append(float(model(**batch).loss.item()))
         model.train()
         return float(np.mean(losses))
 
