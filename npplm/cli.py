@@ -2,6 +2,7 @@
 
     npplm train       pre-train a model (default: a small GPT on Python's stdlib source)
     npplm eval        perplexity of a trained checkpoint on a text file
+    npplm scaling     a sweep of tiny GPTs: fits L(N) and Chinchilla's L(N, D), plots them
     npplm demo        train a character-level MLP language model on Python's stdlib source
     npplm generate    continue a prompt with a causal LM (SmolLM2 by default)
     npplm chat        talk to an instruction-tuned model through its chat template
@@ -126,6 +127,30 @@ def cmd_eval(args):
     print(f"{checkpoint}: perplexity {ppl:.3f} over {count:,} tokens (window {window}, stride "
           f"{args.stride or window // 2}); mean NLL {nll:.4f} nats/token, "
           f"{nll * count / math.log(2) / n_bytes:.3f} bits/byte")
+
+
+def cmd_scaling(args):
+    import pathlib
+
+    from npplm.checkpoints import write_json
+    from npplm.training.scaling import fit_runs, plot_sweep, run_sweep
+
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = run_sweep(widths=args.widths, steps=args.steps, n_layer=args.layers,
+                     max_chars=args.max_chars, seed=args.seed)
+    fits = fit_runs(runs)
+    write_json({"runs": runs, "fits": fits}, out / "scaling.json")
+    plot_sweep(runs, fits, out / "scaling.png")
+    pl, ch = fits["power_law"], fits["chinchilla"]
+    print(f"L(N) = (N_c / N)^alpha: alpha_N = {pl['alpha_N']:.3f}, N_c = {pl['N_c']:.3g} "
+          f"(at D = {pl['D']:,} tokens)")
+    print(f"L(N, D) = {ch['E']:.3f} + {ch['A']:.3g} / N^{ch['alpha']:.2f} + {ch['B']:.3g} / "
+          f"D^{ch['beta']:.2f} (rmse {ch['rmse']:.4f})")
+    for row in fits["compute_optimal"]:
+        print(f"C = {row['C']:.2e} FLOPs: N_opt = {row['N_opt']:,.0f}, D_opt = "
+              f"{row['D_opt']:,.0f} ({row['tokens_per_parameter']:.1f} tokens per parameter)")
+    print(f"wrote {out / 'scaling.json'} and {out / 'scaling.png'}")
 
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -287,6 +312,14 @@ def main(argv=None):
     ev.add_argument("--stride", type=int, default=None, help="default: window / 2")
     ev.add_argument("--max-chars", type=int, default=None)
     ev.set_defaults(func=cmd_eval)
+    sc = sub.add_parser("scaling", help="fit scaling laws to a sweep of tiny GPTs")
+    sc.add_argument("--out", default="runs/scaling")
+    sc.add_argument("--widths", type=int, nargs="+", default=[32, 48, 64, 96])
+    sc.add_argument("--steps", type=int, nargs="+", default=[40, 80, 160])
+    sc.add_argument("--layers", type=int, default=2)
+    sc.add_argument("--max-chars", type=int, default=1_000_000)
+    sc.add_argument("--seed", type=int, default=0)
+    sc.set_defaults(func=cmd_scaling)
     demo = sub.add_parser("demo", help="train a character MLP LM on the Python stdlib source")
     demo.add_argument("--steps", type=int, default=2000)
     demo.add_argument("--batch", type=int, default=256)
