@@ -12,7 +12,10 @@ first token came second is never seen. Beam search keeps N = num_beams partial s
 
   1. Every beam proposes every token v: N x V candidates scored s + log p(v | beam).
   2. The 2N best candidates are ranked. Twice N, so that N remain to carry on even if N
-     of them end here (with several eos ids, (1 + number of eos ids) x N).
+     of them end here (with several eos ids, (1 + number of eos ids) x N). Within one
+     beam s is a constant, so only that beam's own 2N likeliest tokens can be among the
+     2N best: those are found first (a partition of each row of V logits), and only
+     N x 2N candidates are scored, not N x V (a vocabulary of 32,128 for T5).
   3. A candidate *ends* when its token is an eos id, or when it reaches max_new_tokens.
      An ending candidate ranked among the first N becomes a finished hypothesis, scored
      with the length penalty alpha (`length_penalty`):
@@ -95,11 +98,18 @@ class BeamSearchOutput:
     scores: np.ndarray  # (B r,) their length-penalised scores, float64
 
 
-def log_softmax(logits):
-    """(R, V) logits -> log-probabilities, in float64 (sums over many steps stay exact)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+def top_tokens(logits, k):
+    """Each row's k likeliest tokens and their log-probabilities: (R, V) -> 2 x (R, k).
+
+    log p = logit - logsumexp(row). The sum of exponentials runs in the logits' dtype
+    (float32 for our models, as transformers computes its log-softmax); the k values kept
+    are float64, so that scores summed over many steps lose nothing more."""
+    logits = np.asarray(logits)
+    top = np.argpartition(-logits, k - 1, axis=-1)[:, :k]  # (R, k), in no order
+    peak = logits.max(axis=-1, keepdims=True)  # (R, 1)
+    log_z = np.log(np.exp(logits - peak).sum(axis=-1, keepdims=True))  # (R, 1)
+    kept = np.take_along_axis(logits, top, axis=-1).astype(np.float64)  # (R, k)
+    return top, kept - peak.astype(np.float64) - log_z.astype(np.float64)
 
 
 def best_first(scores, k):
@@ -148,12 +158,14 @@ def beam_search(step, batch_size, num_beams, max_new_tokens, eos_token_id=None,
     improvable = np.ones(B, dtype=bool)  # might a running beam still beat a hypothesis?
     logits = step(None, None)
     for length in range(1, max_new_tokens + 1):  # the length of this step's candidates
-        logprobs = log_softmax(logits)  # (B N, V)
-        V = logprobs.shape[1]
+        V = np.shape(logits)[1]
         if V < n_keep:
             raise ValueError(f"beam search ranks {n_keep} candidates a step, but the vocabulary "
                              f"has only {V} tokens; use num_beams <= {V // (n_keep // N)}")
-        candidates = (scores[:, None] + logprobs).reshape(B, N * V)  # (B N, V) -> (B, N V)
+        top, logprobs = top_tokens(logits, n_keep)  # (B N, 2N) each
+        # (B N, 2N) -> (B, N 2N): candidate j of input b extends beam j // 2N
+        candidates = (scores[:, None] + logprobs).reshape(B, N * n_keep)
+        proposed = top.reshape(B, N * n_keep)
         last = length == max_new_tokens
         rows, next_tokens, next_scores = [], [], []
         for b in range(B):
@@ -162,7 +174,7 @@ def beam_search(step, batch_size, num_beams, max_new_tokens, eos_token_id=None,
             accepting = improvable[b] and not (early_stopping is True and finished[b].is_full)
             kept = []
             for rank, index in enumerate(best_first(candidates[b], n_keep)):
-                beam, token = divmod(int(index), V)
+                beam, token = int(index) // n_keep, int(proposed[b, index])
                 row, score = b * N + beam, candidates[b, index]
                 if last or token in eos:
                     if accepting and rank < N:  # only the first N ranks may end a search
