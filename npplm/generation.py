@@ -25,6 +25,10 @@ row is finished (as Hugging Face's generate does).
 `generate` returns the prompt and the new tokens, (B, T + n); `stream_generate` is the
 same loop as an iterator yielding each step's (B,) tokens; `stream`, a callback, sees them
 as they come. `GenerationMixin` gives a model a `.generate(...)` method.
+
+The loop itself, `stream_tokens`, knows nothing of models: it asks a `step` function for
+next-token logits. T5's generate (npplm.models.t5) decodes through it too, and beam search
+(npplm.beam_search) takes a step function of the same kind.
 """
 
 import numpy as np
