@@ -31,6 +31,15 @@ What is different from GPT-2 (the baseline a reader studies first):
   - Training: labels are the target ids; the decoder input is the labels shifted right
     with decoder_start_token_id (= pad, 0) in front and -100 replaced by pad.
 
+Decoding (`T5ForConditionalGeneration.generate`): the encoder runs once per input; the
+decoder then reads one new token per step over a `T5Cache`. Its self-attention keys and
+values grow by one position a step (npplm.kv_cache.KVCache). Cross-attention's keys and
+values, W_k h_enc and W_v h_enc in every decoder block, depend on the input alone, so they
+are projected once per input rather than once per step, and shared by its beams. The new
+query's position bias is the last row of the full (S, S) one: query position = S - 1.
+Greedy decoding and sampling run through npplm.generation.stream_tokens, beam search
+through npplm.beam_search; both give transformers' `generate` sequences.
+
 The checkpoint key map: identity, except that
   - `encoder.embed_tokens.weight`, `decoder.embed_tokens.weight` and (tied) `lm_head.weight`
     are all `shared.weight` (one Tensor, saved once);
