@@ -4,13 +4,14 @@
 starts: embed the previous n characters, concatenate, one tanh hidden layer, softmax over
 the next character. It is the smallest complete exercise of the engine: an embedding
 lookup (integer-array indexing, whose gradient accumulates over repeated ids), matmuls,
-tanh, the fused cross-entropy and an Adam update, all on `autograd` Tensors.
+tanh, the fused cross-entropy and an Adam update (npplm.training.AdamW without decay), all
+on `autograd` Tensors.
 
 The corpus is one that every Python installation carries: the standard library's source
 files, read in a fixed order so runs are reproducible. The model trains on the first 90%
 of the characters and reports perplexity (exp of the mean next-character NLL) on the rest.
 
-This is npplm's end-to-end demo until the GPT-style `npplm train` arrives.
+`npplm demo` runs it; `npplm train` (npplm/training/) trains the Transformers.
 """
 
 import math
@@ -22,6 +23,7 @@ import numpy as np
 
 import autograd as ag
 from autograd import Tensor, no_grad
+from npplm.training.optim import AdamW
 
 # Printable ASCII plus newline; anything else is read as "?". Index 0 is the newline.
 ALPHABET = "\n" + "".join(chr(c) for c in range(32, 127))
@@ -82,30 +84,6 @@ class CharMLP:
         return h @ self.w2 + self.b2  # (B, F) @ (F, V) -> (B, V)
 
 
-class Adam:
-    """Adam (Kingma & Ba, 2015) with bias correction; npplm's AdamW comes with training."""
-
-    def __init__(self, params, lr=3e-3, betas=(0.9, 0.99), eps=1e-8):
-        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
-        self.m = [np.zeros_like(p.data) for p in params]
-        self.v = [np.zeros_like(p.data) for p in params]
-        self.t = 0
-
-    def step(self, lr=None):
-        self.t += 1
-        b1, b2 = self.betas
-        lr = self.lr if lr is None else lr
-        for p, m, v in zip(self.params, self.m, self.v):
-            m *= b1
-            m += (1 - b1) * p.grad
-            v *= b2
-            v += (1 - b2) * p.grad * p.grad
-            m_hat = m / (1 - b1**self.t)
-            v_hat = v / (1 - b2**self.t)
-            p.data -= lr * m_hat / (np.sqrt(v_hat) + self.eps)
-            p.grad = None
-
-
 def windows(ids, starts, context):
     """Contexts (B, n) and next-character targets (B,) for the given start offsets."""
     idx = ids[starts[:, None] + np.arange(context)]  # (B, n)
@@ -141,7 +119,7 @@ def train(steps=2000, batch=256, lr=3e-3, seed=0, log=print, max_chars=2_000_000
     split = int(0.9 * len(ids))
     train_ids, val_ids = ids[:split], ids[split:]
     model = CharMLP(seed=seed)
-    opt = Adam(model.parameters(), lr=lr)
+    opt = AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     rng = np.random.default_rng(seed)
     n_params = sum(p.size for p in model.parameters())
     log(f"corpus: {len(ids):,} characters of Python stdlib source "
@@ -155,7 +133,9 @@ def train(steps=2000, batch=256, lr=3e-3, seed=0, log=print, max_chars=2_000_000
         loss = ag.cross_entropy(model(idx), y)
         loss.backward()
         decay = 0.5 * (1 + math.cos(math.pi * step / steps))  # cosine to 10% of lr
-        opt.step(lr * (0.1 + 0.9 * decay))
+        opt.set_lr(lr * (0.1 + 0.9 * decay))
+        opt.step()
+        opt.zero_grad()
         seen += batch
         if step % max(1, steps // 8) == 0 or step == steps:
             rate = seen / (time.perf_counter() - t0)

@@ -51,6 +51,7 @@ import numpy as np
 
 from autograd import Tensor, as_array, broadcast_to, cross_entropy, to_numpy, where
 from npplm.checkpoints import PreTrainedModel
+from npplm.generation import GenerationMixin
 from npplm.layers import Embedding, Linear, RMSNorm, silu
 from npplm.layers.attention import attention, merge_heads
 from npplm.layers.embedding import int_array as _int_array
@@ -453,7 +454,7 @@ class LlamaModel(LlamaPreTrainedModel):
         return ModelOutput(last_hidden_state=self.norm(h))
 
 
-class LlamaForCausalLM(LlamaPreTrainedModel):
+class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
     """The language model: logits (B, T, V) for the next token at every position.
 
     forward(input_ids, attention_mask=None, labels=None, cache=None, position_ids=None):

@@ -29,12 +29,11 @@ U+FFFD for invalid sequences (a prefix of a multi-byte character cut by max_leng
 
 A word's ids are cached (word -> ids), so step 4 is paid once per distinct word.
 
-Training (`ByteLevelBPETrainer`) builds the vocabulary and merges from a corpus; its
-docstring gives the algorithm and its tie-break.
+Training (`ByteLevelBPETrainer`) is character-level BPE training (npplm/tokenizers/bpe.py)
+on words spelled in byte characters.
 """
 
 import functools
-import heapq
 import itertools
 import json
 import pathlib
@@ -44,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import regex
 
+from npplm.tokenizers.bpe import BPETrainer, merge_pair
 from npplm.tokenizers.wordpiece import (
     AddedToken,
     WordPieceTokenizer,
@@ -280,21 +280,8 @@ class BytePairEncoding:
             best = min(pairs, key=lambda pair: ranks.get(pair, len(ranks)))
             if best not in ranks:
                 break
-            symbols = _merge_pair(symbols, *best)
+            symbols = merge_pair(symbols, *best)
         return symbols
-
-
-def _merge_pair(symbols, a, b):
-    """symbols with every adjacent (a, b), left to right, replaced by a + b."""
-    out, i = [], 0
-    while i < len(symbols):
-        if i + 1 < len(symbols) and symbols[i] == a and symbols[i + 1] == b:
-            out.append(a + b)
-            i += 2
-        else:
-            out.append(symbols[i])
-            i += 1
-    return out
 
 
 # --- The tokenizer -------------------------------------------------------------------------
@@ -484,30 +471,16 @@ class ByteLevelBPETokenizer:
 
 @dataclass
 class ByteLevelBPETrainer:
-    """Learn byte-level BPE merges from a corpus: merge the most frequent pair, repeatedly.
+    """Learn byte-level BPE merges from a corpus: character-level BPE on byte characters.
 
-    The algorithm (Sennrich et al. 2016, on bytes as in GPT-2):
-      1. Pre-tokenize the corpus (step 2) and count the words; spell each word in byte
-         characters (step 3).
-      2. The vocabulary starts as the special tokens, then the alphabet: all 256 byte
-         characters (so any text can be encoded), in code point order.
-      3. Until the vocabulary has `vocab_size` entries: count every adjacent symbol pair
-         (a, b) over all words, weighted by word count; take the most frequent pair; append
-         the merge (a, b) and the token a + b; replace (a, b) by a + b in every word, left to
-         right. Stop early when the best pair occurs fewer than `min_frequency` times.
-    Tie-break, deterministic and the same as tokenizers' BpeTrainer: among pairs of equal
-    count, the pair (id(a), id(b)) that is smallest, comparing ids (the earlier token of
-    the vocabulary first), not strings.
-
-    The counts are kept up to date by merging only in the words that hold the pair and
-    adjusting the counts of the pairs those words lose and gain. The best pair comes from a
-    heap of (-count, id(a), id(b)) whose entries may be stale (a count that has since gone
-    down): a popped entry whose count is out of date is pushed back with the right one.
-
-    A token a + b that is already in the vocabulary (reached by another pair) keeps its id;
-    its merge is still recorded. tokenizers does the same, but when such a pair existed
-    before with a lower count it merges, on that step, only in the words where the count
-    grew; we merge in all words. This needs a corpus built to produce it.
+    1. Pre-tokenize the corpus (step 2) and count the words; spell each word in byte
+       characters (step 3).
+    2. Run npplm.tokenizers.bpe.BPETrainer on those words with the 256 byte characters as
+       its initial alphabet, so that any text can be encoded: the vocabulary starts as the
+       special tokens, then the 256 characters in code point order, and grows by merging the
+       most frequent adjacent pair, ties going to the pair of smallest ids. Its docstring
+       gives the algorithm. The vocabulary and merges equal those of tokenizers' BpeTrainer
+       with ByteLevel.alphabet() as initial alphabet, id for id.
     """
 
     vocab_size: int = 50257
@@ -519,53 +492,10 @@ class ByteLevelBPETrainer:
         steps = tuple(gpt2_pre_tokenizer() if pre_tokenizer is None else pre_tokenizer)
         word_counts = Counter(to_byte_level(word) for text in texts
                               for word in pre_tokenize(steps, text))
-        tokens = list(dict.fromkeys([*self.special_tokens, *sorted(BYTE_ALPHABET)]))
-        ids = {token: i for i, token in enumerate(tokens)}
-        words = [list(w) for w in word_counts]
-        counts = list(word_counts.values())
-
-        pair_count = Counter()   # (a, b) -> occurrences in the corpus
-        pair_words = {}          # (a, b) -> indices of words that may hold it
-        for i, (symbols, count) in enumerate(zip(words, counts)):
-            for pair in zip(symbols, symbols[1:]):
-                pair_count[pair] += count
-                pair_words.setdefault(pair, set()).add(i)
-        heap = [(-c, ids[a], ids[b], (a, b)) for (a, b), c in pair_count.items()]
-        heapq.heapify(heap)
-
-        merges = []
-        while len(tokens) < self.vocab_size and heap:
-            neg_count, _, _, pair = heapq.heappop(heap)
-            if -neg_count != pair_count[pair]:  # stale: push back with the current count
-                if pair_count[pair] > 0:
-                    heapq.heappush(heap, (-pair_count[pair], ids[pair[0]], ids[pair[1]], pair))
-                continue
-            if -neg_count < max(self.min_frequency, 1):
-                break
-            a, b = pair
-            merged = a + b
-            if merged not in ids:
-                ids[merged] = len(tokens)
-                tokens.append(merged)
-            merges.append(pair)
-            grown = set()
-            for i in sorted(pair_words.pop(pair)):
-                old = words[i]
-                new = _merge_pair(old, a, b)
-                if len(new) == len(old):
-                    continue  # a stale index: this word no longer holds the pair
-                for p in zip(old, old[1:]):
-                    pair_count[p] -= counts[i]
-                for p in zip(new, new[1:]):
-                    pair_count[p] += counts[i]
-                    pair_words.setdefault(p, set()).add(i)
-                    if merged in p:
-                        grown.add(p)
-                words[i] = new
-            for p in grown:  # the pairs a merge creates all hold the merged token
-                if pair_count[p] > 0:
-                    heapq.heappush(heap, (-pair_count[p], ids[p[0]], ids[p[1]], p))
-        return ids, merges
+        trainer = BPETrainer(vocab_size=self.vocab_size, min_frequency=self.min_frequency,
+                             special_tokens=tuple(self.special_tokens),
+                             initial_alphabet=BYTE_ALPHABET)
+        return trainer.train(word_counts)
 
 
 def train_byte_level_bpe(texts, vocab_size=50257, *, min_frequency=2, special_tokens=(),

@@ -1,18 +1,26 @@
-"""Load a tokenizer: WordPiece from a tokenizer.json or a BERT vocab.txt, byte-level BPE
-from a tokenizer.json.
+"""Load a tokenizer: WordPiece, byte-level BPE, character-level and SentencePiece BPE, or
+Unigram, from a tokenizer.json, a BERT vocab.txt or a GGUF file.
 
     load_tokenizer("path/to/model")                 a directory: its tokenizer.json, else
                                                     its vocab.txt
     load_tokenizer("path/to/tokenizer.json")        the `tokenizers` format
     load_tokenizer("path/to/vocab.txt")             one token per line, the id = line number
+    load_tokenizer("path/to/model.gguf")            the tokenizer.ggml.* metadata
 
-A tokenizer.json names each stage with a "type"; we read the ones BERT uses (model
-WordPiece, normalizer BertNormalizer, pre_tokenizer BertPreTokenizer, post_processor
-TemplateProcessing or BertProcessing, decoder WordPiece), and those of byte-level BPE
-(model BPE, normalizer null, pre_tokenizer ByteLevel or a Sequence of Split, Digits and a
-last ByteLevel as in LLaMA-3 and SmolLM2, post_processor ByteLevel, RobertaProcessing,
-TemplateProcessing or a Sequence of them, decoder ByteLevel), and refuse the others with a
-TokenizerFormatError naming the file and the value, rather than tokenize differently.
+A tokenizer.json names each stage with a "type". We read three families and refuse the
+other types with a TokenizerFormatError naming the file, the stage and the value, rather
+than tokenize differently:
+  - WordPiece (BERT): model WordPiece, normalizer BertNormalizer, pre_tokenizer
+    BertPreTokenizer, post_processor TemplateProcessing or BertProcessing, decoder WordPiece.
+  - byte-level BPE (GPT-2, RoBERTa, LLaMA-3, SmolLM2): model BPE with a pre_tokenizer
+    ByteLevel, or a Sequence of Split, Digits and a last ByteLevel; normalizer null;
+    post_processor ByteLevel, RobertaProcessing, TemplateProcessing or a Sequence of them;
+    decoder ByteLevel.
+  - pipelines (pipeline.Tokenizer): model Unigram (T5, ALBERT) or any other BPE (GPT-1,
+    LLaMA-1/2 with byte_fallback), with the normalizers, pre-tokenizers and decoders of
+    normalizers.py, pre_tokenizers.py and decoders.py, alone or in a Sequence. Not read:
+    SentencePiece's compiled "Precompiled" normalizer (real T5 and ALBERT files use it),
+    BPE dropout.
 
 A vocab.txt carries no settings; they come from tokenizer_config.json and
 special_tokens_map.json beside it when present (transformers' files: do_lower_case,
@@ -21,8 +29,9 @@ clean_up_tokenization_spaces), else BERT's defaults: uncased, [UNK] [CLS] [SEP] 
 [MASK]. `never_split` is not read.
 
 model_max_length (the length truncation=True cuts to) is tokenizer_config.json's when
-present, as in transformers, else the max_length of tokenizer.json's "truncation", else 512.
-tokenizer.json's "padding" is not read: padding is chosen per call.
+present, as in transformers, else the max_length of tokenizer.json's "truncation", else 512
+(1024 for byte-level BPE). tokenizer.json's "padding" is not read: padding is chosen per
+call. Numbers are read as tokenizers reads them (unigram.json_float).
 """
 
 import json
@@ -30,8 +39,11 @@ import pathlib
 
 import regex
 
-from npplm.tokenizers import byte_level_bpe
+from npplm.tokenizers import byte_level_bpe, decoders, normalizers, pre_tokenizers
+from npplm.tokenizers.bpe import BPE
 from npplm.tokenizers.byte_level_bpe import ByteLevel, ByteLevelBPETokenizer, Digits, Split
+from npplm.tokenizers.pipeline import Tokenizer
+from npplm.tokenizers.unigram import Unigram, json_float
 from npplm.tokenizers.wordpiece import (
     BERT_PAIR,
     BERT_SINGLE,
@@ -104,7 +116,7 @@ def _from_gguf(path):
 
 def _read_json(path):
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_float=json_float)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TokenizerFormatError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):
@@ -143,9 +155,14 @@ def _unsupported(path, stage, kind, supported, family="BERT's WordPiece tokenize
 def _from_tokenizer_json(path, config):
     data = _read_json(path)
     kind = _kind(path, data, "model")
-    if kind not in ("WordPiece", "BPE"):
-        raise _unsupported(path, "model", kind, "WordPiece or BPE")
-    build = _build_from_json if kind == "WordPiece" else _byte_level_bpe_from_json
+    if kind not in ("WordPiece", "BPE", "Unigram"):
+        raise _unsupported(path, "model", kind, "WordPiece, BPE or Unigram", "tokenizers")
+    if kind == "WordPiece":
+        build = _build_from_json
+    elif kind == "BPE" and _has_byte_level(data):
+        build = _byte_level_bpe_from_json
+    else:
+        build = _pipeline_from_json
     try:
         return build(path, data, config)
     except TokenizerFormatError:
@@ -308,14 +325,7 @@ def _byte_level_bpe_from_json(path, data, config):
     if not isinstance(vocab, dict) or not vocab or not all(
             isinstance(i, int) and i >= 0 for i in vocab.values()):
         raise TokenizerFormatError(f"{path}: model.vocab must map tokens to ids >= 0")
-    merges = []
-    for rank, merge in enumerate(model.get("merges", [])):
-        pair = merge.split(" ") if isinstance(merge, str) else merge  # "a b" or ["a", "b"]
-        if not isinstance(pair, list) or len(pair) != 2 or not all(
-                isinstance(t, str) for t in pair):
-            raise TokenizerFormatError(f"{path}: model.merges[{rank}] = {merge!r} is not a "
-                                       "pair of tokens")
-        merges.append(tuple(pair))
+    merges = _merges(path, model)
     for key, expected in (("continuing_subword_prefix", None), ("end_of_word_suffix", None),
                           ("byte_fallback", False), ("dropout", None)):
         if model.get(key, expected) not in (expected, "", 0.0):
@@ -341,20 +351,37 @@ def _byte_level_bpe_from_json(path, data, config):
         ignore_merges=bool(model.get("ignore_merges", False)))
 
 
+def _merges(path, model):
+    """model.merges of a BPE tokenizer.json: "a b" strings or ["a", "b"] pairs."""
+    merges = []
+    for rank, merge in enumerate(model.get("merges", [])):
+        pair = merge.split(" ") if isinstance(merge, str) else merge
+        if not isinstance(pair, list) or len(pair) != 2 or not all(
+                isinstance(t, str) for t in pair):
+            raise TokenizerFormatError(f"{path}: model.merges[{rank}] = {merge!r} is not a "
+                                       "pair of tokens")
+        merges.append(tuple(pair))
+    return merges
+
+
+def _has_byte_level(data):
+    """Whether a tokenizer.json's pre-tokenizer is, or ends a Sequence with, ByteLevel."""
+    config = data.get("pre_tokenizer")
+    if not isinstance(config, dict):
+        return False
+    entries = config.get("pretokenizers", []) if config.get("type") == "Sequence" else [config]
+    return any(isinstance(e, dict) and e.get("type") == "ByteLevel" for e in entries)
+
+
 def _byte_level_steps(path, data):
     """The pre-tokenizer steps: ByteLevel alone, or a Sequence of Split / Digits ending in it.
 
-    A BPE model without a ByteLevel pre-tokenizer (character-level BPE, SentencePiece's
-    Metaspace) is refused as an unsupported model, naming the pre-tokenizer.
+    (A BPE model without a ByteLevel pre-tokenizer is read by _pipeline_from_json.)
     """
     kind = _kind(path, data, "pre_tokenizer")
     config = data.get("pre_tokenizer")
     entries = config.get("pretokenizers", []) if kind == "Sequence" else [config]
     kinds = [e.get("type") if isinstance(e, dict) else None for e in entries]
-    if "ByteLevel" not in kinds:
-        raise TokenizerFormatError(
-            f"{path}: model type 'BPE' is not supported with pre_tokenizer type {kind!r}; "
-            f"npplm.load_tokenizer reads {_BPE_FAMILY} (a ByteLevel pre-tokenizer)")
     supported = "ByteLevel, or a Sequence of Split, Digits and a last ByteLevel"
     if kinds[-1] != "ByteLevel":
         raise _unsupported(path, "pre_tokenizer", f"Sequence ending in {kinds[-1]}",
@@ -410,3 +437,71 @@ def _bpe_templates(path, data, vocab, added):
     raise _unsupported(path, "post_processor", entry.get("type"),
                        "TemplateProcessing, RobertaProcessing, BertProcessing, ByteLevel, "
                        "a Sequence of them, or null", _BPE_FAMILY)
+
+
+# --- BPE and Unigram pipelines (GPT-1, LLaMA-1/2, T5, ALBERT) ---------------------------------
+
+_PIPELINE_FAMILY = "BPE and Unigram pipelines"
+
+
+def _pipeline_steps(path, data, stage, key, known):
+    """The steps of one stage: a single entry, a Sequence of them, or () for null."""
+    kind = _kind(path, data, stage)
+    if kind is None:
+        return ()
+    entry = data[stage]
+    entries = entry.get(key, []) if kind == "Sequence" else [entry]
+    steps = []
+    for e in entries:
+        step_kind = e.get("type") if isinstance(e, dict) else None
+        if step_kind not in known:
+            raise _unsupported(path, stage, step_kind, ", ".join(sorted(known)) + ", Sequence",
+                               _PIPELINE_FAMILY)
+        try:
+            steps.append(known[step_kind](e))
+        except (ValueError, regex.error) as error:
+            raise TokenizerFormatError(f"{path}: {stage} {step_kind}: {error}") from None
+    return tuple(steps)
+
+
+def _pipeline_from_json(path, data, config):
+    """A pipeline.Tokenizer from a tokenizer.json whose model is Unigram or a BPE that is not
+    byte-level."""
+    entry = data["model"]
+    if entry["type"] == "Unigram":
+        vocab = entry["vocab"]
+        if not isinstance(vocab, list) or not vocab or not all(
+                isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+                and isinstance(p[1], (int, float)) for p in vocab):
+            raise TokenizerFormatError(f"{path}: model.vocab of a Unigram model must be a "
+                                       "non-empty list of [token, score] pairs")
+        model = Unigram(vocab, unk_id=entry.get("unk_id"),
+                        byte_fallback=entry.get("byte_fallback", False))
+    else:
+        vocab = entry["vocab"]
+        if not isinstance(vocab, dict) or not vocab or not all(
+                isinstance(i, int) and i >= 0 for i in vocab.values()):
+            raise TokenizerFormatError(f"{path}: model.vocab must map tokens to ids >= 0")
+        if entry.get("dropout") not in (None, 0.0):
+            raise TokenizerFormatError(f"{path}: model.dropout = {entry['dropout']!r} is not "
+                                       "supported (encoding would be random)")
+        model = BPE(vocab, _merges(path, entry), unk_token=entry.get("unk_token"),
+                    fuse_unk=entry.get("fuse_unk", False),
+                    byte_fallback=entry.get("byte_fallback", False),
+                    continuing_subword_prefix=entry.get("continuing_subword_prefix"),
+                    end_of_word_suffix=entry.get("end_of_word_suffix"),
+                    ignore_merges=entry.get("ignore_merges", False))
+    normalizer = _pipeline_steps(path, data, "normalizer", "normalizers", normalizers.FROM_JSON)
+    pre_tokenizer = _pipeline_steps(path, data, "pre_tokenizer", "pretokenizers",
+                                    pre_tokenizers.FROM_JSON)
+    decoder = (None if data.get("decoder") is None else
+               _pipeline_steps(path, data, "decoder", "decoders", decoders.FROM_JSON))
+    added = _added_tokens(data.get("added_tokens") or [], model.vocab)
+    single, pair = _bpe_templates(path, data, model.vocab, added)
+    padding = data.get("padding") or {}
+    truncation = data.get("truncation") or {}
+    return Tokenizer(model, normalizer=normalizer, pre_tokenizer=pre_tokenizer, decoder=decoder,
+                     added_tokens=added, single=single, pair=pair,
+                     pad_token=config.get("pad_token", padding.get("pad_token")),
+                     model_max_length=config.get("model_max_length",
+                                                 truncation.get("max_length", 512)))

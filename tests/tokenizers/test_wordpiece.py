@@ -437,7 +437,7 @@ def test_malformed_tokenizer_json_names_the_file(tmp_path):
 
 
 @needs_minilm
-@pytest.mark.parametrize("stage, value", [("model", "Mystery"), ("model", "BPE"),
+@pytest.mark.parametrize("stage, value", [("model", "Mystery"), ("model", "WordLevel"),
                                           ("normalizer", "NFKC"),
                                           ("pre_tokenizer", "Whitespace"),
                                           ("decoder", "ByteLevel"),

@@ -1,0 +1,326 @@
+"""A tokenizer.json pipeline around a BPE or Unigram model: GPT-1, LLaMA-1/2, T5, ALBERT.
+
+A Hugging Face tokenizer.json describes a tokenizer as five stages, and `Tokenizer` runs
+them in the same order as the `tokenizers` library (whose ids we match):
+
+  1. added tokens   "<s>", "</s>", "[CLS]" ... are cut out of the raw text first
+                    (wordpiece._split_on_added); those marked normalized=True are cut from
+                    the normalized text instead.
+  2. normalizer     each remaining piece is rewritten (normalizers.py): LLaMA-2 prepends
+                    "▁" and turns spaces into "▁": "Hi there" -> "▁Hi▁there".
+  3. pre-tokenizer  the piece is cut into words (pre_tokenizers.py): T5's Metaspace gives
+                    "▁Hi", "▁there"; LLaMA-2's files have none, the whole piece is a word.
+  4. model          each word becomes ids: BPE merges (bpe.py) or the Unigram model's best
+                    segmentation (unigram.py).
+  5. template       special tokens around the ids: LLaMA "<s> $A", T5 "$A </s>", ALBERT
+                    "[CLS] $A [SEP] $B [SEP]" with token_type_ids 0 then 1.
+Decoding maps ids to tokens (skipping special tokens if asked) and runs the decoder chain
+(decoders.py).
+
+A word's ids are cached (word -> ids). A BPE model without pre-tokenizer (LLaMA-2) sees
+whole lines as words; when no vocabulary entry holds a "▁" after another character, no
+merge can join across the start of a "▁word", so we cut lines there first and cache the
+words: the ids are the same, the cache is what makes it fast.
+
+Recipes at the end train the layouts of GPT-1 (train_bpe), LLaMA-2 (train_sentencepiece_bpe)
+and T5 (train_unigram) in a few lines.
+"""
+
+import itertools
+import json
+import pathlib
+import re
+from collections import Counter
+
+import numpy as np
+
+from npplm.tokenizers import decoders, normalizers, pre_tokenizers
+from npplm.tokenizers.bpe import BPE, BYTE_FALLBACK_TOKENS, BPETrainer
+from npplm.tokenizers.unigram import Unigram, UnigramTrainer, stable_float
+from npplm.tokenizers.wordpiece import (
+    AddedToken,
+    WordPieceTokenizer,
+    _added_token_pattern,
+    _split_on_added,
+    _WordIds,
+)
+
+
+class Tokenizer:
+    """Added tokens, normalizer, pre-tokenizer, a BPE or Unigram model, template, decoder.
+
+    model            a bpe.BPE or unigram.Unigram (anything with .vocab, .segment(word)
+                     -> ids and .to_json())
+    normalizer       normalizer steps, applied in order (default: none)
+    pre_tokenizer    pre-tokenizer steps, applied in order (default: none, one word)
+    decoder          decoder steps (a chain), or None to join tokens with spaces
+    added_tokens     AddedTokens (wordpiece.AddedToken) cut from the text first
+    single, pair     templates as in WordPieceTokenizer: ("$A" | "$B" | token, type id)
+    pad_token        the token padding fills batches with (None: id 0, as in tokenizers)
+    model_max_length what truncation=True cuts to when no max_length is given
+
+    The public interface is WordPieceTokenizer's: encode(text, pair) -> Encoding;
+    encode_batch(texts) (or calling the tokenizer) -> {"input_ids", "attention_mask",
+    "token_type_ids"} int64 (B, T) arrays; decode(ids); tokenize(text); save(path), and
+    npplm.load_tokenizer reads it back.
+    """
+
+    def __init__(self, model, *, normalizer=(), pre_tokenizer=(), decoder=None,
+                 added_tokens=(), single=None, pair=None, pad_token=None,
+                 model_max_length=512):
+        self.model = model
+        self.vocab = dict(model.vocab)
+        self.normalizer = tuple(normalizer)
+        self.pre_tokenizer = tuple(pre_tokenizer)
+        self.decoder = None if decoder is None else tuple(decoder)
+        self.added_tokens = sorted(added_tokens, key=lambda t: t.id)
+        self._added_by_content = {t.content: t for t in self.added_tokens}
+        size = max([*self.vocab.values(), *(t.id for t in self.added_tokens)]) + 1
+        self._id_to_token = [None] * size
+        for token, i in self.vocab.items():
+            self._id_to_token[i] = token
+        for t in self.added_tokens:
+            self._id_to_token[t.id] = t.content
+        self._special_ids = {t.id for t in self.added_tokens if t.special}
+        self.single = tuple((n, int(t)) for n, t in (single or (("$A", 0),)))
+        self.pair = tuple((n, int(t)) for n, t in (pair or (("$A", 0), ("$B", 1))))
+        for name, _ in self.single + self.pair:
+            if name not in ("$A", "$B") and self.token_to_id(name) is None:
+                raise ValueError(f"the template token {name!r} is not in the vocabulary")
+        self.pad_token = pad_token
+        self.pad_id = self.token_to_id(pad_token) if pad_token is not None else None
+        if self.pad_id is None:
+            self.pad_id = 0
+        self.model_max_length = model_max_length
+        self._raw_added = _added_token_pattern([t for t in self.added_tokens
+                                                if not t.normalized])
+        self._normalized_added = _added_token_pattern(
+            [t for t in self.added_tokens if t.normalized], self._normalize)
+        self._word_ids = _WordIds(lambda word: tuple(self.model.segment(word)))
+        self._cut = _word_starts(model, self.pre_tokenizer)
+
+    # The vocabulary lookups, the template, truncation and batching are WordPiece's.
+    vocab_size = WordPieceTokenizer.vocab_size
+    token_to_id = WordPieceTokenizer.token_to_id
+    id_to_token = WordPieceTokenizer.id_to_token
+    convert_ids_to_tokens = WordPieceTokenizer.convert_ids_to_tokens
+    tokenize = WordPieceTokenizer.tokenize
+    num_special_tokens_to_add = WordPieceTokenizer.num_special_tokens_to_add
+    encode = WordPieceTokenizer.encode
+    _apply_template = WordPieceTokenizer._apply_template
+    encode_batch = WordPieceTokenizer.encode_batch
+    __call__ = encode_batch
+    decode_batch = WordPieceTokenizer.decode_batch
+
+    def _normalize(self, text):
+        return normalizers.normalize(self.normalizer, text)
+
+    def _segments(self, text):
+        """Steps 1 and 2: [(normalized piece, AddedToken or None, starts the text)]."""
+        out = []
+        for piece, token in _split_on_added(text, *(self._raw_added or ())):
+            if token is not None:
+                out.append((piece, token, False))
+                continue
+            at_start = not out
+            piece = self._normalize(piece)
+            for i, (part, t) in enumerate(_split_on_added(piece, *(self._normalized_added
+                                                                   or ()))):
+                out.append((part, t, at_start and i == 0))
+        return out
+
+    def words(self, text):
+        """Steps 1 to 3 without the added tokens: the words the model segments."""
+        out = []
+        for piece, token, at_start in self._segments(text):
+            if token is None:
+                words = pre_tokenizers.pre_tokenize(self.pre_tokenizer, piece, at_start)
+                cut = self._cut or (lambda word: (word,))
+                out.extend(w for word in words for w in cut(word) if w)
+        return out
+
+    def _encode_one(self, text):
+        """Steps 1 to 4: the ids of one text, without special tokens."""
+        word_ids = self._word_ids.__getitem__
+        ids = []
+        for piece, token, at_start in self._segments(text):
+            if token is not None:
+                ids.append(token.id)
+                continue
+            words = pre_tokenizers.pre_tokenize(self.pre_tokenizer, piece, at_start)
+            if self._cut is not None:
+                words = [part for word in words for part in self._cut(word)]
+            for word in words:
+                if word:
+                    ids.extend(word_ids(word))
+        return ids
+
+    def decode(self, ids, skip_special_tokens=True):
+        """The text of a sequence of ids (a list or a 1-D array).
+
+        Out-of-range ids raise IndexError naming the id (tokenizers drops them silently).
+        """
+        ids = [int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)]
+        tokens = [self.id_to_token(i) for i in ids
+                  if not (skip_special_tokens and i in self._special_ids)]
+        return decoders.decode(self.decoder, tokens)
+
+    # -- saving -----------------------------------------------------------------------------
+
+    def to_tokenizer_json(self):
+        """This tokenizer as a Hugging Face tokenizer.json dictionary."""
+        def stage(steps, key, to_json=lambda s: s.to_json()):
+            if steps is None or (not steps and key != "decoders"):
+                return None
+            if len(steps) == 1:
+                return to_json(steps[0])
+            return {"type": "Sequence", key: [to_json(s) for s in steps]}
+
+        def template(items):
+            return [{"Sequence": {"id": name[1], "type_id": t}} if name in ("$A", "$B")
+                    else {"SpecialToken": {"id": name, "type_id": t}} for name, t in items]
+
+        specials = sorted({n for n, _ in self.single + self.pair if n not in ("$A", "$B")})
+        return {
+            "version": "1.0", "truncation": None, "padding": None,
+            "added_tokens": [
+                {"id": t.id, "content": t.content, "single_word": t.single_word,
+                 "lstrip": t.lstrip, "rstrip": t.rstrip, "normalized": t.normalized,
+                 "special": t.special} for t in self.added_tokens],
+            "normalizer": stage(self.normalizer, "normalizers"),
+            "pre_tokenizer": stage(self.pre_tokenizer, "pretokenizers", pre_tokenizers.to_json),
+            "post_processor": {
+                "type": "TemplateProcessing", "single": template(self.single),
+                "pair": template(self.pair),
+                "special_tokens": {n: {"id": n, "ids": [self.token_to_id(n)], "tokens": [n]}
+                                   for n in specials}},
+            "decoder": stage(self.decoder, "decoders"),
+            "model": self.model.to_json(),
+        }
+
+    def save(self, path):
+        """Write tokenizer.json and tokenizer_config.json into the directory `path`.
+
+        npplm.load_tokenizer(path) and Hugging Face `tokenizers` read them back.
+        """
+        path = pathlib.Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = {"model_max_length": self.model_max_length}
+        if self.pad_token is not None:
+            config["pad_token"] = self.pad_token
+        files = {"tokenizer.json": self.to_tokenizer_json(), "tokenizer_config.json": config}
+        for name, data in files.items():
+            (path / name).write_text(json.dumps(data, ensure_ascii=False, indent=2),
+                                     encoding="utf-8")
+        return [path / name for name in files]
+
+    def __eq__(self, other):
+        if not isinstance(other, Tokenizer):
+            return NotImplemented
+        return (self.to_tokenizer_json() == other.to_tokenizer_json()
+                and self.pad_token == other.pad_token
+                and self.model_max_length == other.model_max_length)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return (f"Tokenizer({type(self.model).__name__}, vocab_size={self.vocab_size}, "
+                f"normalizer={self.normalizer!r}, pre_tokenizer={self.pre_tokenizer!r})")
+
+
+def _word_starts(model, pre_tokenizer):
+    """A function cutting a word where no merge can cross (see the module docstring).
+
+    Only for a BPE model whose words are whole lines (no pre-tokenizer, or a Metaspace
+    that does not split), without prefix, suffix or ignore_merges, whose vocabulary holds
+    "▁" and no entry with "▁" after another character. Otherwise None: words stay whole.
+    """
+    if not isinstance(model, BPE) or model.continuing_subword_prefix or \
+            model.end_of_word_suffix or model.ignore_merges:
+        return None
+    steps = [s for s in pre_tokenizer if not isinstance(s, pre_tokenizers.Metaspace)]
+    spaces = [s.replacement for s in pre_tokenizer if isinstance(s, pre_tokenizers.Metaspace)]
+    if steps or any(s.split for s in pre_tokenizer) or len(set(spaces)) > 1:
+        return None
+    space = spaces[0] if spaces else "▁"
+    if space not in model.vocab or any(space in t.lstrip(space) for t in model.vocab):
+        return None
+    return re.compile(f"(?<=[^{re.escape(space)}])(?={re.escape(space)})").split
+
+
+# --- Recipes: train a tokenizer of a known layout --------------------------------------------
+
+
+def _added(vocab, tokens):
+    return [AddedToken(t, vocab[t]) for t in dict.fromkeys(tokens)]
+
+
+def train_bpe(texts, vocab_size=40478, *, lowercase=True, end_of_word_suffix="</w>",
+              min_frequency=2, special_tokens=("<unk>",), unk_token="<unk>"):
+    """GPT-1's layout: BERT's normalizer and split, BPE with "</w>" word ends, trained.
+
+    The words are counted after normalization and pre-tokenization; BPETrainer learns the
+    merges; decoding turns "</w>" into spaces.
+    """
+    normalizer = (normalizers.BertNormalizer(lowercase=lowercase),)
+    pre_tokenizer = (pre_tokenizers.BertPreTokenizer(),)
+    trainer = BPETrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                         special_tokens=tuple(special_tokens),
+                         end_of_word_suffix=end_of_word_suffix)
+    vocab, merges = trainer.train(_word_counts(texts, normalizer, pre_tokenizer))
+    model = BPE(vocab, merges, unk_token=unk_token, end_of_word_suffix=end_of_word_suffix)
+    return Tokenizer(model, normalizer=normalizer, pre_tokenizer=pre_tokenizer,
+                     decoder=(decoders.BPEDecoder(end_of_word_suffix or ""),),
+                     added_tokens=_added(vocab, special_tokens))
+
+
+def train_sentencepiece_bpe(texts, vocab_size=32000, *, special_tokens=("<unk>", "<s>", "</s>"),
+                            unk_token="<unk>", bos_token="<s>", min_frequency=2,
+                            byte_fallback=True):
+    """LLaMA-1/2's layout: "▁" for spaces, BPE with byte fallback, "<s>" before the text.
+
+    The vocabulary is the special tokens, the 256 byte pieces "<0x00>" ... "<0xFF>" (with
+    byte_fallback), then the characters and merges BPETrainer learns from the words of the
+    normalized text cut before each "▁" (SentencePiece trains on such words too).
+    """
+    normalizer = (normalizers.Prepend("▁"), normalizers.Replace(" ", "▁"))
+    cut = (pre_tokenizers.Metaspace(prepend_scheme="never"),)
+    reserved = (*special_tokens, *(BYTE_FALLBACK_TOKENS if byte_fallback else ()))
+    trainer = BPETrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                         special_tokens=reserved)
+    vocab, merges = trainer.train(_word_counts(texts, normalizer, cut))
+    model = BPE(vocab, merges, unk_token=unk_token, fuse_unk=True, byte_fallback=byte_fallback)
+    decoder = (decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+               decoders.Strip(" ", 1, 0))
+    single = ((bos_token, 0), ("$A", 0)) if bos_token else None
+    pair = ((bos_token, 0), ("$A", 0), (bos_token, 1), ("$B", 1)) if bos_token else None
+    return Tokenizer(model, normalizer=normalizer, decoder=decoder, single=single, pair=pair,
+                     added_tokens=_added(vocab, special_tokens))
+
+
+def train_unigram(texts, vocab_size=32000, *, special_tokens=("<pad>", "</s>", "<unk>"),
+                  unk_token="<unk>", eos_token="</s>", pad_token="<pad>", normalizer=()):
+    """T5's layout: whitespace split, Metaspace, a Unigram model, "</s>" after the text.
+
+    (T5's own files normalize with SentencePiece's compiled nmt_nfkc table, which npplm
+    does not read; pass normalizer=(normalizers.UnicodeForm("NFKC"),) for a close one.)
+    """
+    pre_tokenizer = (pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace())
+    trainer = UnigramTrainer(vocab_size=vocab_size, special_tokens=tuple(special_tokens),
+                             unk_token=unk_token)
+    pieces, unk_id = trainer.train(_word_counts(texts, normalizer, pre_tokenizer))
+    # Scores that a saved tokenizer.json gives back exactly, to us and to tokenizers.
+    model = Unigram([(t, stable_float(s)) for t, s in pieces], unk_id)
+    single = (("$A", 0), (eos_token, 0)) if eos_token else None
+    pair = (("$A", 0), (eos_token, 0), ("$B", 0), (eos_token, 0)) if eos_token else None
+    return Tokenizer(model, normalizer=normalizer, pre_tokenizer=pre_tokenizer,
+                     decoder=(decoders.Metaspace(),), single=single, pair=pair,
+                     added_tokens=_added(model.vocab, special_tokens), pad_token=pad_token)
+
+
+def _word_counts(texts, normalizer, pre_tokenizer):
+    """{word: count} of a corpus, normalized and pre-tokenized (tokenizers' training input)."""
+    chain = itertools.chain.from_iterable
+    return Counter(chain(pre_tokenizers.pre_tokenize(pre_tokenizer,
+                                                     normalizers.normalize(normalizer, text))
+                         for text in texts))

@@ -1,0 +1,410 @@
+"""The training loop: batches, accumulation, clipping, the update, evaluation, checkpoints.
+
+One update (step s = 0, 1, ..., steps - 1):
+
+    lr = schedule(s)
+    for each of A micro-batches (gradient accumulation):
+        examples = the next B examples of the epoch order       (data.BlockOrder)
+        batch    = collator(examples, rng(seed, s, micro))      a dict of model kwargs
+        loss     = model(**batch).loss / A;  loss.backward()    gradients add up
+    ||g||   = clip_grad_norm(parameters, max_norm)               (optim.py)
+    optimizer.step(); optimizer.zero_grad()
+
+Gradient accumulation: the A micro-batch gradients of loss / A add up to the gradient of
+the mean of the A losses. When each micro-batch's loss is a mean over the same number of
+scored tokens (packed CLM blocks: B (T - 1) each), that is the mean over all A B (T - 1)
+tokens, so the update equals one batch A times larger exactly (up to float rounding;
+tests/training/test_trainer.py checks it). For MLM, whose micro-batches mask slightly
+different numbers of tokens, it is the mean of per-micro-batch means, as Hugging Face's
+Trainer computed it before 4.46.
+
+Reproducibility: every random choice is a function of (seed, step) or saved in the
+checkpoint (see checkpointing.py), so two runs with the same settings produce the same
+losses, and a killed run resumed from its last checkpoint produces exactly the losses the
+uninterrupted run would have (tested by killing a real `npplm train` process).
+
+Safety: a loss or gradient norm that is NaN or infinite stops the run before the update
+is applied, with TrainingDiverged naming the step and the last good checkpoint. Ctrl-C
+lets the current step finish, saves a checkpoint and stops (a second Ctrl-C stops at once).
+"""
+
+import json
+import math
+import os
+import pathlib
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from autograd import no_grad
+from npplm.training.checkpointing import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_states,
+    save_checkpoint,
+)
+from npplm.training.data import BlockOrder
+from npplm.training.optim import SGD, AdamW, clip_grad_norm, decay_groups
+from npplm.training.schedule import WarmupCosine
+
+_TRAIN, _VAL = 0, 1  # tags that keep training and validation random streams apart
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: batch, optimizer, schedule, evaluation and checkpoint cadence."""
+
+    steps: int = 1000  # optimizer updates
+    batch_size: int = 16  # B: examples per micro-batch
+    grad_accum: int = 1  # A: micro-batches per update (the update sees A B examples)
+    optimizer: str = "adamw"  # "adamw" or "sgd"
+    lr: float = 1e-3  # peak learning rate
+    min_lr: float | None = None  # the cosine's floor; None: lr / 10 (LLaMA's choice)
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # on matrices only (optim.decay_groups)
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW; GPT-3 and LLaMA use 0.95 for b2
+    eps: float = 1e-8
+    momentum: float = 0.9  # SGD
+    clip_grad_norm: float | None = 1.0  # None: no clipping (the norm is still logged)
+    eval_every: int = 100  # steps between validation passes (and at the last step)
+    eval_batches: int = 4  # validation micro-batches per pass, always the same ones
+    save_every: int = 100  # steps between checkpoints (0: only at the end)
+    keep_checkpoints: int = 2  # the newest this many are kept
+    log_every: int = 10  # steps between lines of metrics.jsonl
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum", "eval_batches", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name}={value!r} must be a positive integer")
+        for name in ("warmup_steps", "eval_every", "save_every", "keep_checkpoints"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"TrainConfig.{name}={value!r} must be an integer >= 0")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"TrainConfig.optimizer={self.optimizer!r}; use 'adamw' or 'sgd'")
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"TrainConfig: warmup_steps={self.warmup_steps} exceeds "
+                             f"steps={self.steps}")
+        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
+            raise ValueError(f"TrainConfig.clip_grad_norm={self.clip_grad_norm} must be > 0 "
+                             "or None")
+
+    @property
+    def floor_lr(self):
+        return self.lr / 10 if self.min_lr is None else self.min_lr
+
+    def schedule(self):
+        return WarmupCosine(self.lr, self.warmup_steps, self.steps, self.floor_lr)
+
+    def make_optimizer(self, model):
+        groups = decay_groups(model, self.weight_decay)
+        groups = [g for g in groups if g["params"]]
+        if self.optimizer == "sgd":
+            return SGD(groups, lr=self.lr, momentum=self.momentum)
+        return AdamW(groups, lr=self.lr, betas=self.betas, eps=self.eps)
+
+
+def batch_rng(seed, step, micro):
+    """The generator of one training micro-batch's random choices (masks, spans)."""
+    return np.random.default_rng([seed, _TRAIN, step, micro])
+
+
+def tokens_in(batch):
+    """Input tokens a batch feeds the model (for tokens/s): input_ids' size."""
+    return int(np.asarray(batch["input_ids"]).size)
+
+
+class Trainer:
+    """Trains `model` on `train` examples through `collator`; see the module docstring.
+
+    model       a Module whose forward takes the collator's keys and returns `.loss`
+    collator    (examples, rng) -> dict of arrays, e.g. npplm.objectives' collators
+    train, val  sequences of examples (e.g. the (N, T) blocks of data.pack); val optional
+    config      a TrainConfig
+    run_dir     where checkpoints, metrics.jsonl and loss.png go; None: nothing written
+    perplexity  report exp(validation loss): True when the loss is a token-level NLL
+    sample      optional model -> str, called at each evaluation (a generated sample)
+    tokenizer   optional: saved into every checkpoint folder beside the model
+    progress    show a tqdm progress bar (loss, learning rate, tokens/s)
+    log         where one-line messages go (print; the bar's own write when it is shown)
+    """
+
+    def __init__(self, model, collator, train, val=None, config=None, run_dir=None,
+                 perplexity=True, sample=None, progress=False, log=print, run_info=None,
+                 tokenizer=None):
+        self.model, self.collator = model, collator
+        self.train_examples, self.val_examples = train, val
+        self.has_val = val is not None and len(val) > 0
+        self.config = config or TrainConfig()
+        self.run_dir = None if run_dir is None else pathlib.Path(run_dir)
+        self.perplexity, self.sample, self.progress = perplexity, sample, progress
+        self.log, self.run_info, self.tokenizer = log, dict(run_info or {}), tokenizer
+        self.optimizer = self.config.make_optimizer(model)
+        self.schedule = self.config.schedule()
+        self.order = BlockOrder(len(train), seed=self.config.seed)
+        self.step, self.position = 0, 0  # updates done, examples served
+        self.history = []  # every metrics record of this process, in order
+        self.last_checkpoint = None
+        self._tokens_seen = 0
+        self._interrupted = False
+
+    # --- one update ----------------------------------------------------------------------
+    def _micro_batch(self, micro):
+        B = self.config.batch_size
+        idx = self.order.indices(self.position, B)
+        self.position += B
+        examples = [self.train_examples[i] for i in idx]
+        return self._collate(examples, batch_rng(self.config.seed, self.step, micro), idx)
+
+    def _collate(self, examples, rng, indices):
+        """The collator's batch; static masks (BERT) also need each example's identity."""
+        if getattr(self.collator, "static_seed", None) is not None:
+            return self.collator(examples, rng, indices=indices)
+        return self.collator(examples, rng)
+
+    def train_step(self):
+        """One update; returns its metrics record (step counts updates done)."""
+        cfg, model, opt = self.config, self.model, self.optimizer
+        lr = self.schedule(self.step)
+        opt.set_lr(lr)
+        model.train()
+        total, tokens = 0.0, 0
+        for micro in range(cfg.grad_accum):
+            batch = self._micro_batch(micro)
+            tokens += tokens_in(batch)
+            loss = model(**batch).loss
+            value = float(loss.item())
+            if not math.isfinite(value):
+                self._diverged(f"the loss is {value}")
+            (loss * (1.0 / cfg.grad_accum)).backward()
+            total += value / cfg.grad_accum
+        norm = clip_grad_norm(opt.params, cfg.clip_grad_norm)
+        if not math.isfinite(norm):
+            self._diverged(f"the gradient norm is {norm}")
+        opt.step()
+        opt.zero_grad()
+        self.step += 1
+        return {"step": self.step, "loss": total, "lr": lr, "grad_norm": norm, "tokens": tokens}
+
+    def _diverged(self, what):
+        self.optimizer.zero_grad()
+        where = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
+                 else "no checkpoint was saved")
+        raise TrainingDiverged(f"{what} at step {self.step + 1} (update {self.step}); stopped "
+                               f"before applying it; {where}. Lower the learning rate or "
+                               "clip gradients (--clip).")
+
+    # --- evaluation ----------------------------------------------------------------------
+    def evaluate(self):
+        """Mean loss over the first eval_batches validation micro-batches, always the same
+        examples and the same random choices, so passes are comparable."""
+        if not self.has_val:
+            return None
+        B, model = self.config.batch_size, self.model
+        model.eval()
+        losses = []
+        with no_grad():
+            for i in range(self.config.eval_batches):
+                lo = i * B
+                if lo >= len(self.val_examples):
+                    break
+                hi = min(lo + B, len(self.val_examples))
+                examples = [self.val_examples[j] for j in range(lo, hi)]
+                rng = np.random.default_rng([self.config.seed, _VAL, i, 0])
+                batch = self._collate(examples, rng, np.arange(lo, hi))
+                losses.append(float(model(**batch).loss.item()))
+        model.train()
+        return float(np.mean(losses))
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def save(self):
+        """Checkpoint the run as it stands between two steps (nothing without run_dir)."""
+        if self.run_dir is None:
+            return None
+        state = {"step": self.step, "position": self.position, "rng": rng_states(self.model),
+                 "train_config": asdict(self.config), "run": self.run_info,
+                 "tokens_seen": self._tokens_seen}
+        self.last_checkpoint = save_checkpoint(self.run_dir, self.step, self.model,
+                                               self.optimizer, state,
+                                               keep=self.config.keep_checkpoints,
+                                               tokenizer=self.tokenizer)
+        return self.last_checkpoint
+
+    def resume(self):
+        """Continue from the run folder's newest checkpoint, if any; returns its step."""
+        path = None if self.run_dir is None else latest_checkpoint(self.run_dir)
+        if path is None:
+            return 0
+        state = load_checkpoint(path, self.model, self.optimizer)
+        saved = state.get("train_config", {})
+        for key in ("batch_size", "grad_accum", "seed"):
+            if saved.get(key) != getattr(self.config, key):
+                from npplm.checkpoints import CheckpointError
+
+                raise CheckpointError(f"{path} was trained with {key}={saved.get(key)!r}, this "
+                                      f"run asks for {getattr(self.config, key)!r}: resuming "
+                                      "would not continue the same run")
+        self.step, self.position = int(state["step"]), int(state["position"])
+        self._tokens_seen = int(state.get("tokens_seen", 0))
+        self.last_checkpoint = path
+        self.history = [r for r in self._read_metrics() if r["step"] <= self.step]
+        self._write_metrics(self.history)  # drop what the killed run logged after it
+        return self.step
+
+    # --- metrics -------------------------------------------------------------------------
+    def _metrics_path(self):
+        return None if self.run_dir is None else self.run_dir / "metrics.jsonl"
+
+    def _read_metrics(self):
+        path = self._metrics_path()
+        if path is None or not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def _write_metrics(self, records):
+        path = self._metrics_path()
+        if path is not None:
+            path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    def _record(self, record):
+        self.history.append(record)
+        path = self._metrics_path()
+        if path is not None:
+            with path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def plot(self):
+        """loss.png in the run folder: training and validation loss against step."""
+        if self.run_dir is not None:
+            plot_losses(self.history, self.run_dir / "loss.png")
+
+    # --- the loop ------------------------------------------------------------------------
+    def fit(self, resume=True, stop_at=None):
+        """Train to config.steps (or stop after update `stop_at`); returns self.history.
+
+        With resume=True and a checkpoint in run_dir, training continues from it.
+        """
+        cfg = self.config
+        self._tokens_seen = 0
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not (resume and self.resume()):
+                self._write_metrics([])
+        last = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+        bar = _progress_bar(cfg.steps, self.step) if self.progress else None
+        say = bar.write if bar is not None else self.log
+        if self.step == 0 and self.has_val:
+            self._evaluate_and_log(say)
+        window_tokens, window_time = 0, 0.0  # tokens/s counts training steps only
+        restore = self._catch_ctrl_c()
+        try:
+            while self.step < last:
+                if self._interrupted:
+                    self.save()
+                    say(f"interrupted: saved step {self.step} to {self.last_checkpoint}")
+                    raise KeyboardInterrupt
+                started = time.perf_counter()
+                record = self.train_step()
+                window_time += time.perf_counter() - started
+                self._tokens_seen += record["tokens"]
+                window_tokens += record["tokens"]
+                record["tokens_per_s"] = window_tokens / max(window_time, 1e-9)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                                    tok_s=f"{record['tokens_per_s']:,.0f}")
+                if self.step % cfg.log_every == 0 or self.step == last:
+                    record["tokens_seen"] = self._tokens_seen
+                    self._record(record)
+                    window_tokens, window_time = 0, 0.0
+                if self.has_val and (self.step == cfg.steps
+                                     or (cfg.eval_every and self.step % cfg.eval_every == 0)):
+                    self._evaluate_and_log(say)
+                if self.step == cfg.steps or (cfg.save_every and self.step % cfg.save_every == 0):
+                    self.save()
+        finally:
+            restore()
+            if bar is not None:
+                bar.close()
+        if self.step == last and self.step != cfg.steps:
+            self.save()  # stopped early on purpose: leave a checkpoint to resume from
+        self.plot()
+        return self.history
+
+    def _catch_ctrl_c(self):
+        """The first Ctrl-C only sets a flag the loop checks between steps; returns the
+        function that puts the previous handler back."""
+        self._interrupted = False
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            self._interrupted = True
+            signal.signal(signal.SIGINT, previous)  # a second Ctrl-C: stop at once
+
+        signal.signal(signal.SIGINT, handler)
+        return lambda: signal.signal(signal.SIGINT, previous)
+
+    def _evaluate_and_log(self, say):
+        loss = self.evaluate()
+        record = {"step": self.step, "val_loss": loss}
+        text = f"step {self.step:6d} | validation loss {loss:.4f}"
+        if self.perplexity:
+            record["val_ppl"] = math.exp(min(loss, 700.0))
+            text += f" | perplexity {record['val_ppl']:10.2f}"
+        if self.sample is not None:
+            record["sample"] = self.sample(self.model)
+            text += "\n" + record["sample"]
+        self._record(record)
+        self.plot()
+        say(text)
+
+
+def _progress_bar(total, initial):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                desc="training")
+
+
+def plot_losses(history, path):
+    """Training loss (each logged step) and validation loss against step, to a PNG,
+    written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in history if "loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in history if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="training loss", lw=1.2)
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss", lw=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats per token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
