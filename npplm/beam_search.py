@@ -177,7 +177,7 @@ def beam_search(step, batch_size, num_beams, max_new_tokens, eos_token_id=None,
                 beam, token = int(index) // n_keep, int(proposed[b, index])
                 row, score = b * N + beam, candidates[b, index]
                 if last or token in eos:
-                    if accepting and rank < N:  # only the first N ranks may end a search
+                    if accepting and rank < N:  # only the first N ranks become hypotheses
                         finished[b].add(np.append(tokens[row], token), score)
                 elif len(kept) < N:
                     kept.append((row, token, score))
