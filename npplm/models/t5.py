@@ -31,6 +31,15 @@ What is different from GPT-2 (the baseline a reader studies first):
   - Training: labels are the target ids; the decoder input is the labels shifted right
     with decoder_start_token_id (= pad, 0) in front and -100 replaced by pad.
 
+Decoding (`T5ForConditionalGeneration.generate`): the encoder runs once per input; the
+decoder then reads one new token per step over a `T5Cache`. Its self-attention keys and
+values grow by one position a step (npplm.kv_cache.KVCache). Cross-attention's keys and
+values, W_k h_enc and W_v h_enc in every decoder block, depend on the input alone, so they
+are projected once per input rather than once per step, and shared by its beams. The new
+query's position bias is the last row of the full (S, S) one: query position = S - 1.
+Greedy decoding and sampling run through npplm.generation.stream_tokens, beam search
+through npplm.beam_search; both give transformers' `generate` sequences.
+
 The checkpoint key map: identity, except that
   - `encoder.embed_tokens.weight`, `decoder.embed_tokens.weight` and (tied) `lm_head.weight`
     are all `shared.weight` (one Tensor, saved once);
@@ -53,8 +62,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autograd import Tensor, array_module, as_array, cross_entropy, relu, to_numpy
+from autograd import Tensor, array_module, as_array, cross_entropy, no_grad, relu, to_numpy
+from npplm.beam_search import beam_search
 from npplm.checkpoints import PreTrainedModel
+from npplm.generation import stream_tokens
+from npplm.kv_cache import KVCache
 from npplm.layers import Dropout, Embedding, Linear, RMSNorm, activation, check_ids
 from npplm.layers.attention import attention, merge_heads, split_heads
 from npplm.layers.dropout import dropout_seed as _seed
@@ -258,9 +270,11 @@ class T5Attention(Module):
     """Adapted from npplm.layers.attention: adds T5's relative position bias, no scaling.
 
     softmax(q k^T + position_bias + mask) v over H heads of width D, projections without
-    biases. Self-attention when `kv` is None, cross-attention (keys and values from the
-    encoder output) otherwise. Only the first block of a stack owns
-    `relative_attention_bias`, an (N, H) table; `compute_bias` turns it into (1, H, T, S).
+    biases. Queries come from the sublayer's input x; keys and values from x itself
+    (self-attention) or from the encoder output (cross-attention), projected by
+    `keys_values` apart from `forward`, so that cached decoding can keep them. Only the
+    first block of a stack owns `relative_attention_bias`, an (N, H) table;
+    `compute_bias` turns it into (1, H, T, S).
     """
 
     def __init__(self, config, rng, has_relative_attention_bias, bidirectional):
@@ -281,8 +295,12 @@ class T5Attention(Module):
         self.dropout = Dropout(config.dropout_rate, seed=_seed(rng))
 
     def compute_bias(self, T, S):
-        """The learned position bias, (1, H, T, S): table[bucket(key - query)]."""
-        query = np.arange(T)[:, None]  # (T, 1)
+        """The learned position bias, (1, H, T, S): table[bucket(key - query)].
+
+        The T queries are the last T of the S positions: all of them in the encoder and in
+        a full decoder pass (T = S), the newest after S - T cached ones in cached decoding.
+        """
+        query = np.arange(S - T, S)[:, None]  # (T, 1)
         key = np.arange(S)[None, :]  # (1, S)
         buckets = relative_position_bucket(key - query, self.bidirectional, self.num_buckets,
                                            self.max_distance)  # (T, S)
@@ -290,11 +308,14 @@ class T5Attention(Module):
         values = self.relative_attention_bias(xp.asarray(buckets))  # (T, S) -> (T, S, H)
         return values.transpose(2, 0, 1).reshape(1, self.num_heads, T, S)  # -> (1, H, T, S)
 
-    def forward(self, x, bias, kv=None):
-        kv = x if kv is None else kv
+    def keys_values(self, states):
+        """The keys and values of the states attended to: (B, S, C) -> 2 x (B, H, S, D)."""
+        k = split_heads(self.k(states), self.num_heads)  # (B, S, C) -> (B, S, H D) -> (B, H, S, D)
+        v = split_heads(self.v(states), self.num_heads)  # (B, S, C) -> (B, H, S, D)
+        return k, v
+
+    def forward(self, x, k, v, bias):
         q = split_heads(self.q(x), self.num_heads)  # (B, T, C) -> (B, T, H D) -> (B, H, T, D)
-        k = split_heads(self.k(kv), self.num_heads)  # (B, S, C) -> (B, H, S, D)
-        v = split_heads(self.v(kv), self.num_heads)  # (B, S, C) -> (B, H, S, D)
         y = attention(q, k, v, bias=bias, scale=1.0, dropout=self.dropout)  # (B, H, T, D)
         return self.o(merge_heads(y))  # (B, H, T, D) -> (B, T, H D) -> (B, T, C)
 
@@ -308,8 +329,14 @@ class T5LayerSelfAttention(Module):
         self.layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.dropout = Dropout(config.dropout_rate, seed=_seed(rng))
 
-    def forward(self, x, bias):
-        return x + self.dropout(self.SelfAttention(self.layer_norm(x), bias))
+    def forward(self, x, bias, cache=None, layer=0):
+        h = self.layer_norm(x)
+        k, v = self.SelfAttention.keys_values(h)  # (B, H, T, D) each
+        if cache is not None:
+            # Cached decoding: this call's keys and values join those of the earlier tokens
+            # (raw arrays: decoding runs under no_grad) -> (B, H, S, D) each.
+            k, v = (Tensor(a) for a in cache.self_attention.update(layer, k, v))
+        return x + self.dropout(self.SelfAttention(h, k, v, bias))
 
 
 class T5LayerCrossAttention(Module):
@@ -321,9 +348,12 @@ class T5LayerCrossAttention(Module):
         self.layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.dropout = Dropout(config.dropout_rate, seed=_seed(rng))
 
-    def forward(self, x, encoder_states, bias):
-        return x + self.dropout(self.EncDecAttention(self.layer_norm(x), bias,
-                                                     kv=encoder_states))
+    def forward(self, x, encoder_states, bias, cache=None, layer=0):
+        if cache is None:
+            k, v = self.EncDecAttention.keys_values(encoder_states)  # (B, H, S, D) each
+        else:  # projected once per input sequence, when the cache was made
+            k, v = (Tensor(a) for a in cache.cross_attention[layer])
+        return x + self.dropout(self.EncDecAttention(self.layer_norm(x), k, v, bias))
 
 
 class T5DenseActDense(Module):
@@ -380,10 +410,10 @@ class T5Block(Module):
             self.layer.append(T5LayerCrossAttention(config, rng))
         self.layer.append(T5LayerFF(config, rng))
 
-    def forward(self, x, bias, encoder_states=None, cross_bias=None):
-        x = self.layer[0](x, bias)
-        if encoder_states is not None:
-            x = self.layer[1](x, encoder_states, cross_bias)
+    def forward(self, x, bias, encoder_states=None, cross_bias=None, cache=None, layer=0):
+        x = self.layer[0](x, bias, cache, layer)
+        if len(self.layer) == 3:  # a decoder block: cross-attention on the encoder output
+            x = self.layer[1](x, encoder_states, cross_bias, cache, layer)
         return self.layer[-1](x)
 
 
@@ -392,6 +422,8 @@ class T5Stack(Module):
 
     The first block computes the position bias from its table; every block adds that same
     (1, H, T, S) bias plus the mask. Gradients from all blocks flow into the one table.
+    With a cache (decoder only) the T new tokens follow cache.length cached ones: keys
+    and the position bias span all S = cache.length + T positions.
     """
 
     def __init__(self, config, embed_tokens, rng, is_decoder):
@@ -403,13 +435,17 @@ class T5Stack(Module):
         self.final_layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.dropout = Dropout(config.dropout_rate, seed=_seed(rng))
 
-    def forward(self, input_ids, mask_bias, encoder_states=None, cross_bias=None):
+    def forward(self, input_ids, mask_bias, encoder_states=None, cross_bias=None, cache=None):
         T = input_ids.shape[1]
+        S = T if cache is None else cache.length + T  # key positions: cached, then these
         x = self.dropout(self.embed_tokens(input_ids))  # (B, T) -> (B, T, C)
-        position = self.block[0].layer[0].SelfAttention.compute_bias(T, T)  # (1, H, T, T)
-        bias = position + Tensor(mask_bias)  # + (B, 1, T, T) or (B, 1, 1, T)
-        for block in self.block:
-            x = block(x, bias, encoder_states, cross_bias)
+        position = self.block[0].layer[0].SelfAttention.compute_bias(T, S)  # (1, H, T, S)
+        xp = array_module(position.data)
+        bias = position + Tensor(xp.asarray(mask_bias))  # + (B, 1, T, S) or (B, 1, 1, S)
+        for i, block in enumerate(self.block):
+            x = block(x, bias, encoder_states, cross_bias, cache, i)
+        if cache is not None:
+            cache.self_attention.advance(T)
         return self.dropout(self.final_layer_norm(x))
 
 
@@ -449,6 +485,71 @@ def shift_right(labels, decoder_start_token_id, pad_token_id):
     return xp.where(shifted == -100, pad_token_id, shifted)
 
 
+class T5Cache:
+    """What cached decoding keeps between steps, for R = B x num_beams decoder rows.
+
+        self_attention   a KVCache: every decoder block's keys and values of the tokens
+                         decoded so far, (R, H, length, D) each, one position more a step
+        cross_attention  per decoder block, (k, v) of the encoder output, (R, H, S, D)
+                         each. They depend on the input sequence only, never on the tokens
+                         decoded, so they are projected once per sequence (on its B rows,
+                         then repeated for its beams) instead of once per step
+        cross_bias       (R, 1, 1, S) the encoder input's padding, as an additive bias
+        encoder_last_hidden_state  (B, S, C) the encoder output, kept for inspection
+    Row b num_beams + j is beam j of input b. Made by `T5Model.new_cache`.
+    """
+
+    def __init__(self, self_attention, cross_attention, cross_bias, encoder_last_hidden_state,
+                 num_beams):
+        self.self_attention = self_attention
+        self.cross_attention = cross_attention
+        self.cross_bias = cross_bias
+        self.encoder_last_hidden_state = encoder_last_hidden_state
+        self.num_beams = num_beams
+
+    @property
+    def length(self):
+        """Decoder positions cached so far."""
+        return self.self_attention.length
+
+    @property
+    def rows(self):
+        return self.cross_bias.shape[0]  # R
+
+    def reorder(self, rows):
+        """Row i continues the sequence of row rows[i] (beam search). Only the decoder's own
+        keys and values move: every beam of an input shares its cross-attention keys and
+        values, and a beam only ever continues a beam of the same input."""
+        rows = np.asarray(rows)
+        beam_input = np.arange(self.rows) // self.num_beams
+        if rows.shape != (self.rows,) or (rows // self.num_beams != beam_input).any():
+            raise ValueError(f"T5Cache.reorder: rows must give each of the {self.rows} rows a "
+                             f"row of the same input (num_beams={self.num_beams}), got {rows}")
+        self.self_attention.reorder(rows)
+
+
+def _new_token_count(max_new_tokens, max_length):
+    """How many tokens generate() may add, as transformers 5 counts them for T5.
+
+    max_length counts the decoder's whole output, the start token included, so it allows
+    max_length - 1 new tokens; with neither limit given, 20 new tokens (transformers'
+    default). Giving both is refused here (transformers lets max_new_tokens win, with a
+    warning).
+    """
+    if max_new_tokens is not None and max_length is not None:
+        raise ValueError(f"give max_new_tokens={max_new_tokens} or max_length={max_length}, "
+                         "not both")
+    if max_length is not None:
+        if not isinstance(max_length, (int, np.integer)) or max_length < 1:
+            raise ValueError(f"max_length={max_length!r} must be a positive integer (it "
+                             "counts the decoder start token)")
+        return int(max_length) - 1
+    max_new_tokens = 20 if max_new_tokens is None else max_new_tokens
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a non-negative integer")
+    return int(max_new_tokens)
+
+
 class T5PreTrainedModel(PreTrainedModel):
     """What every T5 class shares: its config class and the keys ignored on load."""
 
@@ -461,12 +562,17 @@ class T5PreTrainedModel(PreTrainedModel):
 class T5Model(T5PreTrainedModel):
     """The encoder-decoder without a head: the decoder's last hidden state (B, T, C).
 
-    forward(input_ids, attention_mask=None, decoder_input_ids=None,
-            decoder_attention_mask=None):
+    forward(input_ids=None, attention_mask=None, decoder_input_ids=None,
+            decoder_attention_mask=None, cache=None):
         input_ids               (B, S) encoder input, integers in [0, V)
         attention_mask          (B, S) 1 for tokens, 0 for padding; None: all tokens
-        decoder_input_ids       (B, T) the whole decoder input (no cache: full recompute)
-        decoder_attention_mask  (B, T) padding of the decoder input, on top of causality
+        decoder_input_ids       (B, T) the decoder input: all of it (full recompute), or
+                                with a cache only the tokens that follow the cached ones
+        decoder_attention_mask  (B, T) padding of the decoder input, on top of causality;
+                                with a cache (B, cache.length + T), the cached tokens too
+        cache                   a T5Cache (`new_cache`): the encoder has already run, so
+                                input_ids and attention_mask are not given; the new tokens'
+                                keys and values are appended to it
     Weights are drawn from `seed` as Hugging Face initialises them (see T5Attention).
     """
 
@@ -491,38 +597,83 @@ class T5Model(T5PreTrainedModel):
         pad = _mask_bias(allowed[:, None, None, :], self.dtype)  # (B, S) -> (B, 1, 1, S)
         return self.encoder(input_ids, pad), pad
 
-    def decode(self, decoder_input_ids, encoder_states, cross_bias,
-               decoder_attention_mask=None):
-        """Decoder output (B, T, C): causal self-attention, cross-attention on the encoder."""
-        ids = _int_ids(decoder_input_ids, "decoder_input_ids", self.config.vocab_size)
-        if ids.shape[0] != encoder_states.shape[0]:
-            raise ValueError(f"decoder_input_ids has batch {ids.shape[0]} but input_ids "
-                             f"has {encoder_states.shape[0]}")
-        B, T = ids.shape
-        causal = np.tril(np.ones((T, T), dtype=bool))  # (T, T): query t sees keys <= t
-        pad = _mask(decoder_attention_mask, (B, T), "decoder_attention_mask")  # (B, T)
-        allowed = causal[None, None] & pad[:, None, None, :]  # -> (B, 1, T, T)
-        return self.decoder(ids, _mask_bias(allowed, self.dtype), encoder_states,
-                            Tensor(cross_bias))
+    def new_cache(self, input_ids, attention_mask=None, max_length=64, num_beams=1):
+        """Run the encoder once; return a T5Cache for decoding up to max_length positions,
+        with num_beams rows per input. Call under no_grad (the cache holds raw arrays)."""
+        if not isinstance(num_beams, (int, np.integer)) or num_beams < 1:
+            raise ValueError(f"num_beams={num_beams!r} must be a positive integer")
+        encoder_states, pad = self.encode(input_ids, attention_mask)  # (B, S, C), (B,1,1,S)
+        xp = array_module(encoder_states.data)
+        cross = []
+        for block in self.decoder.block:
+            k, v = block.layer[1].EncDecAttention.keys_values(encoder_states)  # (B, H, S, D)
+            # (B, H, S, D) -> (B num_beams, H, S, D): each input's row once per beam
+            cross.append((xp.repeat(k.data, num_beams, axis=0),
+                          xp.repeat(v.data, num_beams, axis=0)))
+        B = encoder_states.shape[0]
+        config = self.config
+        self_attention = KVCache(config.num_decoder_layers, B * num_beams, config.num_heads,
+                                 config.d_kv, max_length, self.dtype, xp=xp)
+        cross_bias = xp.asarray(np.repeat(pad, num_beams, axis=0))  # (B num_beams, 1, 1, S)
+        return T5Cache(self_attention, cross, cross_bias, encoder_states, num_beams)
 
-    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None,
-                decoder_attention_mask=None):
+    def decode(self, decoder_input_ids, encoder_states=None, cross_bias=None,
+               decoder_attention_mask=None, cache=None):
+        """Decoder output (B, T, C): causal self-attention, cross-attention on the encoder
+        (its output and padding bias, or a cache holding their projections)."""
+        ids = _int_ids(decoder_input_ids, "decoder_input_ids", self.config.vocab_size)
+        B, T = ids.shape
+        past = 0 if cache is None else cache.length
+        rows = encoder_states.shape[0] if cache is None else cache.rows
+        if B != rows:
+            raise ValueError(f"decoder_input_ids has batch {B} but "
+                             + (f"input_ids has {rows}" if cache is None
+                                else f"the cache has {rows} rows"))
+        if cache is not None:
+            cross_bias = cache.cross_bias
+        S = past + T
+        causal = np.tril(np.ones((T, S), dtype=bool), k=past)  # query t sees keys <= past+t
+        pad = _mask(decoder_attention_mask, (B, S), "decoder_attention_mask")  # (B, S)
+        allowed = causal[None, None] & pad[:, None, None, :]  # -> (B, 1, T, S)
+        return self.decoder(ids, _mask_bias(allowed, self.dtype), encoder_states,
+                            Tensor(cross_bias), cache)
+
+    def _run(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+             cache):
+        """(decoder output (B, T, C), encoder output (B, S, C)): encode unless cached."""
+        if cache is None:
+            if input_ids is None:
+                raise ValueError(f"{type(self).__name__} needs input_ids (or a cache)")
+            encoder_states, cross_bias = self.encode(input_ids, attention_mask)
+        else:
+            if input_ids is not None or attention_mask is not None:
+                raise ValueError("with a cache the encoder has already run: give only "
+                                 "decoder_input_ids (and decoder_attention_mask)")
+            encoder_states, cross_bias = cache.encoder_last_hidden_state, None
+        h = self.decode(decoder_input_ids, encoder_states, cross_bias, decoder_attention_mask,
+                        cache)
+        return h, encoder_states
+
+    def forward(self, input_ids=None, attention_mask=None, decoder_input_ids=None,
+                decoder_attention_mask=None, cache=None):
         if decoder_input_ids is None:
             raise ValueError("T5Model needs decoder_input_ids (the decoder's whole input)")
-        encoder_states, cross_bias = self.encode(input_ids, attention_mask)
-        h = self.decode(decoder_input_ids, encoder_states, cross_bias, decoder_attention_mask)
-        return ModelOutput(last_hidden_state=h)
+        h, encoder_states = self._run(input_ids, attention_mask, decoder_input_ids,
+                                      decoder_attention_mask, cache)
+        return ModelOutput(last_hidden_state=h, encoder_last_hidden_state=encoder_states)
 
 
 class T5ForConditionalGeneration(T5Model):
     """Text to text: logits (B, T, V) over the next target token at every decoder position.
 
-    forward(input_ids, attention_mask=None, decoder_input_ids=None,
-            decoder_attention_mask=None, labels=None):
-        labels  (B, T) target ids, -100 where ignored. Without decoder_input_ids, the decoder
-                input is labels shifted right (shift_right). loss = mean cross-entropy of
-                logits against labels over labels != -100 (no further shift: position t
-                already predicts labels[t]).
+    forward(input_ids=None, attention_mask=None, decoder_input_ids=None,
+            decoder_attention_mask=None, labels=None, cache=None):
+        labels  (B, T) target ids in [0, V), -100 where ignored. Without decoder_input_ids,
+                the decoder input is labels shifted right (shift_right). loss = mean
+                cross-entropy of logits against labels over labels != -100 (no further
+                shift: position t already predicts labels[t]).
+        the other arguments as T5Model's.
+    generate(input_ids, ...) decodes: greedy, sampling or beam search (see there).
     A subclass of T5Model: the same keys (shared, encoder, decoder; no backbone prefix), plus
     lm_head.
     """
@@ -540,8 +691,8 @@ class T5ForConditionalGeneration(T5Model):
             self.lm_head = Linear(config.d_model, config.vocab_size, bias=False,
                                   std=config.initializer_factor, rng=rng)
 
-    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None,
-                decoder_attention_mask=None, labels=None):
+    def forward(self, input_ids=None, attention_mask=None, decoder_input_ids=None,
+                decoder_attention_mask=None, labels=None, cache=None):
         config = self.config
         if labels is not None:
             labels = as_array(labels)
@@ -550,14 +701,17 @@ class T5ForConditionalGeneration(T5Model):
                 raise TypeError(f"labels must hold integers, got dtype {labels.dtype}")
             if labels.ndim != 2:
                 raise ValueError(f"labels must have shape (B, T), got {labels.shape}")
+            check_ids(labels[labels != -100], config.vocab_size, what="labels: token id")
+            if cache is not None:
+                raise ValueError("labels train on whole targets; a cache decodes step by step "
+                                 "(give decoder_input_ids)")
             if decoder_input_ids is None:
                 decoder_input_ids = shift_right(labels, config.decoder_start_token_id,
                                                 config.pad_token_id)
         if decoder_input_ids is None:
             raise ValueError("T5ForConditionalGeneration needs decoder_input_ids or labels")
-        encoder_states, cross_bias = self.encode(input_ids, attention_mask)
-        h = self.decode(decoder_input_ids, encoder_states, cross_bias,
-                               decoder_attention_mask)  # (B, T, C)
+        h, encoder_states = self._run(input_ids, attention_mask, decoder_input_ids,
+                                      decoder_attention_mask, cache)  # (B, T, C)
         if config.scale_decoder_outputs:
             h = h * (config.d_model ** -0.5)  # v1.0: the tied table is used at unit scale
         logits = self.lm_head(h)  # (B, T, C) -> (B, T, V)
@@ -567,4 +721,80 @@ class T5ForConditionalGeneration(T5Model):
                 raise ValueError(f"labels has shape {labels.shape} but decoder_input_ids has "
                                  f"{logits.shape[:2]}: they must be equal")
             loss = cross_entropy(logits, labels)
-        return ModelOutput(loss=loss, logits=logits)
+        return ModelOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoder_states)
+
+    def generate(self, input_ids, attention_mask=None, max_new_tokens=None, max_length=None,
+                 num_beams=1, temperature=0.0, top_k=None, top_p=None, seed=None,
+                 length_penalty=1.0, early_stopping=False, num_return_sequences=1,
+                 eos_token_id=None, pad_token_id=None, decoder_start_token_id=None):
+        """Write the output text of each input: (B, 1 + n) int64, the start token first.
+
+        The encoder reads input_ids (B, S) (or (S,) for one input; attention_mask (B, S)
+        marks padding, on either side) once; the decoder starts from
+        decoder_start_token_id and writes up to n tokens: n = max_new_tokens (default 20),
+        or max_length - 1 (max_length counts the start token), as transformers' generate.
+        Each step feeds the decoder only the newest token, over a T5Cache.
+
+        num_beams=1       temperature=0 (the default): greedy; temperature > 0: sampling from
+                          softmax(logits / temperature), restricted by top_k / top_p, drawn
+                          from `seed` (npplm.generation.choose_next). A row that emits
+                          eos_token_id gets pad_token_id after it; decoding stops once every
+                          row has (stream_tokens).
+        num_beams=N > 1   beam search (npplm.beam_search): length_penalty, early_stopping
+                          (True, False or "never") as transformers; num_return_sequences
+                          <= N best hypotheses per input, B r rows, each input's best
+                          first. Beam search is deterministic: temperature must stay 0.
+        eos_token_id, pad_token_id, decoder_start_token_id: None takes the config's.
+        The model is run under no_grad; call .eval() first if it was training (dropout).
+        """
+        config = self.config
+        ids = as_array(input_ids)
+        ids = ids if hasattr(ids, "dtype") else np.asarray(ids)
+        ids = ids[None, :] if ids.ndim == 1 else ids  # one input (S,) -> (1, S)
+        if attention_mask is not None:
+            attention_mask = to_numpy(as_array(attention_mask))
+            attention_mask = attention_mask[None] if attention_mask.ndim == 1 else attention_mask
+        n = _new_token_count(max_new_tokens, max_length)
+        special = {}
+        for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id),
+                            ("decoder_start_token_id", decoder_start_token_id)):
+            value = getattr(config, name) if value is None else value
+            if not isinstance(value, (int, np.integer)) or not 0 <= value < config.vocab_size:
+                raise ValueError(f"{name}={value!r} is outside the vocabulary "
+                                 f"(vocab_size={config.vocab_size})")
+            special[name] = int(value)
+        if not isinstance(num_beams, (int, np.integer)) or num_beams < 1:
+            raise ValueError(f"num_beams={num_beams!r} must be a positive integer")
+        if num_beams > 1 and temperature != 0:
+            raise ValueError(f"num_beams={num_beams} is beam search, which is deterministic: "
+                             f"temperature must be 0, got {temperature} (beam sampling is "
+                             "not implemented)")
+        if num_beams == 1 and num_return_sequences != 1:
+            raise ValueError(f"num_return_sequences={num_return_sequences} needs num_beams >= "
+                             f"{num_return_sequences} (beam search)")
+        B = ids.shape[0]
+        start = special["decoder_start_token_id"]
+        with no_grad():
+            cache = self.new_cache(ids, attention_mask, max_length=max(n, 1),
+                                   num_beams=num_beams)
+            R = cache.rows  # B x num_beams
+
+            def step(tokens, rows=None):
+                """Logits (R, V) of the next token, once `tokens` (R,) are appended."""
+                if rows is not None:
+                    cache.reorder(rows)
+                column = np.full((R, 1), start) if tokens is None else tokens[:, None]
+                return to_numpy(self(decoder_input_ids=column, cache=cache).logits.data[:, -1])
+
+            if num_beams == 1:
+                steps = list(stream_tokens(step, B, n, temperature, top_k, top_p,
+                                           special["eos_token_id"], special["pad_token_id"],
+                                           seed))
+                new = (np.stack(steps, axis=1) if steps
+                       else np.zeros((B, 0), dtype=np.int64))  # (B, n)
+            else:
+                new = beam_search(step, B, num_beams, n, special["eos_token_id"],
+                                  special["pad_token_id"], length_penalty, early_stopping,
+                                  num_return_sequences).sequences  # (B r, n)
+        starts = np.full((new.shape[0], 1), start, dtype=np.int64)
+        return np.concatenate([starts, new], axis=1)  # (B r, 1 + n)

@@ -342,8 +342,10 @@ def test_bad_input_is_named():
         model(ids, decoder_input_ids=shift_right(labels, 0, 0), labels=labels[:, 1:])
     with pytest.raises(ValueError, match=r"labels must have shape \(B, T\), got \(15,\)"):
         model(ids, labels=labels[0])
-    with pytest.raises(IndexError, match="target 70 is out of range"):
+    with pytest.raises(IndexError, match="labels: token id 70 is out of range"):
         model(ids, decoder_input_ids=np.ones((B, T), np.int64), labels=np.full((B, T), 70))
+    with pytest.raises(IndexError, match="labels: token id -5 is out of range"):
+        model(ids, labels=np.full((B, T), -5))  # -100 is the only negative label allowed
     with pytest.raises(TypeError, match="labels must hold integers"):
         model(ids, labels=labels.astype(np.float32))
     with pytest.raises(ValueError, match=r"attention_mask has shape \(3, 19\)"):
