@@ -126,6 +126,8 @@ FAMILIES = {
 # on two cores. GPT-2's architecture at a laptop's width (the published sizes start at 124M).
 # The other families' defaults are their smallest published shape cut to the same scale.
 DEFAULT_FAMILY = "gpt"
+STDLIB_PROMPT = "    def __init__(self"  # the default corpus's samples continue a method
+
 LAPTOP = {
     "gpt": dict(n_layer=4, n_embd=128, n_head=4),
     "llama": dict(num_hidden_layers=4, hidden_size=128, intermediate_size=344,
@@ -381,6 +383,8 @@ def build_run(family=DEFAULT_FAMILY, preset=None, objective=None, data=None, *,
     log(f"data: {len(train):,} training and {len(val):,} validation {kind}")
 
     sample = None
+    if sample_prompt is None and data is None:
+        sample_prompt = STDLIB_PROMPT
     if objective == "clm":
         sample = text_sampler(tok, val[0], block_size, sample_prompt, seed)
     info = dict(family=family, preset=preset, objective=objective, overrides=overrides,

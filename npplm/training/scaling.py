@@ -100,7 +100,7 @@ def fit_chinchilla(N, D, L, exponents=EXPONENTS):
     return ChinchillaFit(float(E), float(A), float(B), float(a), float(b), err)
 
 
-def run_sweep(widths=(32, 48, 64, 96), steps=(40, 80, 160), n_layer=2, block_size=64,
+def run_sweep(widths=(32, 64, 128), steps=(100, 200, 400), n_layer=2, block_size=64,
               batch_size=8, vocab_size=1024, lr=3e-3, max_chars=1_000_000, seed=0,
               log=print):
     """Train a GPT-2 of every width for every step budget on the stdlib; return the runs
