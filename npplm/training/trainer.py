@@ -137,6 +137,7 @@ class Trainer:
     tokenizer   optional: saved into every checkpoint folder beside the model
     progress    show a tqdm progress bar (loss, learning rate, tokens/s)
     log         where one-line messages go (print; the bar's own write when it is shown)
+    run_info    a dict saved in every checkpoint's trainer_state.json (the recipe of the run)
     """
 
     def __init__(self, model, collator, train, val=None, config=None, run_dir=None,
