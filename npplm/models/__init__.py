@@ -5,7 +5,7 @@ ARCHITECTURES maps a Hugging Face `architectures` name to our class; BASE_MODELS
 tables are written out by hand: adding a family means adding its lines here.
 """
 
-from npplm.models import albert, bert, gpt, llama, roberta, t5
+from npplm.models import albert, bert, glm, gpt, llama, roberta, t5
 
 ARCHITECTURES = {
     # BERT (bert.py)
@@ -40,6 +40,8 @@ ARCHITECTURES = {
     # LLaMA (llama.py)
     "LlamaModel": llama.LlamaModel,
     "LlamaForCausalLM": llama.LlamaForCausalLM,
+    # GLM (glm.py): npplm's own config.json (no Hugging Face class reads GLM)
+    "GLMForConditionalGeneration": glm.GLMForConditionalGeneration,
     # T5 (t5.py)
     "T5Model": t5.T5Model,
     "T5ForConditionalGeneration": t5.T5ForConditionalGeneration,

@@ -68,12 +68,14 @@ new), C model width (hidden_size), H heads, D head dim (C / H), F feed-forward w
 vocabulary, L layers (N in DeepNet's formulas).
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from autograd import Tensor, array_module, as_array, cross_entropy, no_grad, split, to_numpy
+from npplm.checkpoints import PreTrainedModel
 from npplm.generation import choose_next
 from npplm.kv_cache import KVCache
 from npplm.layers import Dropout, Embedding, LayerNorm, Linear, gelu, grad_scale
@@ -197,6 +199,16 @@ class GLMConfig:
                              num_layers=2, num_attention_heads=4, intermediate_size=37,
                              pad_token_id=0, mask_token_id=44, gmask_token_id=45,
                              sop_token_id=46, eop_token_id=47), **overrides})
+
+    # config.json in and out. No Hugging Face class reads GLM; the file holds these fields
+    # (THUDM's names) and model_type "glm", so that models npplm trains load back.
+    @classmethod
+    def from_hf(cls, hf):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in hf.items() if k in names})
+
+    def to_hf(self):
+        return {**dataclasses.asdict(self), "model_type": "glm"}
 
 
 def num_parameters(config):
@@ -423,12 +435,15 @@ class GLMModel(Module):
         return ModelOutput(last_hidden_state=h)
 
 
-class GLMForConditionalGeneration(Module):
+class GLMForConditionalGeneration(PreTrainedModel):
     """GLM with its single tied output layer: logits = h @ E_word^T, (B, T, C) -> (B, T, V).
 
     Named as THUDM's class. Weights are drawn from `seed` (embeddings N(0, 0.02^2), the
     sublayers' projections Xavier with DeepNorm's gains, zero biases, LayerNorm 1 and 0).
+    save_pretrained / npplm.from_pretrained use npplm's own config.json (GLMConfig.to_hf).
     """
+
+    config_class = GLMConfig
 
     def __init__(self, config, seed=0):
         rng = np.random.default_rng(seed)

@@ -71,53 +71,26 @@ def set_rng_states(model, states):
         modules[name].rng.bit_generator.state = state
 
 
-def model_config_dict(model):
-    """The model's config as its config.json holds it (Hugging Face keys)."""
-    config = model.config
-    if hasattr(config, "to_hf"):
-        return config.to_hf()
-    import dataclasses
-
-    return dataclasses.asdict(config)
-
-
-def save_model(model, directory):
-    """config.json and model.safetensors: save_pretrained where the family has one (the
-    Hugging Face layout), else the state dict and the config's fields (GLM)."""
-    directory = pathlib.Path(directory)
-    if hasattr(model, "save_pretrained"):
-        model.save_pretrained(directory)
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    config = model_config_dict(model)
-    config["architectures"] = [type(model).__name__]
-    write_safetensors(model.state_dict(remove_duplicates=True), directory / "model.safetensors")
-    write_json(config, directory / "config.json")
-
-
 def load_model_weights(model, directory):
-    """Load the weights save_model wrote into `model`, after checking it is the same model:
-    a checkpoint of another architecture or config raises CheckpointError naming the
-    difference."""
+    """Load the weights save_pretrained wrote into `model`, after checking it is the same
+    model: a checkpoint of another architecture or config raises CheckpointError naming
+    the difference."""
+    from npplm.checkpoints import read_weights
+
     directory = pathlib.Path(directory)
     saved = read_config(directory)
     names = saved.get("architectures") or []
     if names and names[0] != type(model).__name__:
         raise CheckpointError(f"{directory} is a checkpoint of {names[0]}, not of "
                               f"{type(model).__name__}")
-    own = model_config_dict(model)
+    own = model.config.to_hf()
     differ = sorted(k for k in (set(own) | set(saved)) - {"architectures"}
                     if _plain(saved.get(k)) != _plain(own.get(k)))
     if differ:
         detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, model {own.get(k)!r}"
                            for k in differ[:6])
         raise CheckpointError(f"{directory} is a checkpoint of another model ({detail})")
-    if hasattr(model, "load_weights"):
-        from npplm.checkpoints import read_weights
-
-        model.load_weights(read_weights(directory))
-    else:
-        model.load_state_dict(read_safetensors(directory / "model.safetensors"), strict=False)
+    model.load_weights(read_weights(directory))
 
 
 def _plain(value):
@@ -138,7 +111,7 @@ def save_checkpoint(run_dir, step, model, optimizer, state, keep=2, tokenizer=No
         shutil.rmtree(stale, ignore_errors=True)
     if not final.exists():
         tmp = folder / f"{checkpoint_name(step)}.tmp-{os.getpid()}"
-        save_model(model, tmp)
+        model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save(tmp)
         write_safetensors(optimizer.state_arrays(), tmp / "optimizer.safetensors",

@@ -43,11 +43,10 @@ def test_trains_checkpoints_and_resumes_exactly(family, objective, tmp_path):
     checkpoint = tmp_path / "whole" / "checkpoints" / "step-000004"
     tokenizer = npplm.load_tokenizer(checkpoint)  # the folder is self-contained
     assert tokenizer.vocab_size == run.tokenizer.vocab_size
-    if family != "glm":  # GLM has no Hugging Face layout: checkpoints only resume
-        model = npplm.from_pretrained(checkpoint)
-        assert type(model) is type(run.model)
-        for name, value in model.state_dict().items():
-            np.testing.assert_array_equal(value, whole.model.state_dict()[name])
+    model = npplm.from_pretrained(checkpoint)  # GLM too, from npplm's own config.json
+    assert type(model) is type(run.model)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, whole.model.state_dict()[name])
 
 
 def test_configs_take_the_tokenizers_ids_and_the_block_size(tmp_path):
