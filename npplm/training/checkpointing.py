@@ -4,7 +4,7 @@ A run folder holds numbered checkpoints and a pointer to the newest:
 
     run/checkpoints/step-000400/
         config.json, model.safetensors   the model (save_pretrained: npplm.from_pretrained
-                                         and transformers load it as it is)
+                                         loads it, and transformers too but for GLM)
         tokenizer.json, ...              the run's tokenizer, so that the folder alone is
                                          enough for npplm generate / eval
         optimizer.safetensors            the optimizer's per-parameter arrays (Adam moments)
