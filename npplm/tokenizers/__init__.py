@@ -14,6 +14,8 @@
                    UnigramTrainer (seeds, EM, pruning)
     normalizers.py, pre_tokenizers.py, decoders.py   the stages of a tokenizer.json:
                    Prepend, Replace, NFKC, Metaspace, WhitespaceSplit, ByteFallback, Fuse ...
+    precompiled.py SentencePiece's compiled normalization rules ("Precompiled", T5 and
+                   ALBERT files): the darts-clone double-array trie they are stored in
     pipeline.py    Tokenizer: added tokens, normalizer, pre-tokenizer, a BPE or Unigram
                    model, template, decoder; recipes train_bpe (GPT-1),
                    train_sentencepiece_bpe (LLaMA-1/2) and train_unigram (T5)

@@ -18,9 +18,9 @@ than tokenize differently:
     decoder ByteLevel.
   - pipelines (pipeline.Tokenizer): model Unigram (T5, ALBERT) or any other BPE (GPT-1,
     LLaMA-1/2 with byte_fallback), with the normalizers, pre-tokenizers and decoders of
-    normalizers.py, pre_tokenizers.py and decoders.py, alone or in a Sequence. Not read:
-    SentencePiece's compiled "Precompiled" normalizer (real T5 and ALBERT files use it),
-    BPE dropout.
+    normalizers.py, pre_tokenizers.py and decoders.py, alone or in a Sequence, among them
+    SentencePiece's compiled "Precompiled" normalizer of real T5 and ALBERT files
+    (precompiled.py). Not read: BPE dropout.
 
 A vocab.txt carries no settings; they come from tokenizer_config.json and
 special_tokens_map.json beside it when present (transformers' files: do_lower_case,

@@ -6,10 +6,12 @@ SentencePiece vocabularies need:
 
     Prepend("▁")           "Hello world" -> "▁Hello world"   (LLaMA-1/2: a leading space)
     Replace(" ", "▁")      "▁Hello world" -> "▁Hello▁world"  (spaces as "▁")
-    NFKC() / NFC / NFD / NFKD   Unicode normalization forms (SentencePiece's default
-                           nmt_nfkc is NFKC plus a few rules, shipped as a compiled
-                           "Precompiled" table that we do not read)
+    NFKC() / NFC / NFD / NFKD   Unicode normalization forms
+    Precompiled(blob)      SentencePiece's compiled rules (nmt_nfkc: NFKC plus a few of its
+                           own), the normalizer of real T5 / ALBERT / XLNet files; it lives
+                           in precompiled.py with the double-array trie it reads
     Lowercase(), Strip()   per-character lowercasing; trimming whitespace
+    StripAccents()         delete combining marks (ALBERT: after NFKD, "é" -> "e")
     BertNormalizer(...)    BERT's clean-up, CJK spacing, accents and case (wordpiece.py),
                            as GPT-1's character-level BPE uses it
 
@@ -17,11 +19,20 @@ Python's unicodedata (Unicode 14.0 in Python 3.11) and the Rust crates of `token
 (Unicode 15 and 16) may normalize characters assigned since 14.0 differently.
 """
 
+import functools
+import re
 import unicodedata
 from dataclasses import dataclass
 
 from npplm.tokenizers.byte_level_bpe import onig_compatible
-from npplm.tokenizers.wordpiece import _NEWER_LOWERCASE, _WHITESPACE_CHARS, BasicTokenizer
+from npplm.tokenizers.precompiled import Precompiled
+from npplm.tokenizers.wordpiece import (
+    _NEWER_LOWERCASE,
+    _WHITESPACE_CHARS,
+    BasicTokenizer,
+    _char_class,
+    _parse_ranges,
+)
 
 
 def _pattern_json(pattern, is_regex):
@@ -138,6 +149,55 @@ class Strip:
         return cls(entry.get("strip_left", True), entry.get("strip_right", True))
 
 
+# Combining marks (General_Category M: Mn, Mc, Me) as tokenizers' StripAccents draws them:
+# from a Rust crate frozen at Unicode 9.0. Relative to Python 3.11's Unicode 14.0, these
+# became marks after 9.0, so tokenizers keeps them ...
+_MARKS_AFTER_9 = _parse_ranges("""
+    07FD 0898-089F 08CA-08D3 09FE 0AFA-0AFF 0B55 0C04 0C3C 0D00 0D3B-0D3C 0D81 0EBA 1715
+    180F 1ABF-1ACE 1CF7 1DF6-1DFA A82C A8FF 10D24-10D27 10EAB-10EAC 10F46-10F50 10F82-10F85
+    11070 11073-11074 110C2 11145-11146 111C9 111CE-111CF 1133B 1145E 1182C-1183A
+    11930-11935 11937-11938 1193B-1193E 11940 11942-11943 119D1-119D7 119DA-119E0 119E4
+    11A01-11A0A 11A33-11A39 11A3B-11A3E 11A47 11A51-11A5B 11A8A-11A99 11D31-11D36 11D3A
+    11D3C-11D3D 11D3F-11D45 11D47 11D8A-11D8E 11D90-11D91 11D93-11D97 11EF3-11EF6 16F4F
+    16F7F-16F87 16FE4 16FF0-16FF1 1CF00-1CF2D 1CF30-1CF46 1E130-1E136 1E2AE 1E2EC-1E2EF
+""")
+# ... and these two Vedic signs were marks (Mc) in 9.0 and are letters now.
+_MARKS_IN_9 = _parse_ranges("1CF2-1CF3")
+
+
+@functools.cache
+def _combining_marks():
+    """The regex of the characters StripAccents deletes (built once: ~0.2 s)."""
+    marks = bytearray(0x110000)
+    for cp in range(0x110000):
+        if unicodedata.category(chr(cp))[0] == "M":
+            marks[cp] = 1
+    for ranges, flag in ((_MARKS_AFTER_9, 0), (_MARKS_IN_9, 1)):
+        for a, b in ranges:
+            marks[a:b + 1] = bytes([flag]) * (b - a + 1)
+    runs = [(m.start(), m.end() - 1) for m in re.finditer(b"\x01+", marks)]
+    return re.compile(f"[{_char_class(runs)}]+")
+
+
+@dataclass(frozen=True)
+class StripAccents:
+    """Delete every combining mark ("e\u0301" -> "e"; NFKD first splits "é" into those).
+
+    Marks are General_Category M (Mn, Mc and Me), not only BERT's nonspacing Mn: Thai's
+    "ำ" loses its vowel sign after NFKD too, as in tokenizers.
+    """
+
+    def __call__(self, text):
+        return text if text.isascii() else _combining_marks().sub("", text)
+
+    def to_json(self):
+        return {"type": "StripAccents"}
+
+    @classmethod
+    def from_json(cls, entry):
+        return cls()
+
+
 @dataclass(frozen=True)
 class BertNormalizer:
     """BERT's normalization (npplm.tokenizers.wordpiece.BasicTokenizer.normalize)."""
@@ -169,6 +229,7 @@ class BertNormalizer:
 FROM_JSON = {"Prepend": Prepend.from_json, "Replace": Replace.from_json,
              **{form: UnicodeForm.from_json for form in ("NFC", "NFD", "NFKC", "NFKD")},
              "Lowercase": Lowercase.from_json, "Strip": Strip.from_json,
+             "StripAccents": StripAccents.from_json, "Precompiled": Precompiled.from_json,
              "BertNormalizer": BertNormalizer.from_json}
 
 

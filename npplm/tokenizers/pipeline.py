@@ -302,8 +302,9 @@ def train_unigram(texts, vocab_size=32000, *, special_tokens=("<pad>", "</s>", "
                   unk_token="<unk>", eos_token="</s>", pad_token="<pad>", normalizer=()):
     """T5's layout: whitespace split, Metaspace, a Unigram model, "</s>" after the text.
 
-    (T5's own files normalize with SentencePiece's compiled nmt_nfkc table, which npplm
-    does not read; pass normalizer=(normalizers.UnicodeForm("NFKC"),) for a close one.)
+    (T5's own files normalize with SentencePiece's compiled nmt_nfkc table,
+    normalizers.Precompiled, which only a SentencePiece model provides; pass
+    normalizer=(normalizers.UnicodeForm("NFKC"),) for a close one.)
     """
     pre_tokenizer = (pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace())
     trainer = UnigramTrainer(vocab_size=vocab_size, special_tokens=tuple(special_tokens),

@@ -268,7 +268,7 @@ def test_malformed_unigram_json_is_reported(trained, tmp_path):
     with pytest.raises(TokenizerFormatError, match="unk_id 10000 is outside"):
         load_tokenizer(tmp_path)
     write(lambda d: d.update(normalizer={"type": "Precompiled", "precompiled_charsmap": ""}))
-    with pytest.raises(TokenizerFormatError, match="normalizer type 'Precompiled' is not"):
+    with pytest.raises(TokenizerFormatError, match="Precompiled: precompiled_charsmap holds 0"):
         load_tokenizer(tmp_path)
     write(lambda d: d.update(pre_tokenizer={"type": "Sequence", "pretokenizers": [
         {"type": "UnicodeScripts"}]}))
