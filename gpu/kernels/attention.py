@@ -41,12 +41,21 @@ and gradients equal the reference's everywhere, padding rows included.
 
 The inner loops run over the key axis (scores against k stored transposed, (D, S)) or the
 head axis with ROWS rows of accumulators, so each loaded key or value feeds ROWS
-multiply-adds, and every sum keeps the reference's order of terms per entry (no
-"reassoc": LLVM vectorises these loops without reordering a sum).
+multiply-adds. The softmax's exp is a polynomial (`exp32`), not libm's expf, so that it
+vectorises, and sums may be reordered ("reassoc"), so that the row sums vectorise too: the
+reference's BLAS reorders its sums as well. What is left is the loop overhead of hand-written
+loops: per multiply-add this runs at about half of BLAS's speed, and wins by doing half the
+multiply-adds, no (B, H, T, S) temporaries, and one pass where NumPy makes several.
 
-`python benchmarks/bench_kernels.py` times both on GPT-2 small's attention shape in
-benchmarks/side_by_side_training.py, B=8, H=6, T=S=256, D=64, float32, forward + backward;
-on the 2-core CI-sized machine, 2026-12-03: FIGURES.
+`python benchmarks/bench_kernels.py` times both on the attention of
+benchmarks/side_by_side_training.py's GPT-2, B=8, H=6, T=S=256, D=64, float32, forward +
+backward (causal, no padding); on the 2-core CI-sized machine, 2026-12-03, shared, medians
+of 9 (three runs): 59 ms -> 37 ms on 2 threads (1.4x to 1.7x), 69 ms -> 49 ms on 1 (1.4x).
+In the whole GPT-2 training step the gain is smaller, because OpenBLAS's idle threads spin
+for about 0.1 s after each GEMM on the cores this kernel needs (gpu/kernels/__init__.py):
+alternating steps with and without it in one process, 2354 -> 2288 ms a step on 1 BLAS
+thread, 1578 -> 1504 ms on 2 with OPENBLAS_THREAD_TIMEOUT=4, and no gain (1502 -> 1537 ms)
+on 2 with OpenBLAS's default spin.
 """
 
 import math
@@ -62,17 +71,19 @@ ZERO, HALF, ONE = f32(0.0), f32(0.5), f32(1.0)
 MIN32 = f32(np.finfo(np.float32).min)  # the dense bias' "masked" value
 NEG_INF = f32(-np.inf)
 
-# As gpu/kernels/activations.py: fused multiply-adds allowed, no reordered sums, no
-# approximate reciprocals, and a nan stays a nan.
+# gpu/kernels/activations.py's flags plus "reassoc" (see above): no approximate
+# reciprocals, and a nan stays a nan.
 FLAGS = {"contract", "nsz", "reassoc"}
 
 ROWS = 4  # query rows a block: each key and value row loaded once feeds 4 rows
 
 # exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split in
 # two constants so that n ln 2 is exact), exp(r) = 1 + r + r^2 P(r) with Cephes' expf
-# coefficients. Its largest relative error on [-87, 0] is 6e-8 (NumPy's float32 exp: 2e-7;
-# checked in tests/gpu/test_attention_kernel.py). libm's expf is one call an element, about
-# 3.6 ns here, and was the slowest part of the kernel; this vectorises.
+# coefficients. Its largest relative error on [-87, 0] is 6e-8 evaluated in this order, and
+# 3e-7 as compiled here, where "reassoc" lets LLVM regroup it (NumPy's float32 exp: 2e-7;
+# checked in tests/gpu/test_attention_kernel.py): far below the float32 tolerances of the
+# attention itself. libm's expf is one call an element, about 3.6 ns here, and was the
+# slowest part of the kernel; this vectorises.
 LOG2E = f32(1.0 / math.log(2.0))
 LN2_HI, LN2_LO = f32(0.693359375), f32(-2.12194440e-4)
 E = [f32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
@@ -96,12 +107,15 @@ def pow2_float32(typingctx, n):
 
 @numba.njit(fastmath=FLAGS, inline="always")
 def exp32(x):
-    """exp(x) in float32 without a libm call; 0 below -87.3 (so exp(-inf) = 0)."""
+    """exp(x) in float32 without a libm call; 0 below -87.3 (so exp(-inf) = 0), nan at nan."""
     xc = min(max(x, EXP_LO), EXP_HI)
     n = np.floor(xc * LOG2E + HALF)  # float32 (math.floor would return an int64)
     r = xc - n * LN2_HI - n * LN2_LO
     p = ((((E0 * r + E1) * r + E2) * r + E3) * r + E4) * r + E5
-    return (p * r * r + r + ONE) * pow2_float32(np.int32(n)) if x >= EXP_LO else ZERO
+    y = (p * r * r + r + ONE) * pow2_float32(np.int32(n))
+    if x >= EXP_LO:
+        return y
+    return ZERO if x < EXP_LO else x  # below the range: 0; nan (neither): nan
 
 
 @numba.njit(fastmath=FLAGS, inline="always")

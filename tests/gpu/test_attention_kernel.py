@@ -1,5 +1,6 @@
 """The causal attention kernel (gpu/kernels/attention.py) equals its reference, and runs."""
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given
@@ -57,6 +58,33 @@ def test_kernel_equals_reference_forward_and_vjp(b, h, t, cached, d, padding, se
     for name, ours, theirs in zip("qkv", grads, expected):
         assert ours.dtype == np.float32, name
         assert_close(ours, theirs, kind="grad")
+
+
+@numba.njit(fastmath=kernels.FLAGS)
+def exp_in_a_loop(x):
+    # exp32 as the kernel uses it: inlined into a loop that LLVM vectorises, same flags
+    out = np.empty_like(x)
+    for i in range(x.size):
+        out[i] = kernels.exp32(x[i])
+    return out
+
+
+def test_exp32_is_within_a_few_float32_ulps_of_exp():
+    x = np.concatenate([np.linspace(-87, 0, 200_001, dtype=np.float32),
+                        np.float32([1e-7, 0.5, 10.0])])
+    exact = np.exp(x.astype(np.float64))
+    # 6e-8 in the written order; LLVM may regroup it under the kernel's flags (3e-7)
+    assert np.max(np.abs(exp_in_a_loop(x) - exact) / exact) < 5e-7  # NumPy's: 2e-7
+    edge = exp_in_a_loop(np.float32([-np.inf, -100.0, np.nan]))
+    assert edge[0] == 0 and edge[1] == 0 and np.isnan(edge[2])
+
+
+def test_nan_stays_nan():
+    q, k, v, keep = inputs(1, 1, 5, 5, 4, "none", 0)
+    q[0, 0, 2, 1] = np.nan
+    out, lse = kernels.attention_forward(q, k, v, keep, 0.5)
+    assert np.isnan(out[0, 0, 2]).all() and np.isnan(lse[0, 0, 2])
+    assert np.isfinite(out[0, 0, :2]).all()  # earlier rows never read row 2
 
 
 @pytest.mark.parametrize("padding", ["none", "left"])
