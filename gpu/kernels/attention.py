@@ -301,6 +301,13 @@ def first_kept(keep):
     return np.where(keep.any(axis=1), keep.argmax(axis=1), S).astype(np.int64)
 
 
+def plain(a, shape):
+    """`a` as a C-contiguous, writable array of `shape`: Numba compiles one version of a
+    kernel per layout and read-only flag, so every call passes the same kind (a gradient
+    the engine hands over may be a read-only broadcast)."""
+    return np.require(a, requirements=("C", "W")).reshape(shape)
+
+
 def attention_forward(q, k, v, keep, scale):
     """(out (B, H, T, D), lse (B, H, T)) of causal attention; see the module docstring.
 
@@ -309,10 +316,10 @@ def attention_forward(q, k, v, keep, scale):
     """
     B, H, T, D = q.shape
     S = k.shape[2]
-    q3 = np.ascontiguousarray(q).reshape(B * H, T, D)
-    kT = np.ascontiguousarray(k.swapaxes(-1, -2)).reshape(B * H, D, S)  # (B, H, D, S)
-    v3 = np.ascontiguousarray(v).reshape(B * H, S, D)
-    out, lse = forward(q3, kT, v3, keep, first_kept(keep), H, f32(scale))
+    kT = plain(k.swapaxes(-1, -2), (B * H, D, S))  # (B, H, S, D) -> (B H, D, S)
+    keep = plain(keep, (B, S))
+    out, lse = forward(plain(q, (B * H, T, D)), kT, plain(v, (B * H, S, D)), keep,
+                       first_kept(keep), H, f32(scale))
     return out.reshape(B, H, T, D), lse.reshape(B, H, T)
 
 
@@ -321,13 +328,12 @@ def attention_backward(g, g_lse, q, k, v, keep, out, lse, scale):
     B, H, T, D = q.shape
     S = k.shape[2]
     flat = B * H
+    keep = plain(keep, (B, S))
     dq, dk, dv = backward(
-        np.ascontiguousarray(g).reshape(flat, T, D), np.ascontiguousarray(g_lse).reshape(flat, T),
-        np.ascontiguousarray(q).reshape(flat, T, D), np.ascontiguousarray(k).reshape(flat, S, D),
-        np.ascontiguousarray(k.swapaxes(-1, -2)).reshape(flat, D, S),
-        np.ascontiguousarray(v.swapaxes(-1, -2)).reshape(flat, D, S),
-        np.ascontiguousarray(out).reshape(flat, T, D), lse.reshape(flat, T), keep,
-        first_kept(keep), H, f32(scale))
+        plain(g, (flat, T, D)), plain(g_lse, (flat, T)), plain(q, (flat, T, D)),
+        plain(k, (flat, S, D)), plain(k.swapaxes(-1, -2), (flat, D, S)),
+        plain(v.swapaxes(-1, -2), (flat, D, S)), plain(out, (flat, T, D)),
+        plain(lse, (flat, T)), keep, first_kept(keep), H, f32(scale))
     return dq.reshape(B, H, T, D), dk.reshape(B, H, S, D), dv.reshape(B, H, S, D)
 
 
