@@ -3,15 +3,20 @@
     .venv/bin/python benchmarks/bench_kernels.py     # prints the table once, no asv needed
 
 Each kernel in gpu/kernels/ is timed beside its NumPy reference on the shape that matters
-most: GELU on BERT-base's feed-forward activation, (8, 128, 3072) float32.
+most: GELU on BERT-base's feed-forward activation, (8, 128, 3072) float32; causal attention
+on the GPT-2 of side_by_side_training.py, B=8, H=6, T=S=256, D=64 float32, forward +
+backward, q, k and v strided views of one (B, T, 3C) projection as the model makes them.
 """
 
 import numpy as np
 
 from gpu.kernels import activations as kernels
+from gpu.kernels import attention as attention_kernels
 from npplm.layers import activations as reference
+from npplm.layers.attention import causal_attention_grad_reference, causal_attention_reference
 
 GELU_SHAPE = (8, 128, 3072)
+ATTENTION_SHAPE = (8, 6, 256, 64)  # (B, H, T, D)
 FORMS = {
     "gelu": (reference.gelu_reference, reference.gelu_grad_reference,
              kernels.gelu_forward, kernels.gelu_backward),
@@ -40,6 +45,31 @@ class Gelu:
         self.fwd(self.x), self.bwd(self.g, self.x)
 
 
+class CausalAttention:
+    """Forward + backward of causal self-attention: the dense reference, then the kernel."""
+
+    def setup(self):
+        B, H, T, D = ATTENTION_SHAPE
+        rng = np.random.default_rng(0)
+        qkv = rng.standard_normal((B, T, 3, H, D), dtype=np.float32)  # c_attn's output
+        self.q, self.k, self.v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+        self.keep = np.ones((B, T), dtype=bool)
+        self.scale = D ** -0.5
+        self.g = rng.standard_normal((B, H, T, D), dtype=np.float32)
+        self.g_lse = np.zeros((B, H, T), dtype=np.float32)
+        self.time_kernel()  # compile (or load the cache) first
+
+    def time_reference(self):
+        args = (self.q, self.k, self.v, self.keep, self.scale)
+        causal_attention_reference(*args)
+        causal_attention_grad_reference(self.g, self.g_lse, *args)
+
+    def time_kernel(self):
+        args = (self.q, self.k, self.v, self.keep)
+        out, lse = attention_kernels.attention_forward(*args, self.scale)
+        attention_kernels.attention_backward(self.g, self.g_lse, *args, out, lse, self.scale)
+
+
 if __name__ == "__main__":
     import timeit
     from functools import partial
@@ -54,3 +84,11 @@ if __name__ == "__main__":
         print(f"{form} forward+backward {GELU_SHAPE} float32, {numba.get_num_threads()} "
               f"threads: reference {ref * 1e3:.1f} ms, kernel {ker * 1e3:.1f} ms "
               f"({ref / ker:.1f}x)")
+
+    bench = CausalAttention()
+    bench.setup()
+    ref = np.median(timeit.repeat(bench.time_reference, number=1, repeat=9))
+    ker = np.median(timeit.repeat(bench.time_kernel, number=1, repeat=9))
+    print(f"causal attention forward+backward {ATTENTION_SHAPE} (B, H, T, D) float32, "
+          f"{numba.get_num_threads()} threads: reference {ref * 1e3:.1f} ms, kernel "
+          f"{ker * 1e3:.1f} ms ({ref / ker:.1f}x, medians of 9)")

@@ -7,12 +7,21 @@ parameters and call the functions.
     activations.py     fused gelu, gelu_tanh, silu primitives; activation(name)
     dropout.py         Dropout
     gradient_scale.py  grad_scale: identity forward, gradient times alpha (GLM's shrink)
-    attention.py       split_heads, merge_heads, padding_mask, causal_mask, attention()
+    attention.py       split_heads, merge_heads, padding_mask, causal_mask, attention(),
+                       CausalMask and the fused causal_attention primitive
     rotary.py          RoPE: rope_frequencies (incl. LLaMA-3 scaling), rope_cos_sin, apply_rotary
 """
 
 from npplm.layers.activations import activation, gelu, gelu_tanh, silu
-from npplm.layers.attention import attention, causal_mask, merge_heads, padding_mask, split_heads
+from npplm.layers.attention import (
+    CausalMask,
+    attention,
+    causal_attention,
+    causal_mask,
+    merge_heads,
+    padding_mask,
+    split_heads,
+)
 from npplm.layers.dropout import Dropout
 from npplm.layers.embedding import Embedding, check_ids
 from npplm.layers.gradient_scale import grad_scale
@@ -21,9 +30,8 @@ from npplm.layers.normalization import LayerNorm, RMSNorm, layer_norm, rms_norm
 from npplm.layers.rotary import apply_rotary, rope_cos_sin, rope_frequencies
 
 __all__ = [
-    "Dropout", "Embedding", "LayerNorm", "Linear", "RMSNorm", "activation", "attention",
-    "causal_mask", "check_ids", "gelu", "gelu_tanh", "grad_scale", "layer_norm", "linear",
-    "merge_heads",
-    "padding_mask", "rms_norm", "silu", "split_heads", "apply_rotary", "rope_cos_sin",
-    "rope_frequencies",
+    "CausalMask", "Dropout", "Embedding", "LayerNorm", "Linear", "RMSNorm", "activation",
+    "attention", "causal_attention", "causal_mask", "check_ids", "gelu", "gelu_tanh",
+    "grad_scale", "layer_norm", "linear", "merge_heads", "padding_mask", "rms_norm", "silu",
+    "split_heads", "apply_rotary", "rope_cos_sin", "rope_frequencies",
 ]

@@ -2,13 +2,21 @@
 
 Glossary: B batch, T query length, S key length, C model width, H heads, D head dim.
 Families own their projections (their checkpoint names differ); this file holds the math.
+
+Causal self-attention (GPT, LLaMA) has a fused primitive of its own, `causal_attention`:
+the same numbers as `attention` with the dense causal + padding bias, but one graph node,
+and on float32 NumPy arrays a Numba kernel (gpu/kernels/attention.py) that computes only
+the scores the mask keeps and stores no (B, H, T, S) array. A family asks for it by
+passing a `CausalMask` as the bias.
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from autograd import Tensor, as_array, softmax, to_numpy
+from autograd import Tensor, array_module, as_array, primitive, softmax, to_numpy
+from gpu.kernels import attention as kernels
 
 
 def split_heads(x, n_heads):
@@ -43,14 +51,57 @@ def causal_mask(T, S, dtype=np.float32):
     return np.where(allowed, 0.0, np.finfo(dtype).min).astype(dtype)
 
 
+@dataclass(frozen=True)
+class CausalMask:
+    """The mask of causal self-attention, described instead of written out as a bias.
+
+    Query t, at absolute position S - T + t (after S - T cached keys), reads keys
+    0 .. S - T + t whose `keep` entry is true. keep: (B, S) 1/0 or bool, 1 = a real token
+    (a Hugging Face attention mask), or None for no padding. `attention` turns it into the
+    dense bias min(causal_mask(T, S), padding_mask) only where it needs one.
+    """
+
+    keep: object = None
+
+    def keys(self, batch, length, xp=np):
+        """(B, S) bool: which keys may be read at all."""
+        if self.keep is None:
+            return xp.ones((batch, length), dtype=bool)
+        keep = xp.asarray(as_array(self.keep)) != 0
+        if keep.shape != (batch, length):
+            raise ValueError(f"CausalMask: keep has shape {keep.shape} but attention has "
+                             f"{batch} rows of {length} keys: it must be {(batch, length)}")
+        return keep
+
+
+def causal_bias(keep, T, S, dtype):
+    """(B, 1, T, S) additive bias of causal attention over kept keys: 0 or the dtype's min.
+
+    Combined by `&` before the values are chosen, so a key masked twice is still the
+    minimum (two minima added would be -inf, and a row masked everywhere, a left-padding
+    query, nan instead of a harmless uniform average).
+    """
+    xp = array_module(keep)
+    allowed = xp.tril(xp.ones((T, S), dtype=bool), k=S - T)  # (T, S)
+    allowed = allowed & keep[:, None, None, :]  # (T, S) & (B, 1, 1, S) -> (B, 1, T, S)
+    return xp.where(allowed, 0.0, np.finfo(dtype).min).astype(dtype)
+
+
 def attention(q, k, v, bias=None, scale=None, dropout=None):
     """softmax(q k^T * scale + bias) v.
 
     q (B, H, T, D), k and v (B, H, S, D); bias broadcastable to (B, H, T, S) (0 where
-    attending, very negative where not); scale defaults to 1/sqrt(D) (Vaswani et al., 2017).
-    dropout, if given, is applied to the attention probabilities (BERT does).
+    attending, very negative where not), or a CausalMask; scale defaults to 1/sqrt(D)
+    (Vaswani et al., 2017). dropout, if given, is applied to the attention probabilities
+    (BERT does).
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if isinstance(bias, CausalMask):
+        B, S = q.shape[0], k.shape[-2]
+        keep = bias.keys(B, S, array_module(as_array(q)))
+        if dropout is None or not dropout.training or dropout.p == 0:
+            return causal_attention(q, k, v, keep, scale=scale)[0]  # fused, see below
+        bias = causal_bias(keep, q.shape[-2], S, as_array(q).dtype)  # dropout: composite
     scores = (q @ k.swapaxes(-1, -2)) * scale  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
     if bias is not None:
         scores = scores + (bias if isinstance(bias, Tensor) else Tensor(bias))
@@ -58,3 +109,58 @@ def attention(q, k, v, bias=None, scale=None, dropout=None):
     if dropout is not None:
         probs = dropout(probs)
     return probs @ v  # (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
+
+
+# --- causal self-attention as one primitive ------------------------------------------------
+
+
+def causal_attention_reference(q, k, v, keep, scale):
+    """(out, lse) = (softmax(x) v, logsumexp(x)) with x = q k^T * scale + causal_bias.
+
+    Exactly `attention`'s arithmetic with the dense bias, written on raw arrays, plus the
+    log-sum-exp of each query row (B, H, T), which the kernel keeps for its backward.
+    """
+    xp = array_module(q)
+    T, S = q.shape[-2], k.shape[-2]
+    scores = (q @ k.swapaxes(-1, -2)) * scale  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
+    scores = scores + causal_bias(keep, T, S, q.dtype)  # + (B, 1, T, S)
+    top = scores.max(axis=-1, keepdims=True)  # (B, H, T, 1)
+    e = xp.exp(scores - top)
+    total = e.sum(axis=-1, keepdims=True)
+    probs = e / total
+    return probs @ v, (top + xp.log(total))[..., 0]  # (B, H, T, D), (B, H, T)
+
+
+def causal_attention_grad_reference(g, g_lse, q, k, v, keep, scale):
+    """(dq, dk, dv) of causal_attention_reference, given g = dL/dout and g_lse = dL/dlse.
+
+    With p = softmax(x) per row: dL/dp = g v^T + (nothing), and through the softmax and
+    the lse (d lse_t / d x_ts = p_ts), dL/dx = p (g v^T - sum_s p g v^T + g_lse); then x's
+    two matmul factors, each times scale.
+    """
+    T, S = q.shape[-2], k.shape[-2]
+    scores = (q @ k.swapaxes(-1, -2)) * scale + causal_bias(keep, T, S, q.dtype)
+    probs = softmax.fun(scores, axis=-1)  # recomputed, as the kernel does: (B, H, T, S)
+    dp = g @ v.swapaxes(-1, -2)  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
+    dx = probs * (dp - (dp * probs).sum(axis=-1, keepdims=True) + g_lse[..., None])
+    dq = (dx @ k) * scale  # (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
+    dk = (dx.swapaxes(-1, -2) @ q) * scale  # (B, H, S, T) @ (B, H, T, D) -> (B, H, S, D)
+    dv = probs.swapaxes(-1, -2) @ g  # (B, H, S, T) @ (B, H, T, D) -> (B, H, S, D)
+    return dq, dk, dv
+
+
+@primitive(multiple_outputs=True)
+def causal_attention(q, k, v, keep, *, scale):
+    """(out (B, H, T, D), lse (B, H, T)) of causal attention over the keys `keep` (B, S)
+    keeps: `attention(q, k, v, CausalMask(keep))` as one node, with each row's lse."""
+    if kernels.applies(q, k, v, keep):
+        return kernels.attention_forward(q, k, v, keep, scale)  # Numba, float32 NumPy
+    return causal_attention_reference(q, k, v, keep, scale)
+
+
+@causal_attention.defvjp
+def causal_attention_vjp(g, out, q, k, v, keep, *, scale):
+    (g_out, g_lse), (y, lse) = g, out
+    if kernels.applies(q, k, v, keep):
+        return (*kernels.attention_backward(g_out, g_lse, q, k, v, keep, y, lse, scale), None)
+    return (*causal_attention_grad_reference(g_out, g_lse, q, k, v, keep, scale), None)

@@ -66,7 +66,7 @@ from autograd import Tensor, array_module, as_array, cross_entropy, split, to_nu
 from npplm.checkpoints import PreTrainedModel, write_json, write_safetensors
 from npplm.generation import GenerationMixin
 from npplm.layers import Dropout, Embedding, LayerNorm, Linear, activation, gelu_tanh
-from npplm.layers.attention import attention, causal_mask, merge_heads, split_heads
+from npplm.layers.attention import CausalMask, attention, merge_heads, split_heads
 from npplm.layers.dropout import dropout_seed as _seed
 from npplm.layers.embedding import int_array as _int_array
 from npplm.models.output import ModelOutput
@@ -494,16 +494,20 @@ class _GPTBackbone(GPTPreTrainedModel):
         xp = array_module(wte.weight.data)
         position_ids = xp.asarray(_int_array(position_ids, "position_ids"))
 
-        # One additive bias per kind of layer: causal (or banded) and padding, combined by
-        # minimum so that a key masked twice stays at the dtype's min instead of -inf.
+        # One mask per kind of layer. Dense causal attention gets a CausalMask (the padding
+        # mask, or None): `attention` builds the bias from it only where no fused kernel
+        # runs. GPT-3's banded layers get an additive bias: the band and the padding,
+        # combined by minimum so that a key masked twice stays at the dtype's min, not -inf.
         pad = None
         if attention_mask is not None:
             pad = np.where(mask.astype(bool), 0.0, np.finfo(dtype).min).astype(dtype)
             pad = pad[:, None, None, :]  # (B, S) -> (B, 1, 1, S)
         biases = {}
         for kind in set(config.layer_kinds()):
-            bias = (causal_mask(T, S, dtype=dtype) if kind == "global"
-                    else band_mask(T, S, config.local_window, dtype=dtype))  # (T, S)
+            if kind == "global":
+                biases[kind] = CausalMask(None if attention_mask is None else mask)
+                continue
+            bias = band_mask(T, S, config.local_window, dtype=dtype)  # (T, S)
             if pad is not None:
                 bias = np.minimum(bias, pad)  # (T, S) with (B, 1, 1, S) -> (B, 1, T, S)
             biases[kind] = Tensor(xp.asarray(bias))

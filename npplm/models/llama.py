@@ -53,7 +53,7 @@ from autograd import Tensor, as_array, broadcast_to, cross_entropy, to_numpy, wh
 from npplm.checkpoints import PreTrainedModel
 from npplm.generation import GenerationMixin
 from npplm.layers import Embedding, Linear, RMSNorm, silu
-from npplm.layers.attention import attention, merge_heads
+from npplm.layers.attention import CausalMask, attention, merge_heads
 from npplm.layers.embedding import int_array as _int_array
 from npplm.layers.rotary import apply_rotary, rope_cos_sin, rope_frequencies
 from npplm.models.output import ModelOutput
@@ -422,22 +422,20 @@ class LlamaModel(LlamaPreTrainedModel):
                              f"{config.max_position_embeddings}; truncate the input")
         dtype = self.embed_tokens.weight.dtype
 
-        # The additive bias (B or 1, 1, T, S): 0 where query t may read key s, the dtype's
-        # most negative value where not. Causal: query t (absolute position past + t) reads
-        # keys 0..past + t. Combined with the padding mask by a minimum, not a sum: two
-        # minima added would overflow to -inf, and a fully masked row (a left-padding query)
-        # would become nan instead of a harmless uniform average.
-        allowed = np.tril(np.ones((T, S), dtype=bool), k=past)  # (T, S)
+        # The mask: causal, query t (absolute position past + t) reads keys 0..past + t,
+        # and only real tokens. `attention` turns it into the additive bias (0 where query t
+        # may read key s, the dtype's most negative value where not) where no fused kernel
+        # runs (npplm.layers.attention.causal_bias).
+        mask = None
         if attention_mask is not None:
             mask = np.asarray(to_numpy(as_array(attention_mask))) != 0  # 1/0, bool or float
             if mask.shape != (B, S):
                 raise ValueError(f"attention_mask has shape {mask.shape} but must be (B, "
                                  f"cache length + T) = ({B}, {past} + {T}) = {(B, S)}")
-            allowed = allowed & mask[:, None, None, :]  # -> (B, 1, T, S)
             if position_ids is None:
                 # As Hugging Face's generate: count the real tokens before each position.
                 position_ids = np.where(mask, np.cumsum(mask, axis=-1) - 1, 1)[:, past:]
-        bias = Tensor(np.where(allowed, 0.0, np.finfo(dtype).min).astype(dtype))
+        bias = CausalMask(mask)
         if position_ids is None:
             position_ids = np.arange(past, S)  # (T,)
         position_ids = to_numpy(_int_array(position_ids, "position_ids"))

@@ -303,6 +303,20 @@ def norm_case(draw, with_bias):
 
 
 @st.composite
+def causal_attention_case(draw):
+    # q (B, H, T, D), k and v (B, H, S, D) after S - T cached keys, keep (B, S) padding.
+    # Every row keeps key 0 (S >= T): a row with no key gets a uniform softmax only because
+    # the mask's minimum swallows its scores in rounding, which finite differences see as
+    # flat while the VJP (rightly, for the math) does not.
+    b, h, t, d = (draw(st.integers(1, n)) for n in (2, 2, 3, 3))
+    s = t + draw(st.integers(0, 2))
+    keep = draw(hnp.arrays(np.bool_, (b, s)))
+    keep[:, 0] = True
+    q, k, v = array(draw, (b, h, t, d)), array(draw, (b, h, s, d)), array(draw, (b, h, s, d))
+    return Case((q, k, v, keep), dict(scale=draw(st.sampled_from([1.0, d ** -0.5]))))
+
+
+@st.composite
 def linear_case(draw):
     batch = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
     n_in, n_out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
@@ -357,6 +371,7 @@ STRATEGIES = {
     "gelu_tanh": unary(),
     "silu": unary(-6.0, 6.0),
     "linear": linear_case(),
+    "causal_attention": causal_attention_case(),
     "layer_norm": norm_case(with_bias=True),
     "rms_norm": norm_case(with_bias=False),
     # grad_scale's VJP is alpha times the true derivative by design (GLM's gradient

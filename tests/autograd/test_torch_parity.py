@@ -224,6 +224,29 @@ def causal_attention(draw):
     return Case(leaves, {}, ours, theirs)
 
 
+@st.composite
+def causal_attention_with_padding(draw):
+    # npplm.layers.attention with a CausalMask (GPT-2's and LLaMA's path: one fused
+    # primitive) against SDPA with the same boolean mask: causal after S - T cached keys,
+    # padding keys dropped. Key 0 is kept, so every query row reads at least one key.
+    b, h, d = sizes(draw, "B", "H", "D", hi=2)
+    (t,) = sizes(draw, "T", hi=4)
+    s = t + draw(st.integers(0, 2), label="cached")
+    keep = draw(hnp.arrays(np.bool_, (b, s)), label="keep")
+    keep[:, 0] = True
+    leaves = dict(q=array(draw, (b, h, t, d)), k=array(draw, (b, h, s, d)),
+                  v=array(draw, (b, h, s, d)))
+    allowed = np.tril(np.ones((t, s), dtype=bool), k=s - t) & keep[:, None, None, :]
+
+    def ours(q, k, v, keep, allowed):
+        return npplm.layers.attention(q, k, v, bias=npplm.layers.CausalMask(keep))
+
+    def theirs(q, k, v, keep, allowed):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, 1, T, S)
+
+    return Case(leaves, dict(keep=keep, allowed=allowed), ours, theirs)
+
+
 # --- embeddings and language-model losses ------------------------------------------------
 
 
@@ -394,7 +417,8 @@ def shrunk_embedding_lookup(draw):
 CASES = {
     s.__name__: s()
     for s in (gelu_mlp_with_dropout, gelu_tanh_mlp, swiglu_ffn, relu_ffn_with_clamp,
-              layer_norm, rms_norm, causal_attention, tied_lm_head_cross_entropy,
+              layer_norm, rms_norm, causal_attention, causal_attention_with_padding,
+              tied_lm_head_cross_entropy,
               binary_cross_entropy_with_logits, ppo_clipped_objective, pooled_classifier,
               scalar_mix_token_shift_and_cls, generalized_mean_pooling, fused_layers_block,
               shrunk_embedding_lookup)

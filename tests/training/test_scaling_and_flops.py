@@ -22,7 +22,8 @@ from npplm.training.scaling import (
 
 
 def matmul_flops_of_forward(model, B, T):
-    """2 M K N for every matmul and linear node in the graph of one forward pass."""
+    """2 M K N for every matmul and linear node in the graph of one forward pass (and
+    the two inside fused causal attention)."""
     ids = np.random.default_rng(0).integers(0, model.config.vocab_size, (B, T))
     loss = model(ids, labels=ids).loss
     total = 0
@@ -35,6 +36,9 @@ def matmul_flops_of_forward(model, B, T):
         elif name == "linear":
             x, w = node.inputs[:2]
             total += 2 * (x.size // x.shape[-1]) * w.shape[0] * w.shape[1]
+        elif name == "causal_attention":  # q k^T and p v in one node: 2 B H T S D each
+            q, k = node.inputs[:2]
+            total += 2 * 2 * q.size * k.shape[-2]  # counted dense, as 12 L T A does
     return total
 
 

@@ -1,0 +1,347 @@
+"""Causal self-attention forward and backward as parallel Numba loops, float32, CPU.
+
+The reference is `causal_attention_reference` (and its `_grad_`) in npplm.layers.attention:
+the dense math of every family's attention core, softmax(q k^T * scale + bias) v, with the
+bias a (B, 1, T, S) array holding 0 where a query may read a key and float32's most
+negative value where not. It computes all T x S scores, and as many probabilities,
+although a causal mask throws away half of them, and the backward keeps them all.
+
+Here the work follows the mask, as FlashAttention does (Dao et al., "FlashAttention: Fast
+and Memory-Efficient Exact Attention with IO-Awareness", arXiv:2205.14135):
+
+  - query t (at absolute position t + S - T, after S - T cached keys) computes scores only
+    for keys 0 .. t + S - T, the lower triangle: about half the work at S = T;
+  - the probabilities are never stored. The forward keeps one number a row, the
+    log-sum-exp lse_t = log sum_s exp(x_ts) of its scores x_ts = q_t . k_s * scale, and the
+    backward recomputes p_ts = exp(x_ts - lse_t) block by block.
+
+FlashAttention also splits the keys of a row into blocks with a running ("online") max and
+sum, because a GPU's shared memory cannot hold a row of scores. A CPU's L1 cache holds one
+easily (S floats a row, 1 KB at S = 256), so each block of ROWS query rows computes its
+rows of scores in full into a small scratch buffer, then an exact two-pass softmax: the
+same numbers with less bookkeeping.
+
+Backward, per query row t, with dO_t = dL/dO_t the incoming gradient and g_t = dL/dlse_t
+(zero unless someone uses the lse output):
+
+    dP_ts = dO_t . v_s                      (O_t = sum_s p_ts v_s)
+    dX_ts = p_ts (dP_ts - Delta_t)          Delta_t = sum_s p_ts dP_ts - g_t
+                                                    = dO_t . O_t - g_t
+    dq_t  = scale sum_s dX_ts k_s,   dk_s += scale dX_ts q_t,   dv_s += p_ts dO_t
+
+(the softmax VJP p (g - sum p g), with Delta read from the output instead of a sum over
+the row). Each (batch, head) pair is one task of a `prange`; its query blocks run in order,
+so the dk and dv rows that every later query adds to need no locks.
+
+Padding keys (a (B, S) `keep` mask) are skipped like the masked triangle. A query row with
+no key at all to read (a left-padding position of a causal model) gets what the dense bias
+gives it: every score is then the same float32 minimum, so softmax is uniform over all S
+keys. The kernel reproduces that (p = 1/S, lse = the float32 minimum) so that its output
+and gradients equal the reference's everywhere, padding rows included.
+
+The inner loops run over the key axis (scores against k stored transposed, (D, S)) or the
+head axis with ROWS rows of accumulators, so each loaded key or value feeds ROWS
+multiply-adds. The softmax's exp is a polynomial (`exp32`), not libm's expf, so that it
+vectorises, and sums may be reordered ("reassoc"), so that the row sums vectorise too: the
+reference's BLAS reorders its sums as well. What is left is the loop overhead of hand-written
+loops: per multiply-add this runs at about half of BLAS's speed, and wins by doing half the
+multiply-adds, no (B, H, T, S) temporaries, and one pass where NumPy makes several.
+
+`python benchmarks/bench_kernels.py` times both on the attention of
+benchmarks/side_by_side_training.py's GPT-2, B=8, H=6, T=S=256, D=64, float32, forward +
+backward (causal, no padding); on the 2-core CI-sized machine, 2026-12-03, shared, medians
+of 9 (three runs): 59 ms -> 37 ms on 2 threads (1.4x to 1.7x), 69 ms -> 49 ms on 1 (1.4x).
+In the whole GPT-2 training step the gain is smaller, because OpenBLAS's idle threads spin
+for about 0.1 s after each GEMM on the cores this kernel needs (gpu/kernels/__init__.py):
+alternating steps with and without it in one process, 2354 -> 2288 ms a step on 1 BLAS
+thread, 1578 -> 1504 ms on 2 with OPENBLAS_THREAD_TIMEOUT=4, and no gain (1502 -> 1537 ms)
+on 2 with OpenBLAS's default spin.
+"""
+
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+f32 = np.float32
+ZERO, HALF, ONE = f32(0.0), f32(0.5), f32(1.0)
+MIN32 = f32(np.finfo(np.float32).min)  # the dense bias' "masked" value
+NEG_INF = f32(-np.inf)
+
+# gpu/kernels/activations.py's flags plus "reassoc" (see above): no approximate
+# reciprocals, and a nan stays a nan.
+FLAGS = {"contract", "nsz", "reassoc"}
+
+ROWS = 4  # query rows a block: each key and value row loaded once feeds 4 rows
+
+# exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split in
+# two constants so that n ln 2 is exact), exp(r) = 1 + r + r^2 P(r) with Cephes' expf
+# coefficients. Its largest relative error on [-87, 0] is 6e-8 evaluated in this order, and
+# 3e-7 as compiled here, where "reassoc" lets LLVM regroup it (NumPy's float32 exp: 2e-7;
+# checked in tests/gpu/test_attention_kernel.py): far below the float32 tolerances of the
+# attention itself. libm's expf is one call an element, about 3.6 ns here, and was the
+# slowest part of the kernel; this vectorises.
+LOG2E = f32(1.0 / math.log(2.0))
+LN2_HI, LN2_LO = f32(0.693359375), f32(-2.12194440e-4)
+E = [f32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                      1.6666665459e-1, 5.0000001201e-1)]
+E0, E1, E2, E3, E4, E5 = E
+EXP_LO, EXP_HI = f32(-87.33654), f32(88.72283)  # exp's float32 range: normal results
+
+
+@intrinsic
+def pow2_float32(typingctx, n):
+    """2^n as a float32, for an int32 n in [-126, 127]: the IEEE-754 number whose exponent
+    field is n + 127 and whose mantissa is 0, built by writing those bits."""
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        bits = builder.shl(builder.add(args[0], ir.Constant(i32, 127)), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@numba.njit(fastmath=FLAGS, inline="always")
+def exp32(x):
+    """exp(x) in float32 without a libm call; 0 below -87.3 (so exp(-inf) = 0), nan at nan."""
+    xc = min(max(x, EXP_LO), EXP_HI)
+    n = np.floor(xc * LOG2E + HALF)  # float32 (math.floor would return an int64)
+    r = xc - n * LN2_HI - n * LN2_LO
+    p = ((((E0 * r + E1) * r + E2) * r + E3) * r + E4) * r + E5
+    y = (p * r * r + r + ONE) * pow2_float32(np.int32(n))
+    if x >= EXP_LO:
+        return y
+    return ZERO if x < EXP_LO else x  # below the range: 0; nan (neither): nan
+
+
+@numba.njit(fastmath=FLAGS, inline="always")
+def keys_of_row(i, offset, first, S):
+    """How many leading keys query row i reads (causal: 0 .. i + offset), and whether it
+    reads any: `first` is the batch row's first kept key (S if none)."""
+    n = min(i + offset + 1, S)
+    return n, first < n
+
+
+@numba.njit(fastmath=FLAGS, inline="always")
+def row_scores(q, kT, bh, i0, T, n, scale, s):
+    """s[r, :n] = scale * q[i0 + r] . k[:n] for the ROWS rows of a block, (ROWS, n).
+
+    Rows past T repeat row T - 1 (their results are thrown away), so the loop body always
+    has ROWS fixed rows for LLVM to unroll and vectorise along the keys.
+    """
+    D = q.shape[2]
+    i1, i2, i3 = min(i0 + 1, T - 1), min(i0 + 2, T - 1), min(i0 + 3, T - 1)
+    s[:, :n] = ZERO
+    s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
+    for d in range(D):  # (ROWS, D) @ (D, n) as D rank-1 updates along the key axis
+        c0, c1 = q[bh, i0, d] * scale, q[bh, i1, d] * scale
+        c2, c3 = q[bh, i2, d] * scale, q[bh, i3, d] * scale
+        kr = kT[bh, d]
+        for j in range(n):
+            kj = kr[j]
+            s0[j] += c0 * kj
+            s1[j] += c1 * kj
+            s2[j] += c2 * kj
+            s3[j] += c3 * kj
+
+
+@numba.njit(fastmath=FLAGS, inline="always")
+def rows_times_matrix(p, m, bh, n, out):
+    """out[r] += sum_j p[r, j] m[bh, j] for the ROWS rows: (ROWS, n) @ (n, D)."""
+    D = m.shape[2]
+    o0, o1, o2, o3 = out[0], out[1], out[2], out[3]
+    for j in range(n):
+        p0, p1, p2, p3 = p[0, j], p[1, j], p[2, j], p[3, j]
+        mr = m[bh, j]
+        for d in range(D):
+            x = mr[d]
+            o0[d] += p0 * x
+            o1[d] += p1 * x
+            o2[d] += p2 * x
+            o3[d] += p3 * x
+
+
+@numba.njit(fastmath=FLAGS, inline="always")
+def add_outer(p, x, bh, i0, T, n, out):
+    """out[bh, j] += sum_r p[r, j] x[bh, i0 + r] for j < n: (n, ROWS) @ (ROWS, D)."""
+    D = x.shape[2]
+    i1, i2, i3 = min(i0 + 1, T - 1), min(i0 + 2, T - 1), min(i0 + 3, T - 1)
+    x0, x1, x2, x3 = x[bh, i0], x[bh, i1], x[bh, i2], x[bh, i3]
+    for j in range(n):
+        p0, p1, p2, p3 = p[0, j], p[1, j], p[2, j], p[3, j]
+        o = out[bh, j]
+        for d in range(D):
+            o[d] += p0 * x0[d] + p1 * x1[d] + p2 * x2[d] + p3 * x3[d]
+
+
+@numba.njit(fastmath=FLAGS, inline="always")
+def probabilities(s, r, n, reads, keep, b, S, n_block, lse_row):
+    """Turn row r of scores into probabilities in place, over the block's n_block keys.
+
+    lse_row: the row's log-sum-exp when known (the backward), nan to compute and return it
+    (the forward). A row that reads no key is uniform over all S keys, as with the dense
+    bias.
+    """
+    row = s[r]
+    if not reads:
+        row[:S] = ONE / f32(S)
+        row[S:n_block] = ZERO
+        return MIN32
+    if math.isnan(lse_row):  # forward: the max, then exp and the sum, then divide
+        m = NEG_INF
+        for j in range(n):
+            x = row[j] if keep[b, j] else NEG_INF
+            row[j] = x
+            m = max(m, x)
+        total = ZERO
+        for j in range(n):
+            e = exp32(row[j] - m)
+            row[j] = e
+            total += e
+        inv = ONE / total
+        for j in range(n):
+            row[j] *= inv
+        lse_row = m + math.log(total)
+    else:  # backward: p = exp(x - lse)
+        for j in range(n):
+            row[j] = exp32(row[j] - lse_row) if keep[b, j] else ZERO
+    row[n:n_block] = ZERO
+    return lse_row
+
+
+@numba.njit(fastmath=FLAGS, inline="always")
+def block_extent(i0, T, offset, first, S):
+    """Keys the block's rows read: the most over its rows (a row reading none: all S)."""
+    n_block = 0
+    for r in range(ROWS):
+        i = min(i0 + r, T - 1)
+        n, reads = keys_of_row(i, offset, first, S)
+        n_block = max(n_block, n if reads else S)
+    return n_block
+
+
+@numba.njit(parallel=True, fastmath=FLAGS, cache=True)
+def forward(q, kT, v, keep, first, n_heads, scale):
+    """out (BH, T, D), lse (BH, T) from q (BH, T, D), kT (BH, D, S), v (BH, S, D)."""
+    BH, T, D = q.shape
+    S = kT.shape[2]
+    offset = S - T  # keys cached before the first query
+    out = np.empty((BH, T, D), dtype=np.float32)
+    lse = np.empty((BH, T), dtype=np.float32)
+    n_blocks = (T + ROWS - 1) // ROWS
+    for task in numba.prange(BH * n_blocks):
+        bh, i0 = task // n_blocks, (task % n_blocks) * ROWS
+        b = bh // n_heads
+        n_block = block_extent(i0, T, offset, first[b], S)
+        s = np.empty((ROWS, n_block), dtype=np.float32)
+        row_scores(q, kT, bh, i0, T, min(n_block, i0 + ROWS + offset, S), scale, s)
+        lse_rows = np.empty(ROWS, dtype=np.float32)
+        for r in range(ROWS):
+            n, reads = keys_of_row(min(i0 + r, T - 1), offset, first[b], S)
+            lse_rows[r] = probabilities(s, r, n, reads, keep, b, S, n_block, np.nan)
+        acc = np.zeros((ROWS, D), dtype=np.float32)
+        rows_times_matrix(s, v, bh, n_block, acc)  # (ROWS, S) @ (S, D) -> (ROWS, D)
+        for r in range(min(ROWS, T - i0)):
+            out[bh, i0 + r] = acc[r]
+            lse[bh, i0 + r] = lse_rows[r]
+    return out, lse
+
+
+@numba.njit(parallel=True, fastmath=FLAGS, cache=True)
+def backward(g, g_lse, q, k, kT, vT, out, lse, keep, first, n_heads, scale):
+    """dq (BH, T, D), dk and dv (BH, S, D): the VJP of `forward` (see the module docstring)."""
+    BH, T, D = q.shape
+    S = k.shape[1]
+    offset = S - T
+    dq = np.empty((BH, T, D), dtype=np.float32)
+    dk = np.zeros((BH, S, D), dtype=np.float32)
+    dv = np.zeros((BH, S, D), dtype=np.float32)
+    for bh in numba.prange(BH):
+        b = bh // n_heads
+        # Delta_t = dO_t . O_t - dL/dlse_t: the row sums of p * dP, read off the output.
+        delta = np.empty(T, dtype=np.float32)
+        for i in range(T):
+            acc = ZERO
+            for d in range(D):
+                acc += g[bh, i, d] * out[bh, i, d]
+            delta[i] = acc - g_lse[bh, i]
+        s = np.empty((ROWS, S), dtype=np.float32)
+        dp = np.empty((ROWS, S), dtype=np.float32)
+        for i0 in range(0, T, ROWS):
+            n_block = block_extent(i0, T, offset, first[b], S)
+            row_scores(q, kT, bh, i0, T, min(n_block, i0 + ROWS + offset, S), scale, s)
+            for r in range(ROWS):
+                i = min(i0 + r, T - 1)
+                n, reads = keys_of_row(i, offset, first[b], S)
+                probabilities(s, r, n, reads, keep, b, S, n_block, lse[bh, i])
+                if i0 + r >= T:  # a repeated row: it must add nothing to dk and dv
+                    s[r, :n_block] = ZERO
+            # dP = dO v^T for the block's rows: (ROWS, D) @ (D, n) -> (ROWS, n)
+            row_scores(g, vT, bh, i0, T, n_block, ONE, dp)
+            for r in range(ROWS):
+                dr = delta[min(i0 + r, T - 1)]
+                for j in range(n_block):
+                    dp[r, j] = scale * s[r, j] * (dp[r, j] - dr)  # now scale * dX
+            add_outer(s, g, bh, i0, T, n_block, dv)  # dv_s += sum_t p_ts dO_t
+            add_outer(dp, q, bh, i0, T, n_block, dk)  # dk_s += scale sum_t dX_ts q_t
+            acc = np.zeros((ROWS, D), dtype=np.float32)
+            rows_times_matrix(dp, k, bh, n_block, acc)  # dq_t = scale sum_s dX_ts k_s
+            for r in range(min(ROWS, T - i0)):
+                dq[bh, i0 + r] = acc[r]
+    return dq, dk, dv
+
+
+def first_kept(keep):
+    """(B,) index of each row's first kept key, S where a row keeps none."""
+    S = keep.shape[1]
+    return np.where(keep.any(axis=1), keep.argmax(axis=1), S).astype(np.int64)
+
+
+def plain(a, shape):
+    """`a` as a C-contiguous, writable array of `shape`: Numba compiles one version of a
+    kernel per layout and read-only flag, so every call passes the same kind (a gradient
+    the engine hands over may be a read-only broadcast)."""
+    return np.require(a, requirements=("C", "W")).reshape(shape)
+
+
+def attention_forward(q, k, v, keep, scale):
+    """(out (B, H, T, D), lse (B, H, T)) of causal attention; see the module docstring.
+
+    q (B, H, T, D), k and v (B, H, S, D) float32 NumPy arrays (any strides), keep (B, S)
+    bool: False for a padding key.
+    """
+    B, H, T, D = q.shape
+    S = k.shape[2]
+    kT = plain(k.swapaxes(-1, -2), (B * H, D, S))  # (B, H, S, D) -> (B H, D, S)
+    keep = plain(keep, (B, S))
+    out, lse = forward(plain(q, (B * H, T, D)), kT, plain(v, (B * H, S, D)), keep,
+                       first_kept(keep), H, f32(scale))
+    return out.reshape(B, H, T, D), lse.reshape(B, H, T)
+
+
+def attention_backward(g, g_lse, q, k, v, keep, out, lse, scale):
+    """(dq, dk, dv) of `attention_forward` given g = dL/dout and g_lse = dL/dlse."""
+    B, H, T, D = q.shape
+    S = k.shape[2]
+    flat = B * H
+    keep = plain(keep, (B, S))
+    dq, dk, dv = backward(
+        plain(g, (flat, T, D)), plain(g_lse, (flat, T)), plain(q, (flat, T, D)),
+        plain(k, (flat, S, D)), plain(k.swapaxes(-1, -2), (flat, D, S)),
+        plain(v.swapaxes(-1, -2), (flat, D, S)), plain(out, (flat, T, D)),
+        plain(lse, (flat, T)), keep, first_kept(keep), H, f32(scale))
+    return dq.reshape(B, H, T, D), dk.reshape(B, H, S, D), dv.reshape(B, H, S, D)
+
+
+def applies(q, k, v, keep):
+    """Use the kernel: float32 NumPy arrays, keys and values of one shape, a (B, S) mask."""
+    arrays = (q, k, v)
+    return (all(type(a) is np.ndarray and a.dtype == np.float32 and a.ndim == 4
+                for a in arrays)
+            and k.shape == v.shape and k.shape[:2] == q.shape[:2] and k.shape[3] == q.shape[3]
+            and type(keep) is np.ndarray and keep.dtype == np.bool_
+            and keep.shape == (q.shape[0], k.shape[2]))

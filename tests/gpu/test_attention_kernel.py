@@ -1,0 +1,161 @@
+"""The causal attention kernel (gpu/kernels/attention.py) equals its reference, and runs."""
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autograd import Tensor
+from gpu.kernels import attention as kernels
+from npplm.layers.attention import (
+    CausalMask,
+    attention,
+    causal_attention_grad_reference,
+    causal_attention_reference,
+    causal_bias,
+)
+from tests.tolerances import assert_close
+
+PADDING = ["none", "left", "right", "random", "a row of nothing"]
+
+
+def inputs(b, h, t, s, d, padding, seed):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((b, h, t, d), dtype=np.float32)
+    k, v = (rng.standard_normal((b, h, s, d), dtype=np.float32) for _ in range(2))
+    keep = np.ones((b, s), dtype=bool)
+    if padding == "left":  # as a batch of prompts for generation: early rows read nothing
+        keep[0, : s // 2] = False
+    elif padding == "right":
+        keep[-1, s - s // 3:] = False
+    elif padding == "random":
+        keep = rng.random((b, s)) > 0.4
+    elif padding == "a row of nothing":
+        keep[0] = False
+    return q, k, v, keep
+
+
+@given(b=st.integers(1, 2), h=st.integers(1, 3), t=st.integers(1, 19),
+       cached=st.integers(-2, 6), d=st.integers(1, 17), padding=st.sampled_from(PADDING),
+       seed=st.integers(0, 2**16))
+def test_kernel_equals_reference_forward_and_vjp(b, h, t, cached, d, padding, seed):
+    # T from 1 to 19 (ROWS = 4 divides some, not others); S = T + cached keys, S < T too
+    # (the first queries then read nothing); D odd and even.
+    s = max(t + cached, 1)
+    q, k, v, keep = inputs(b, h, t, s, d, padding, seed)
+    scale = d ** -0.5
+    out, lse = kernels.attention_forward(q, k, v, keep, scale)
+    ref_out, ref_lse = causal_attention_reference(q, k, v, keep, scale)
+    assert out.dtype == np.float32 and lse.dtype == np.float32
+    assert_close(out, ref_out, kind="float32")
+    assert_close(lse, ref_lse, kind="float32")
+    rng = np.random.default_rng(seed + 1)
+    g = rng.standard_normal(out.shape, dtype=np.float32)
+    g_lse = rng.standard_normal(lse.shape, dtype=np.float32)
+    grads = kernels.attention_backward(g, g_lse, q, k, v, keep, out, lse, scale)
+    expected = causal_attention_grad_reference(g, g_lse, q, k, v, keep, scale)
+    for name, ours, theirs in zip("qkv", grads, expected):
+        assert ours.dtype == np.float32, name
+        assert_close(ours, theirs, kind="grad")
+
+
+@numba.njit(fastmath=kernels.FLAGS)
+def exp_in_a_loop(x):
+    # exp32 as the kernel uses it: inlined into a loop that LLVM vectorises, same flags
+    out = np.empty_like(x)
+    for i in range(x.size):
+        out[i] = kernels.exp32(x[i])
+    return out
+
+
+def test_exp32_is_within_a_few_float32_ulps_of_exp():
+    x = np.concatenate([np.linspace(-87, 0, 200_001, dtype=np.float32),
+                        np.float32([1e-7, 0.5, 10.0])])
+    exact = np.exp(x.astype(np.float64))
+    # 6e-8 in the written order; LLVM may regroup it under the kernel's flags (3e-7)
+    assert np.max(np.abs(exp_in_a_loop(x) - exact) / exact) < 5e-7  # NumPy's: 2e-7
+    edge = exp_in_a_loop(np.float32([-np.inf, -100.0, np.nan]))
+    assert edge[0] == 0 and edge[1] == 0 and np.isnan(edge[2])
+
+
+def test_nan_stays_nan():
+    q, k, v, keep = inputs(1, 1, 5, 5, 4, "none", 0)
+    q[0, 0, 2, 1] = np.nan
+    out, lse = kernels.attention_forward(q, k, v, keep, 0.5)
+    assert np.isnan(out[0, 0, 2]).all() and np.isnan(lse[0, 0, 2])
+    assert np.isfinite(out[0, 0, :2]).all()  # earlier rows never read row 2
+
+
+@pytest.mark.parametrize("padding", ["none", "left"])
+def test_layer_path_equals_the_composite_with_a_dense_bias(padding):
+    # attention(..., CausalMask) against attention(..., bias=the dense bias), through the
+    # engine: values and the gradients of q, k and v, float32, a KV-cache offset of 3.
+    q, k, v, keep = inputs(2, 3, 9, 12, 8, padding, 0)
+    g = np.random.default_rng(1).standard_normal(q.shape).astype(np.float32)
+    results = []
+    for bias in (CausalMask(keep), causal_bias(keep, 9, 12, np.float32)):
+        tq, tk, tv = (Tensor(a, requires_grad=True) for a in (q, k, v))
+        out = attention(tq, tk, tv, bias=bias)
+        out.backward(g)
+        results.append((out, tq.grad, tk.grad, tv.grad))
+    assert results[0][0].dtype == np.float32
+    assert_close(results[0][0], results[1][0], kind="float32")
+    for ours, theirs in zip(results[0][1:], results[1][1:]):
+        assert_close(ours, theirs, kind="grad")
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Counts the kernel's forward and backward calls."""
+    calls = []
+    for name in ("attention_forward", "attention_backward"):
+        real = getattr(kernels, name)
+
+        def spy(*args, _real=real, _name=name):
+            calls.append(_name)
+            return _real(*args)
+
+        monkeypatch.setattr(kernels, name, spy)
+    return calls
+
+
+def test_gpt2_training_step_runs_the_kernel_both_ways(kernel_calls):
+    from npplm.models.gpt import GPT2LMHeadModel, GPTConfig
+
+    config = GPTConfig.tiny()
+    model = GPT2LMHeadModel(config, seed=0)
+    ids = np.random.default_rng(0).integers(0, config.vocab_size, (2, 7))
+    mask = np.ones((2, 7), dtype=np.int64)
+    mask[1, :2] = 0  # left padding
+    model.eval()  # attention dropout off
+    model(ids, attention_mask=mask, labels=ids).loss.backward()
+    assert kernel_calls.count("attention_forward") == config.n_layer
+    assert kernel_calls.count("attention_backward") == config.n_layer
+
+
+def test_reference_runs_where_the_kernel_does_not_apply(kernel_calls):
+    q, k, v, keep = inputs(1, 2, 5, 5, 4, "none", 0)
+    attention(Tensor(q.astype(np.float64)), Tensor(k.astype(np.float64)),
+              Tensor(v.astype(np.float64)), bias=CausalMask())  # float64: gradient checks
+    assert not kernels.applies(q, k[:, :1], v, keep)  # grouped keys must be repeated first
+    assert not kernels.applies(q, k, v, keep.astype(np.int64))
+    assert kernel_calls == []
+
+
+def test_attention_dropout_in_training_takes_the_composite_path(kernel_calls):
+    from npplm.layers import Dropout
+
+    q, k, v, keep = inputs(1, 2, 6, 6, 4, "none", 0)
+    drop = Dropout(0.5, seed=0)
+    out = attention(Tensor(q), Tensor(k), Tensor(v), bias=CausalMask(keep), dropout=drop)
+    assert kernel_calls == []
+    drop.training = False  # eval: dropout is the identity, the kernel runs
+    plain = attention(Tensor(q), Tensor(k), Tensor(v), bias=CausalMask(keep), dropout=drop)
+    assert kernel_calls == ["attention_forward"]
+    assert not np.allclose(out.numpy(), plain.numpy())  # the dropout was real
+
+
+def test_causal_mask_checks_its_shape():
+    with pytest.raises(ValueError, match=r"keep has shape \(2, 5\).*\(2, 6\)"):
+        CausalMask(np.ones((2, 5))).keys(2, 6)
