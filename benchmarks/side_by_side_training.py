@@ -85,7 +85,7 @@ def main(argv=None):
     (t_ours, best_ours), (t_theirs, best_theirs) = measure(case, repeat, min_time, budget)
     peak = flops.matmul_peak()
     per_token = flops.training_flops_per_token(model, T)
-    print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s (float32 2048^2 GEMM, best of 5); "
+    print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s (float32 2048^2 GEMM, best of 10); "
           f"{per_token / 1e6:.1f} MFLOP per token (6 N + 12 L T A, N = "
           f"{flops.linear_parameters(model):,})\n")
     print(f"{'':<22} {'ms/step':>9} {'tokens/s':>10} {'MFU':>7}")

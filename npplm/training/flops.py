@@ -67,7 +67,7 @@ def training_flops_per_token(model, context):
             + 12 * num_layers(config) * context * attention_width(config))
 
 
-def matmul_peak(n=2048, repeats=5, dtype=np.float32):
+def matmul_peak(n=2048, repeats=10, dtype=np.float32):
     """The best FLOP/s of an (n x n) @ (n x n) matrix multiply on this machine (2 n^3 FLOPs
     per call), with NumPy's BLAS and its current thread count."""
     rng = np.random.default_rng(0)
