@@ -5,18 +5,22 @@
 Each kernel in gpu/kernels/ is timed beside its NumPy reference on the shape that matters
 most: GELU on BERT-base's feed-forward activation, (8, 128, 3072) float32; causal attention
 on the GPT-2 of side_by_side_training.py, B=8, H=6, T=S=256, D=64 float32, forward +
-backward, q, k and v strided views of one (B, T, 3C) projection as the model makes them.
+backward, q, k and v strided views of one (B, T, 3C) projection as the model makes them;
+cross-entropy forward + backward on that GPT-2's head, (B T, V) = (2048, 8192) float32.
 """
 
 import numpy as np
 
+from autograd.ops import nn as softmax_reference
 from gpu.kernels import activations as kernels
 from gpu.kernels import attention as attention_kernels
+from gpu.kernels import softmax as softmax_kernels
 from npplm.layers import activations as reference
 from npplm.layers.attention import causal_attention_grad_reference, causal_attention_reference
 
 GELU_SHAPE = (8, 128, 3072)
 ATTENTION_SHAPE = (8, 6, 256, 64)  # (B, H, T, D)
+HEAD_SHAPE = (2048, 8192)  # (B T, V)
 FORMS = {
     "gelu": (reference.gelu_reference, reference.gelu_grad_reference,
              kernels.gelu_forward, kernels.gelu_backward),
@@ -70,6 +74,25 @@ class CausalAttention:
         attention_kernels.attention_backward(self.g, self.g_lse, *args, out, lse, self.scale)
 
 
+class CrossEntropy:
+    """Forward + backward of the language-model loss: the NumPy reference, then the kernel."""
+
+    def setup(self):
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal(HEAD_SHAPE, dtype=np.float32)
+        self.t = rng.integers(0, HEAD_SHAPE[1], HEAD_SHAPE[0])
+        self.w = np.full(HEAD_SHAPE[0], 1 / HEAD_SHAPE[0], dtype=np.float32)
+        self.time_kernel()  # compile (or load the cache) first
+
+    def time_reference(self):
+        softmax_reference.cross_entropy_reference(self.x, self.t, 0.0)
+        softmax_reference.cross_entropy_grad_reference(self.x, self.t, self.w, 0.0)
+
+    def time_kernel(self):
+        softmax_kernels.cross_entropy_forward(self.x, self.t, 0.0)
+        softmax_kernels.cross_entropy_backward(self.x, self.t, self.w, 0.0)
+
+
 if __name__ == "__main__":
     import timeit
     from functools import partial
@@ -90,5 +113,13 @@ if __name__ == "__main__":
     ref = np.median(timeit.repeat(bench.time_reference, number=1, repeat=9))
     ker = np.median(timeit.repeat(bench.time_kernel, number=1, repeat=9))
     print(f"causal attention forward+backward {ATTENTION_SHAPE} (B, H, T, D) float32, "
+          f"{numba.get_num_threads()} threads: reference {ref * 1e3:.1f} ms, kernel "
+          f"{ker * 1e3:.1f} ms ({ref / ker:.1f}x, medians of 9)")
+
+    bench = CrossEntropy()
+    bench.setup()
+    ref = np.median(timeit.repeat(bench.time_reference, number=1, repeat=9))
+    ker = np.median(timeit.repeat(bench.time_kernel, number=1, repeat=9))
+    print(f"cross-entropy forward+backward {HEAD_SHAPE} (B T, V) float32, "
           f"{numba.get_num_threads()} threads: reference {ref * 1e3:.1f} ms, kernel "
           f"{ker * 1e3:.1f} ms ({ref / ker:.1f}x, medians of 9)")

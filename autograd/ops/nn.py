@@ -3,16 +3,38 @@
 Each could be composed from smaller primitives (and the tests do exactly that, as oracles),
 but fusing them saves memory and time and lets us write the gradient in its simplest form.
 All act on the last axis by default, the class/vocabulary axis in npplm.
+
+softmax, log_softmax and cross_entropy can run Numba kernels (gpu/kernels/softmax.py) on
+large float32 NumPy arrays along the last axis: one visible dispatch line in each function
+below; the NumPy code after it is the reference, and what every other array (float64,
+CuPy, small) computes. The engine imports nothing from gpu/ or npplm/, so the kernels are
+plugged in from outside: `import npplm` calls use_kernels(gpu.kernels.softmax). autograd
+on its own runs the NumPy code everywhere.
 """
 
 from autograd.backend import array_module
 from autograd.primitive import primitive
 from autograd.tensor import Tensor
 
+kernels = None  # the plugged-in kernel module, or None
+
+
+def use_kernels(module):
+    """Run softmax, log_softmax and cross_entropy on `module`'s kernels wherever
+    module.applies(axis, *arrays) says so (gpu/kernels/softmax.py); None: NumPy only."""
+    global kernels
+    kernels = module
+
+
+def _kernel(axis, *arrays):
+    return kernels is not None and kernels.applies(axis, *arrays)
+
 
 @primitive
 def softmax(x, *, axis=-1):
     """softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m), with m = max(x) for stability."""
+    if _kernel(axis, x):
+        return kernels.softmax_forward(x)
     xp = array_module(x)
     e = xp.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
@@ -22,12 +44,16 @@ def softmax(x, *, axis=-1):
 def softmax_vjp(g, out, x, *, axis=-1):
     # With s = softmax(x): ds_i/dx_j = s_i (delta_ij - s_j), so
     # dL/dx_j = sum_i g_i s_i (delta_ij - s_j) = s_j (g_j - sum_i g_i s_i).
+    if _kernel(axis, g, out):
+        return (kernels.softmax_backward(g, out),)
     return (out * (g - (g * out).sum(axis=axis, keepdims=True)),)
 
 
 @primitive
 def log_softmax(x, *, axis=-1):
     """log_softmax(x)_i = x_i - logsumexp(x)."""
+    if _kernel(axis, x):
+        return kernels.log_softmax_forward(x)
     xp = array_module(x)
     shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
@@ -36,6 +62,8 @@ def log_softmax(x, *, axis=-1):
 @log_softmax.defvjp
 def log_softmax_vjp(g, out, x, *, axis=-1):
     # d(x_i - lse)/dx_j = delta_ij - softmax_j, so dL/dx_j = g_j - softmax_j * sum_i g_i.
+    if _kernel(axis, g, out):
+        return (kernels.log_softmax_backward(g, out),)
     xp = array_module(g)
     return (g - xp.exp(out) * g.sum(axis=axis, keepdims=True),)
 
@@ -59,6 +87,30 @@ def _check_targets(logits, targets, ignore_index):
     return valid, xp.where(valid, targets, 0)
 
 
+def cross_entropy_reference(logits, safe, label_smoothing):
+    """(...) losses -log p[t], smoothed: (1 - eps) (-log p[t]) + eps mean_c(-log p[c]).
+
+    safe: the targets with ignored positions replaced by class 0 (masked by the caller).
+    """
+    xp = array_module(logits)
+    logp = log_softmax.fun(logits)  # (..., C)
+    loss = -xp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]  # (...)
+    if label_smoothing:
+        loss = (1 - label_smoothing) * loss - label_smoothing * logp.mean(axis=-1)
+    return loss
+
+
+def cross_entropy_grad_reference(logits, safe, weight, label_smoothing):
+    """weight[..., None] (softmax(logits) - q): q is (1 - eps) on the target plus eps / C."""
+    xp = array_module(logits)
+    grad = softmax.fun(logits)  # (..., C)
+    if label_smoothing:
+        grad -= label_smoothing / logits.shape[-1]
+    xp.put_along_axis(grad, safe[..., None], xp.take_along_axis(grad, safe[..., None], -1)
+                      - (1 - label_smoothing), axis=-1)
+    return grad * weight[..., None]
+
+
 @primitive
 def cross_entropy(logits, targets, *, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
     """Cross-entropy of integer targets under softmax(logits), classes on the last axis.
@@ -72,10 +124,9 @@ def cross_entropy(logits, targets, *, ignore_index=-100, label_smoothing=0.0, re
         raise ValueError(f"cross_entropy: reduction={reduction!r}; use 'mean', 'sum' or 'none'")
     xp = array_module(logits)
     valid, safe = _check_targets(logits, targets, ignore_index)
-    logp = log_softmax.fun(logits)  # (..., C)
-    loss = -xp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]  # (...)
-    if label_smoothing:
-        loss = (1 - label_smoothing) * loss - label_smoothing * logp.mean(axis=-1)
+    rows = (kernels.cross_entropy_forward if _kernel(-1, logits)  # Numba, float32
+            else cross_entropy_reference)
+    loss = rows(logits, safe, label_smoothing)  # (...), one loss a position
     loss = xp.where(valid, loss, 0)
     if reduction == "none":
         return loss
@@ -91,16 +142,12 @@ def cross_entropy_vjp(g, out, logits, targets, *, ignore_index=-100, label_smoot
     # (1 - eps) on the true class plus eps/C spread over all C classes.
     xp = array_module(logits)
     valid, safe = _check_targets(logits, targets, ignore_index)
-    n_classes = logits.shape[-1]
-    grad = softmax.fun(logits)  # (..., C)
-    if label_smoothing:
-        grad -= label_smoothing / n_classes
-    xp.put_along_axis(grad, safe[..., None], xp.take_along_axis(grad, safe[..., None], -1)
-                      - (1 - label_smoothing), axis=-1)
     if reduction == "mean":
         g = g / valid.sum().astype(g.dtype)
     weight = xp.where(valid, g, 0)  # (...): per-position upstream gradient, 0 if ignored
-    return grad * weight[..., None], None
+    grad = (kernels.cross_entropy_backward if _kernel(-1, logits)  # Numba, float32
+            else cross_entropy_grad_reference)
+    return grad(logits, safe, weight, label_smoothing), None
 
 
 @primitive(name="dropout")

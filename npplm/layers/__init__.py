@@ -12,6 +12,8 @@ parameters and call the functions.
     rotary.py          RoPE: rope_frequencies (incl. LLaMA-3 scaling), rope_cos_sin, apply_rotary
 """
 
+import autograd.ops.nn
+import gpu.kernels.softmax
 from npplm.layers.activations import activation, gelu, gelu_tanh, silu
 from npplm.layers.attention import (
     CausalMask,
@@ -28,6 +30,10 @@ from npplm.layers.gradient_scale import grad_scale
 from npplm.layers.linear import Linear, linear
 from npplm.layers.normalization import LayerNorm, RMSNorm, layer_norm, rms_norm
 from npplm.layers.rotary import apply_rotary, rope_cos_sin, rope_frequencies
+
+# The engine's softmax, log_softmax and cross_entropy run Numba kernels on large float32
+# NumPy arrays from here on (the engine itself imports nothing from gpu/).
+autograd.ops.nn.use_kernels(gpu.kernels.softmax)
 
 __all__ = [
     "CausalMask", "Dropout", "Embedding", "LayerNorm", "Linear", "RMSNorm", "activation",
