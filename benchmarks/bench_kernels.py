@@ -99,27 +99,18 @@ if __name__ == "__main__":
 
     import numba
 
+    def report(what, reference, kernel):
+        """Medians of 9 timings of each, printed on one line."""
+        ref, ker = (np.median(timeit.repeat(f, number=1, repeat=9)) for f in (reference, kernel))
+        print(f"{what} float32, {numba.get_num_threads()} threads: reference "
+              f"{ref * 1e3:.1f} ms, kernel {ker * 1e3:.1f} ms ({ref / ker:.1f}x, medians of 9)")
+
     for form in FORMS:
         bench = Gelu()
         bench.setup(form)
-        ref = min(timeit.repeat(partial(bench.time_reference, form), number=1, repeat=7))
-        ker = min(timeit.repeat(partial(bench.time_kernel, form), number=1, repeat=7))
-        print(f"{form} forward+backward {GELU_SHAPE} float32, {numba.get_num_threads()} "
-              f"threads: reference {ref * 1e3:.1f} ms, kernel {ker * 1e3:.1f} ms "
-              f"({ref / ker:.1f}x)")
-
-    bench = CausalAttention()
-    bench.setup()
-    ref = np.median(timeit.repeat(bench.time_reference, number=1, repeat=9))
-    ker = np.median(timeit.repeat(bench.time_kernel, number=1, repeat=9))
-    print(f"causal attention forward+backward {ATTENTION_SHAPE} (B, H, T, D) float32, "
-          f"{numba.get_num_threads()} threads: reference {ref * 1e3:.1f} ms, kernel "
-          f"{ker * 1e3:.1f} ms ({ref / ker:.1f}x, medians of 9)")
-
-    bench = CrossEntropy()
-    bench.setup()
-    ref = np.median(timeit.repeat(bench.time_reference, number=1, repeat=9))
-    ker = np.median(timeit.repeat(bench.time_kernel, number=1, repeat=9))
-    print(f"cross-entropy forward+backward {HEAD_SHAPE} (B T, V) float32, "
-          f"{numba.get_num_threads()} threads: reference {ref * 1e3:.1f} ms, kernel "
-          f"{ker * 1e3:.1f} ms ({ref / ker:.1f}x, medians of 9)")
+        report(f"{form} forward+backward {GELU_SHAPE}", partial(bench.time_reference, form),
+               partial(bench.time_kernel, form))
+    for bench, what in ((CausalAttention(), f"causal attention {ATTENTION_SHAPE} (B, H, T, D)"),
+                        (CrossEntropy(), f"cross-entropy {HEAD_SHAPE} (B T, V)")):
+        bench.setup()
+        report(f"{what} forward+backward", bench.time_reference, bench.time_kernel)
