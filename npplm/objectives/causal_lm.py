@@ -55,6 +55,9 @@ class CausalLMCollator:
     unused: next-token targets need no randomness.
     """
 
+    # The model scores labels[:, 1:] (the trainer's accumulation weights count those).
+    shifts_labels = True
+
     def __init__(self, vocab_size, pad_id=0, max_length=None):
         self.vocab_size = check_positive_int("vocab_size", vocab_size)
         self.pad_id = check_token_id("pad_id", pad_id, self.vocab_size)

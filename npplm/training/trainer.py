@@ -6,17 +6,19 @@ One update (step s = 0, 1, ..., steps - 1):
     for each of A micro-batches (gradient accumulation):
         examples = the next B examples of the epoch order       (data.BlockOrder)
         batch    = collator(examples, rng(seed, s, micro))      a dict of model kwargs
-        loss     = model(**batch).loss / A;  loss.backward()    gradients add up
+        loss     = model(**batch).loss * w;  loss.backward()    w = its share, see below
     ||g||   = clip_grad_norm(parameters, max_norm)               (optim.py)
     optimizer.step(); optimizer.zero_grad()
 
-Gradient accumulation: the A micro-batch gradients of loss / A add up to the gradient of
-the mean of the A losses. When each micro-batch's loss is a mean over the same number of
-scored tokens (packed CLM blocks: B (T - 1) each), that is the mean over all A B (T - 1)
-tokens, so the update equals one batch A times larger exactly (up to float rounding;
-tests/training/test_trainer.py checks it). For MLM, whose micro-batches mask slightly
-different numbers of tokens, it is the mean of per-micro-batch means, as Hugging Face's
-Trainer computed it before 4.46.
+Gradient accumulation: each micro-batch's loss is a mean over its n_k scored tokens, so
+it is weighted by n_k / (n_1 + ... + n_A) (`accumulation_weights`): the A weighted means
+add up to the mean over all the update's scored tokens, and the update equals one batch A
+times larger exactly (up to float rounding), also for MLM, whose micro-batches mask
+different numbers of tokens (tests/training/test_trainer.py checks CLM and MLM). Packed
+CLM blocks score B (T - 1) tokens each, so there every weight is 1 / A. The one exception:
+a loss with a per-sequence term besides the token mean (BERT's NSP, ALBERT's SOP) has no
+single weight that is exact for both terms; there each micro-batch weighs 1 / A (the mean
+of the A micro-batch losses, as Hugging Face's Trainer computed every loss before 4.46).
 
 Reproducibility: every random choice is a function of (seed, step) or saved in the
 checkpoint (see checkpointing.py), so two runs with the same settings produce the same
@@ -119,6 +121,29 @@ def batch_rng(seed, step, micro):
     return np.random.default_rng([seed, _TRAIN, step, micro])
 
 
+SEQUENCE_TERMS = ("next_sentence_label", "sentence_order_label")  # a loss term per sequence
+
+
+def scored_tokens(batch, shifted):
+    """How many targets a batch's token loss averages over: labels != -100 (of labels[:, 1:]
+    when the model shifts them, as causal LMs do); None without labels."""
+    labels = batch.get("labels")
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    return int(((labels[..., 1:] if shifted else labels) != -100).sum())
+
+
+def accumulation_weights(batches, shifted=False):
+    """Each micro-batch's share of the update (see the module docstring): n_k / sum n, or 1/A
+    with a per-sequence loss term, without labels, or when nothing at all is scored."""
+    A = len(batches)
+    counts = [scored_tokens(b, shifted) for b in batches]
+    if any(k in b for b in batches for k in SEQUENCE_TERMS) or None in counts or not sum(counts):
+        return [1.0 / A] * A
+    return [n / sum(counts) for n in counts]
+
+
 def tokens_in(batch):
     """Input tokens a batch feeds the model (for tokens/s): input_ids' size."""
     return int(np.asarray(batch["input_ids"]).size)
@@ -180,15 +205,16 @@ class Trainer:
         opt.set_lr(lr)
         model.train()
         total, tokens = 0.0, 0
-        for micro in range(cfg.grad_accum):
-            batch = self._micro_batch(micro)
+        batches = [self._micro_batch(micro) for micro in range(cfg.grad_accum)]
+        shifted = getattr(self.collator, "shifts_labels", False)
+        for batch, weight in zip(batches, accumulation_weights(batches, shifted)):
             tokens += tokens_in(batch)
             loss = model(**batch).loss
             value = float(loss.item())
             if not math.isfinite(value):
                 self._diverged(f"the loss is {value}")
-            (loss * (1.0 / cfg.grad_accum)).backward()
-            total += value / cfg.grad_accum
+            (loss * weight).backward()
+            total += value * weight
         norm = clip_grad_norm(opt.params, cfg.clip_grad_norm)
         if not math.isfinite(norm):
             self._diverged(f"the gradient norm is {norm}")

@@ -58,6 +58,39 @@ def test_gradient_accumulation_equals_one_large_batch():
         assert_close(runs[1][name], runs[0][name], "float64")
 
 
+def test_accumulation_is_exact_for_mlm_whose_micro_batches_mask_different_counts():
+    """Static masks (fixed by each example's index) make 4 micro-batches of 2 and one batch
+    of 8 mask the same tokens; weighted by their masked counts, the micro-batch means add
+    up to the big batch's mean, and the updates agree (float64: to rounding)."""
+    from npplm.models.bert import BertConfig, BertForMaskedLM
+    from npplm.objectives import MaskedLMCollator
+    from npplm.training.trainer import accumulation_weights
+
+    rng = np.random.default_rng(3)
+    data = rng.integers(5, 64, size=(16, T))
+    collate = MaskedLMCollator(64, mask_id=4, pad_id=0, special_ids=[1, 2], static_seed=5,
+                               token_type_ids=False)
+    counts = [int((collate(data[i:i + 2], None, indices=range(i, i + 2))["labels"] != -100)
+                  .sum()) for i in range(0, 8, 2)]
+    assert len(set(counts)) > 1  # the micro-batches really mask different numbers
+    runs = []
+    for batch, accum in ((8, 1), (2, 4)):
+        model = BertForMaskedLM(BertConfig.tiny(hidden_dropout_prob=0.0,
+                                                attention_probs_dropout_prob=0.0),
+                                seed=0).astype(np.float64)
+        history = Trainer(model, collate, data, config=config(batch_size=batch,
+                                                              grad_accum=accum, steps=2)).fit()
+        runs.append((losses(history), model.state_dict()))
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-12)
+    for name in runs[0][1]:
+        assert_close(runs[1][1][name], runs[0][1][name], "float64")
+    batches = [{"labels": np.array([[1, -100, 2]])}, {"labels": np.array([[-100, -100, 3]])}]
+    assert accumulation_weights(batches) == [2 / 3, 1 / 3]
+    assert accumulation_weights(batches, shifted=True) == [1 / 2, 1 / 2]  # labels[:, 1:]
+    nsp = [dict(b, next_sentence_label=np.array([0])) for b in batches]
+    assert accumulation_weights(nsp) == [1 / 2, 1 / 2]  # two terms: the mean of the losses
+
+
 def test_same_seed_same_losses_and_training_learns():
     data = blocks()
     a = losses(Trainer(tiny_model(), clm, data, config=config(steps=30)).fit())
