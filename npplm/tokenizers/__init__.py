@@ -1,9 +1,11 @@
 """Tokenizers, written out: text in, ids out, and back.
 
+    base.py        what every tokenizer shares: ids and tokens, templates, truncation,
+                   padded batches, saving, equality (BaseTokenizer, Encoding)
     wordpiece.py   BERT's tokenizer: BasicTokenizer (clean, CJK, accents, case, split),
                    WordPiece (greedy longest-match-first), WordPieceTokenizer (added
-                   tokens, [CLS]/[SEP] templates, batches, decoding, saving) and
-                   WordPieceTrainer / train_wordpiece (a vocabulary from a corpus)
+                   tokens, [CLS]/[SEP] templates, decoding) and WordPieceTrainer /
+                   train_wordpiece (a vocabulary from a corpus)
     bpe.py         character-level BPE: the BPE model (merges in rank order, "</w>" or "##"
                    spellings, unknown tokens, "<0x..>" byte fallback) and BPETrainer
                    (repeatedly merge the most frequent pair)

@@ -35,18 +35,16 @@ on words spelled in byte characters.
 
 import functools
 import itertools
-import json
-import pathlib
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import regex
 
+from npplm.tokenizers.base import BaseTokenizer
 from npplm.tokenizers.bpe import BPETrainer, merge_pair
 from npplm.tokenizers.wordpiece import (
     AddedToken,
-    WordPieceTokenizer,
     _added_token_pattern,
     _parse_ranges,
     _split_on_added,
@@ -287,7 +285,7 @@ class BytePairEncoding:
 # --- The tokenizer -------------------------------------------------------------------------
 
 
-class ByteLevelBPETokenizer:
+class ByteLevelBPETokenizer(BaseTokenizer):
     """Byte-level BPE: added tokens, pre-tokenization, bytes, merges, template.
 
     chat_template (with bos_token and eos_token) is set by loaders that find one (GGUF
@@ -301,7 +299,7 @@ class ByteLevelBPETokenizer:
     pad_token        the token padding fills batches with (None: id 0, as in tokenizers)
     model_max_length what truncation=True cuts to when no max_length is given
 
-    The public interface is WordPieceTokenizer's: encode(text, pair) -> Encoding;
+    The public interface is BaseTokenizer's (base.py): encode(text, pair) -> Encoding;
     encode_batch(texts) (or calling the tokenizer) -> {"input_ids", "attention_mask",
     "token_type_ids"} int64 (B, T) arrays; decode(ids); tokenize(text); save(path), and
     npplm.load_tokenizer.
@@ -318,48 +316,15 @@ class ByteLevelBPETokenizer:
 
     def __init__(self, vocab, merges, *, pre_tokenizer=None, added_tokens=(), single=None,
                  pair=None, pad_token=None, model_max_length=1024, ignore_merges=False):
-        self.vocab = dict(vocab)
+        self._set_vocabulary(vocab, added_tokens, single, pair, pad_token, model_max_length)
         self.model = BytePairEncoding(self.vocab, merges, ignore_merges)
         self.pre_tokenizer = tuple(gpt2_pre_tokenizer() if pre_tokenizer is None
                                    else pre_tokenizer)
         if not self.pre_tokenizer or not isinstance(self.pre_tokenizer[-1], ByteLevel):
             raise ValueError("the last pre-tokenizer step must be a ByteLevel")
-        self.added_tokens = sorted(added_tokens, key=lambda t: t.id)
-        self._added_by_content = {t.content: t for t in self.added_tokens}
-        size = max([*self.vocab.values(), *(t.id for t in self.added_tokens)]) + 1
-        self._id_to_token = [None] * size
-        for token, i in self.vocab.items():
-            self._id_to_token[i] = token
-        for t in self.added_tokens:
-            self._id_to_token[t.id] = t.content
-        self.special_tokens = {t.content for t in self.added_tokens if t.special}
-        self._special_ids = {t.id for t in self.added_tokens if t.special}
-        self.single = tuple((n, int(t)) for n, t in (single or (("$A", 0),)))
-        self.pair = tuple((n, int(t)) for n, t in (pair or (("$A", 0), ("$B", 1))))
-        for name, _ in self.single + self.pair:
-            if name not in ("$A", "$B") and self.token_to_id(name) is None:
-                raise ValueError(f"the template token {name!r} is not in the vocabulary")
-        self.pad_token = pad_token
-        self.pad_id = self.token_to_id(pad_token) if pad_token is not None else None
-        if self.pad_id is None:
-            self.pad_id = 0
-        self.model_max_length = model_max_length
         # No normalizer: tokens matched "after normalization" match the raw text too.
         self._added = _added_token_pattern(self.added_tokens)
         self._word_ids = _WordIds(self._ids_of_word)
-
-    # The vocabulary lookups, the template, truncation and batching are WordPiece's.
-    vocab_size = WordPieceTokenizer.vocab_size
-    token_to_id = WordPieceTokenizer.token_to_id
-    id_to_token = WordPieceTokenizer.id_to_token
-    convert_ids_to_tokens = WordPieceTokenizer.convert_ids_to_tokens
-    tokenize = WordPieceTokenizer.tokenize
-    num_special_tokens_to_add = WordPieceTokenizer.num_special_tokens_to_add
-    encode = WordPieceTokenizer.encode
-    _apply_template = WordPieceTokenizer._apply_template
-    encode_batch = WordPieceTokenizer.encode_batch
-    __call__ = encode_batch
-    decode_batch = WordPieceTokenizer.decode_batch
 
     @property
     def merges(self):
@@ -405,26 +370,14 @@ class ByteLevelBPETokenizer:
             return {"type": "Split", "pattern": {"Regex": s.pattern},
                     "behavior": s.behavior.capitalize(), "invert": False}
 
-        def template(items):
-            return [{"Sequence": {"id": name[1], "type_id": t}} if name in ("$A", "$B")
-                    else {"SpecialToken": {"id": name, "type_id": t}} for name, t in items]
-
         steps = [step(s) for s in self.pre_tokenizer]
-        specials = sorted({n for n, _ in self.single + self.pair if n not in ("$A", "$B")})
         return {
             "version": "1.0", "truncation": None, "padding": None,
-            "added_tokens": [
-                {"id": t.id, "content": t.content, "single_word": t.single_word,
-                 "lstrip": t.lstrip, "rstrip": t.rstrip, "normalized": t.normalized,
-                 "special": t.special} for t in self.added_tokens],
+            "added_tokens": self._added_tokens_json(),
             "normalizer": None,
             "pre_tokenizer": steps[0] if len(steps) == 1 else {"type": "Sequence",
                                                               "pretokenizers": steps},
-            "post_processor": {
-                "type": "TemplateProcessing", "single": template(self.single),
-                "pair": template(self.pair),
-                "special_tokens": {n: {"id": n, "ids": [self.token_to_id(n)], "tokens": [n]}
-                                   for n in specials}},
+            "post_processor": self._post_processor_json(),
             "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
                         "use_regex": True},
             "model": {"type": "BPE", "dropout": None, "unk_token": None,
@@ -434,31 +387,6 @@ class ByteLevelBPETokenizer:
                       "vocab": dict(sorted(self.vocab.items(), key=lambda kv: kv[1])),
                       "merges": [list(m) for m in self.model.merges]},
         }
-
-    def save(self, path):
-        """Write tokenizer.json and tokenizer_config.json into the directory `path`.
-
-        npplm.load_tokenizer(path) and Hugging Face `tokenizers` read them back.
-        """
-        path = pathlib.Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        config = {"model_max_length": self.model_max_length}
-        if self.pad_token is not None:
-            config["pad_token"] = self.pad_token
-        files = {"tokenizer.json": self.to_tokenizer_json(), "tokenizer_config.json": config}
-        for name, data in files.items():
-            (path / name).write_text(json.dumps(data, ensure_ascii=False, indent=2),
-                                     encoding="utf-8")
-        return [path / name for name in files]
-
-    def __eq__(self, other):
-        if not isinstance(other, ByteLevelBPETokenizer):
-            return NotImplemented
-        return (self.to_tokenizer_json() == other.to_tokenizer_json()
-                and self.pad_token == other.pad_token
-                and self.model_max_length == other.model_max_length)
-
-    __hash__ = None
 
     def __repr__(self):
         return (f"ByteLevelBPETokenizer(vocab_size={self.vocab_size}, "

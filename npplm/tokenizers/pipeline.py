@@ -27,26 +27,24 @@ and T5 (train_unigram) in a few lines.
 """
 
 import itertools
-import json
-import pathlib
 import re
 from collections import Counter
 
 import numpy as np
 
 from npplm.tokenizers import decoders, normalizers, pre_tokenizers
+from npplm.tokenizers.base import BaseTokenizer
 from npplm.tokenizers.bpe import BPE, BYTE_FALLBACK_TOKENS, BPETrainer
 from npplm.tokenizers.unigram import Unigram, UnigramTrainer, stable_float
 from npplm.tokenizers.wordpiece import (
     AddedToken,
-    WordPieceTokenizer,
     _added_token_pattern,
     _split_on_added,
     _WordIds,
 )
 
 
-class Tokenizer:
+class Tokenizer(BaseTokenizer):
     """Added tokens, normalizer, pre-tokenizer, a BPE or Unigram model, template, decoder.
 
     model            a bpe.BPE or unigram.Unigram (anything with .vocab, .segment(word)
@@ -59,7 +57,7 @@ class Tokenizer:
     pad_token        the token padding fills batches with (None: id 0, as in tokenizers)
     model_max_length what truncation=True cuts to when no max_length is given
 
-    The public interface is WordPieceTokenizer's: encode(text, pair) -> Encoding;
+    The public interface is BaseTokenizer's (base.py): encode(text, pair) -> Encoding;
     encode_batch(texts) (or calling the tokenizer) -> {"input_ids", "attention_mask",
     "token_type_ids"} int64 (B, T) arrays; decode(ids); tokenize(text); save(path), and
     npplm.load_tokenizer reads it back.
@@ -69,48 +67,17 @@ class Tokenizer:
                  added_tokens=(), single=None, pair=None, pad_token=None,
                  model_max_length=512):
         self.model = model
-        self.vocab = dict(model.vocab)
+        self._set_vocabulary(model.vocab, added_tokens, single, pair, pad_token,
+                             model_max_length)
         self.normalizer = tuple(normalizer)
         self.pre_tokenizer = tuple(pre_tokenizer)
         self.decoder = None if decoder is None else tuple(decoder)
-        self.added_tokens = sorted(added_tokens, key=lambda t: t.id)
-        self._added_by_content = {t.content: t for t in self.added_tokens}
-        size = max([*self.vocab.values(), *(t.id for t in self.added_tokens)]) + 1
-        self._id_to_token = [None] * size
-        for token, i in self.vocab.items():
-            self._id_to_token[i] = token
-        for t in self.added_tokens:
-            self._id_to_token[t.id] = t.content
-        self._special_ids = {t.id for t in self.added_tokens if t.special}
-        self.single = tuple((n, int(t)) for n, t in (single or (("$A", 0),)))
-        self.pair = tuple((n, int(t)) for n, t in (pair or (("$A", 0), ("$B", 1))))
-        for name, _ in self.single + self.pair:
-            if name not in ("$A", "$B") and self.token_to_id(name) is None:
-                raise ValueError(f"the template token {name!r} is not in the vocabulary")
-        self.pad_token = pad_token
-        self.pad_id = self.token_to_id(pad_token) if pad_token is not None else None
-        if self.pad_id is None:
-            self.pad_id = 0
-        self.model_max_length = model_max_length
         self._raw_added = _added_token_pattern([t for t in self.added_tokens
                                                 if not t.normalized])
         self._normalized_added = _added_token_pattern(
             [t for t in self.added_tokens if t.normalized], self._normalize)
         self._word_ids = _WordIds(lambda word: tuple(self.model.segment(word)))
         self._cut = _word_starts(model, self.pre_tokenizer)
-
-    # The vocabulary lookups, the template, truncation and batching are WordPiece's.
-    vocab_size = WordPieceTokenizer.vocab_size
-    token_to_id = WordPieceTokenizer.token_to_id
-    id_to_token = WordPieceTokenizer.id_to_token
-    convert_ids_to_tokens = WordPieceTokenizer.convert_ids_to_tokens
-    tokenize = WordPieceTokenizer.tokenize
-    num_special_tokens_to_add = WordPieceTokenizer.num_special_tokens_to_add
-    encode = WordPieceTokenizer.encode
-    _apply_template = WordPieceTokenizer._apply_template
-    encode_batch = WordPieceTokenizer.encode_batch
-    __call__ = encode_batch
-    decode_batch = WordPieceTokenizer.decode_batch
 
     def _normalize(self, text):
         return normalizers.normalize(self.normalizer, text)
@@ -176,52 +143,15 @@ class Tokenizer:
                 return to_json(steps[0])
             return {"type": "Sequence", key: [to_json(s) for s in steps]}
 
-        def template(items):
-            return [{"Sequence": {"id": name[1], "type_id": t}} if name in ("$A", "$B")
-                    else {"SpecialToken": {"id": name, "type_id": t}} for name, t in items]
-
-        specials = sorted({n for n, _ in self.single + self.pair if n not in ("$A", "$B")})
         return {
             "version": "1.0", "truncation": None, "padding": None,
-            "added_tokens": [
-                {"id": t.id, "content": t.content, "single_word": t.single_word,
-                 "lstrip": t.lstrip, "rstrip": t.rstrip, "normalized": t.normalized,
-                 "special": t.special} for t in self.added_tokens],
+            "added_tokens": self._added_tokens_json(),
             "normalizer": stage(self.normalizer, "normalizers"),
             "pre_tokenizer": stage(self.pre_tokenizer, "pretokenizers", pre_tokenizers.to_json),
-            "post_processor": {
-                "type": "TemplateProcessing", "single": template(self.single),
-                "pair": template(self.pair),
-                "special_tokens": {n: {"id": n, "ids": [self.token_to_id(n)], "tokens": [n]}
-                                   for n in specials}},
+            "post_processor": self._post_processor_json(),
             "decoder": stage(self.decoder, "decoders"),
             "model": self.model.to_json(),
         }
-
-    def save(self, path):
-        """Write tokenizer.json and tokenizer_config.json into the directory `path`.
-
-        npplm.load_tokenizer(path) and Hugging Face `tokenizers` read them back.
-        """
-        path = pathlib.Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        config = {"model_max_length": self.model_max_length}
-        if self.pad_token is not None:
-            config["pad_token"] = self.pad_token
-        files = {"tokenizer.json": self.to_tokenizer_json(), "tokenizer_config.json": config}
-        for name, data in files.items():
-            (path / name).write_text(json.dumps(data, ensure_ascii=False, indent=2),
-                                     encoding="utf-8")
-        return [path / name for name in files]
-
-    def __eq__(self, other):
-        if not isinstance(other, Tokenizer):
-            return NotImplemented
-        return (self.to_tokenizer_json() == other.to_tokenizer_json()
-                and self.pad_token == other.pad_token
-                and self.model_max_length == other.model_max_length)
-
-    __hash__ = None
 
     def __repr__(self):
         return (f"Tokenizer({type(self.model).__name__}, vocab_size={self.vocab_size}, "

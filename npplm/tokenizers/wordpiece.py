@@ -46,8 +46,6 @@ from the reference: unassigned code points (category Cn) are not deleted as "con
 import functools
 import heapq
 import itertools
-import json
-import pathlib
 import re
 import unicodedata
 from collections import Counter
@@ -55,6 +53,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+
+from npplm.tokenizers.base import BaseTokenizer, Encoding, truncate_longest_first  # noqa: F401
 
 # --- Character classes, as tokenizers 0.23 draws them ----------------------------------------
 # Code points written as hex ranges "START-END" or single "CP", relative to Unicode 14.0.
@@ -346,13 +346,6 @@ class AddedToken:
     rstrip: bool = False
 
 
-class Encoding(NamedTuple):
-    """The ids of one text (or pair) and their segment: 0 for the first text, 1 the second."""
-
-    ids: list
-    token_type_ids: list
-
-
 @dataclass(frozen=True)
 class WordPieceDecoder:
     """How ids go back to text: "##" pieces glued to the piece before, others after a space.
@@ -386,7 +379,7 @@ BERT_SINGLE = (("[CLS]", 0), ("$A", 0), ("[SEP]", 0))
 BERT_PAIR = (("[CLS]", 0), ("$A", 0), ("[SEP]", 0), ("$B", 1), ("[SEP]", 1))
 
 
-class WordPieceTokenizer:
+class WordPieceTokenizer(BaseTokenizer):
     """BERT's tokenizer: added tokens, BasicTokenizer, WordPiece, [CLS]/[SEP] template.
 
     vocab                  token -> id (the model's vocabulary: vocab.txt, one per line)
@@ -408,40 +401,20 @@ class WordPieceTokenizer:
     def __init__(self, vocab, *, basic=None, unk_token="[UNK]", continuing_subword_prefix="##",
                  max_input_chars_per_word=100, added_tokens=None, single=None, pair=None,
                  pad_token="[PAD]", decoder=WordPieceDecoder(), model_max_length=512):
-        self.vocab = dict(vocab)
+        vocab = dict(vocab)
+        if added_tokens is None:
+            added_tokens = [AddedToken(t, vocab[t]) for t in
+                            ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in vocab]
+        has_bert_specials = "[CLS]" in vocab and "[SEP]" in vocab
+        if single is None and has_bert_specials:
+            single = BERT_SINGLE
+        if pair is None and has_bert_specials:
+            pair = BERT_PAIR
+        self._set_vocabulary(vocab, added_tokens, single, pair, pad_token, model_max_length)
         self.basic = basic if basic is not None else BasicTokenizer()
         self.model = WordPiece(self.vocab, unk_token, continuing_subword_prefix,
                                max_input_chars_per_word)
-        if added_tokens is None:
-            added_tokens = [AddedToken(t, self.vocab[t]) for t in
-                            ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in self.vocab]
-        self.added_tokens = sorted(added_tokens, key=lambda t: t.id)
-        self._added_by_content = {t.content: t for t in self.added_tokens}
-        # id -> token; the added tokens win over the model's vocabulary, as in tokenizers.
-        size = max([*self.vocab.values(), *(t.id for t in self.added_tokens)]) + 1
-        self._id_to_token = [None] * size
-        for token, i in self.vocab.items():
-            self._id_to_token[i] = token
-        for t in self.added_tokens:
-            self._id_to_token[t.id] = t.content
-        self.special_tokens = {t.content for t in self.added_tokens if t.special}
-        self._special_ids = {t.id for t in self.added_tokens if t.special}
-        has_bert_specials = "[CLS]" in self.vocab and "[SEP]" in self.vocab
-        if single is None:
-            single = BERT_SINGLE if has_bert_specials else (("$A", 0),)
-        if pair is None:
-            pair = BERT_PAIR if has_bert_specials else (("$A", 0), ("$B", 1))
-        self.single = tuple((name, int(type_id)) for name, type_id in single)
-        self.pair = tuple((name, int(type_id)) for name, type_id in pair)
-        for name, _ in self.single + self.pair:
-            if name not in ("$A", "$B") and self.token_to_id(name) is None:
-                raise ValueError(f"the template token {name!r} is not in the vocabulary")
-        self.pad_token = pad_token
-        self.pad_id = self.token_to_id(pad_token) if pad_token is not None else None
-        if self.pad_id is None:
-            self.pad_id = 0  # tokenizers' default pad id
         self.decoder = decoder
-        self.model_max_length = model_max_length
         self._raw_added = _added_token_pattern([t for t in added_tokens if not t.normalized])
         self._normalized_added = _added_token_pattern(
             [t for t in added_tokens if t.normalized], self.basic.normalize)
@@ -450,30 +423,6 @@ class WordPieceTokenizer:
         # form ("New York" -> "new york" for an uncased vocabulary).
         self._decoded_form = {t.id: self.basic.normalize(t.content)
                               for t in self.added_tokens if t.normalized}
-
-    # -- vocabulary -------------------------------------------------------------------------
-
-    @property
-    def vocab_size(self):
-        """Number of ids: the model's vocabulary plus added tokens outside it."""
-        return len(self._id_to_token)
-
-    def token_to_id(self, token):
-        """The id of a token (added tokens first, then the vocabulary), or None."""
-        if token in self._added_by_content:
-            return self._added_by_content[token].id
-        return self.vocab.get(token)
-
-    def id_to_token(self, i):
-        """The token of an id; IndexError naming the id when it has none."""
-        i = int(i)
-        if not 0 <= i < len(self._id_to_token) or self._id_to_token[i] is None:
-            raise IndexError(f"token id {i} is out of range for a vocabulary of "
-                             f"{self.vocab_size} ids")
-        return self._id_to_token[i]
-
-    def convert_ids_to_tokens(self, ids):
-        return [self.id_to_token(i) for i in ids]
 
     # -- encoding ---------------------------------------------------------------------------
 
@@ -510,88 +459,6 @@ class WordPieceTokenizer:
                 ids.extend(itertools.chain.from_iterable(map(word_ids, split(piece))))
         return ids
 
-    def tokenize(self, text):
-        """The pieces (strings) of a text, without special tokens."""
-        return [self._id_to_token[i] for i in self._encode_one(text)]
-
-    def num_special_tokens_to_add(self, pair=False):
-        return sum(name not in ("$A", "$B") for name, _ in (self.pair if pair else self.single))
-
-    def encode(self, text, text_pair=None, add_special_tokens=True, truncation=False,
-               max_length=None):
-        """Encoding(ids, token_type_ids) of a text, or of a pair of texts.
-
-        truncation: cut to max_length (default `model_max_length`) ids in all, special
-        tokens included; a pair loses ids from the longer text first ("longest first").
-        """
-        a = self._encode_one(text)
-        b = None if text_pair is None else self._encode_one(text_pair)
-        limit = self.model_max_length if max_length is None else max_length
-        if truncation and limit is not None:
-            n_special = self.num_special_tokens_to_add(b is not None) if add_special_tokens else 0
-            if limit < n_special:
-                raise ValueError(f"max_length={limit} leaves no room for the {n_special} "
-                                 "special tokens")
-            a, b = truncate_longest_first(a, b, limit - n_special)
-        return self._apply_template(a, b, add_special_tokens)
-
-    def _apply_template(self, a, b, add_special_tokens):
-        if not add_special_tokens:  # tokenizers gives B type id 1 even then
-            ids = a + (b or [])
-            return Encoding(ids, [0] * len(a) + [1] * len(b or []))
-        ids, type_ids = [], []
-        for name, type_id in (self.single if b is None else self.pair):
-            part = a if name == "$A" else b if name == "$B" else [self.token_to_id(name)]
-            ids += part
-            type_ids += [type_id] * len(part)
-        return Encoding(ids, type_ids)
-
-    def encode_batch(self, texts, text_pairs=None, *, padding=True, truncation=True,
-                     max_length=None, add_special_tokens=True):
-        """{"input_ids", "attention_mask", "token_type_ids"}: int64 arrays of shape (B, T).
-
-        padding: True or "longest" pads on the right to the longest row, with the pad id,
-        type id 0 and attention 0; "max_length" pads to max_length (default
-        model_max_length); False requires rows of equal length.
-        truncation, max_length: as in encode (True cuts to model_max_length by default).
-        A single string is a batch of one.
-        """
-        if isinstance(texts, str):
-            texts = [texts]
-            text_pairs = None if text_pairs is None else [text_pairs]
-        if text_pairs is not None and len(text_pairs) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text pairs")
-        pairs = text_pairs if text_pairs is not None else [None] * len(texts)
-        rows = [self.encode(t, p, add_special_tokens, truncation, max_length)
-                for t, p in zip(texts, pairs)]
-        longest = max((len(r.ids) for r in rows), default=0)
-        if padding == "max_length":
-            width = max(self.model_max_length if max_length is None else max_length, longest)
-        elif padding in (True, "longest"):
-            width = longest
-        elif padding is False:
-            if len({len(r.ids) for r in rows}) > 1:
-                raise ValueError("rows have different lengths; use padding=True")
-            width = longest
-        else:
-            raise ValueError(f"padding={padding!r}: use True, 'longest', 'max_length' or False")
-        # Fill all rows at once: the real positions, row after row, are where the mask is set.
-        lengths = np.array([len(r.ids) for r in rows], dtype=np.int64)    # (B,)
-        real = np.arange(width) < lengths[:, None]                         # (B, T)
-        total = int(lengths.sum())
-        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        input_ids[real] = np.fromiter(itertools.chain.from_iterable(r.ids for r in rows),
-                                      dtype=np.int64, count=total)
-        token_type_ids = np.zeros((len(rows), width), dtype=np.int64)
-        token_type_ids[real] = np.fromiter(
-            itertools.chain.from_iterable(r.token_type_ids for r in rows), dtype=np.int64,
-            count=total)
-        attention_mask = real.astype(np.int64)
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "token_type_ids": token_type_ids}
-
-    __call__ = encode_batch
-
     # -- decoding ---------------------------------------------------------------------------
 
     def decode(self, ids, skip_special_tokens=True):
@@ -606,37 +473,22 @@ class WordPieceTokenizer:
                   if not (skip_special_tokens and i in self._special_ids)]
         return " ".join(tokens) if self.decoder is None else self.decoder.decode(tokens)
 
-    def decode_batch(self, rows, skip_special_tokens=True):
-        return [self.decode(row, skip_special_tokens) for row in rows]
-
     # -- saving -----------------------------------------------------------------------------
 
     def to_tokenizer_json(self):
         """This tokenizer as a Hugging Face tokenizer.json dictionary."""
-        def template(items):
-            return [{"Sequence": {"id": name[1], "type_id": t}} if name in ("$A", "$B")
-                    else {"SpecialToken": {"id": name, "type_id": t}} for name, t in items]
-
-        specials = {name for name, _ in self.single + self.pair if name not in ("$A", "$B")}
         basic = self.basic
         return {
             "version": "1.0",
             "truncation": None,
             "padding": None,
-            "added_tokens": [
-                {"id": t.id, "content": t.content, "single_word": t.single_word,
-                 "lstrip": t.lstrip, "rstrip": t.rstrip, "normalized": t.normalized,
-                 "special": t.special} for t in self.added_tokens],
+            "added_tokens": self._added_tokens_json(),
             "normalizer": {"type": "BertNormalizer", "clean_text": basic.clean_text,
                            "handle_chinese_chars": basic.handle_chinese_chars,
                            "strip_accents": basic.strip_accents,
                            "lowercase": basic.lowercase},
             "pre_tokenizer": {"type": "BertPreTokenizer"},
-            "post_processor": {
-                "type": "TemplateProcessing", "single": template(self.single),
-                "pair": template(self.pair),
-                "special_tokens": {name: {"id": name, "ids": [self.token_to_id(name)],
-                                          "tokens": [name]} for name in sorted(specials)}},
+            "post_processor": self._post_processor_json(),
             "decoder": None if self.decoder is None else {
                 "type": "WordPiece", "prefix": self.decoder.prefix,
                 "cleanup": self.decoder.cleanup},
@@ -646,14 +498,8 @@ class WordPieceTokenizer:
                       "vocab": dict(sorted(self.vocab.items(), key=lambda kv: kv[1]))},
         }
 
-    def save(self, path):
-        """Write tokenizer.json, vocab.txt and tokenizer_config.json into the directory `path`.
-
-        npplm.load_tokenizer(path) reads them back to an equal tokenizer; Hugging Face
-        `tokenizers` and transformers read them too. Returns the paths written.
-        """
-        path = pathlib.Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+    def _files(self):
+        """tokenizer.json, vocab.txt (BertTokenizer's file) and tokenizer_config.json."""
         by_id = sorted(self.vocab.items(), key=lambda kv: kv[1])
         if [i for _, i in by_id] != list(range(len(by_id))):
             raise ValueError("vocab.txt needs ids 0..n-1 without gaps")
@@ -669,47 +515,13 @@ class WordPieceTokenizer:
                            ("mask_token", "[MASK]")):
             if token is not None and self.token_to_id(token) is not None:
                 config[key] = token
-        files = {"tokenizer.json": json.dumps(self.to_tokenizer_json(), ensure_ascii=False,
-                                              indent=2),
-                 "vocab.txt": "".join(token + "\n" for token, _ in by_id),
-                 "tokenizer_config.json": json.dumps(config, ensure_ascii=False, indent=2)}
-        for name, text in files.items():
-            (path / name).write_text(text, encoding="utf-8")
-        return [path / name for name in files]
-
-    def __eq__(self, other):
-        if not isinstance(other, WordPieceTokenizer):
-            return NotImplemented
-        return (self.to_tokenizer_json() == other.to_tokenizer_json()
-                and self.pad_token == other.pad_token
-                and self.model_max_length == other.model_max_length)
-
-    __hash__ = None
+        return {"tokenizer.json": self.to_tokenizer_json(),
+                "vocab.txt": "".join(token + "\n" for token, _ in by_id),
+                "tokenizer_config.json": config}
 
     def __repr__(self):
         return (f"WordPieceTokenizer(vocab_size={self.vocab_size}, {self.basic!r}, "
                 f"added_tokens={[t.content for t in self.added_tokens]})")
-
-
-def truncate_longest_first(a, b, max_length):
-    """Cut ids a (and b) to max_length in all, taking from the longer first (tokenizers').
-
-    One sequence: its first max_length ids. Two, with n1 <= n2 their lengths: if they fit,
-    nothing; if the shorter fits in half or less, the longer gets what is left
-    (max_length - n1); otherwise both are cut, the shorter to max_length // 2 and the longer
-    to the rest.
-    """
-    if b is None:
-        return a[:max_length], None
-    if len(a) + len(b) <= max_length:
-        return a, b
-    n1, n2 = sorted((len(a), len(b)))
-    n2 = n1 if n1 > max_length else max(n1, max_length - n1)
-    if n1 + n2 > max_length:
-        n1, n2 = max_length // 2, max_length - max_length // 2
-    if len(a) > len(b):
-        n1, n2 = n2, n1
-    return a[:n1], b[:n2]
 
 
 def _added_token_pattern(tokens, normalize=None):

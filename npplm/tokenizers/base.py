@@ -1,0 +1,247 @@
+"""What every tokenizer shares: ids and tokens, templates, truncation, batches, files.
+
+WordPieceTokenizer (wordpiece.py), ByteLevelBPETokenizer (byte_level_bpe.py) and the
+pipeline Tokenizer (pipeline.py) differ only in how one text becomes ids and ids become
+text. A subclass sets up its vocabulary with `_set_vocabulary` and defines
+
+    _encode_one(text) -> [ids]      the text's ids, without special tokens
+    decode(ids) -> str
+    to_tokenizer_json() -> dict      the Hugging Face tokenizer.json it saves
+
+and gets the rest from here: token_to_id / id_to_token, tokenize, encode (template and
+truncation), encode_batch (padding, the (B, T) arrays), save and equality.
+
+A template is a tuple of items ("$A" | "$B" | a special token, token_type_id): BERT's
+single text is (("[CLS]", 0), ("$A", 0), ("[SEP]", 0)), a pair adds ("$B", 1), ("[SEP]", 1).
+"""
+
+import itertools
+import json
+import pathlib
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Encoding(NamedTuple):
+    """The ids of one text (or pair) and their segment: 0 for the first text, 1 the second."""
+
+    ids: list
+    token_type_ids: list
+
+
+def truncate_longest_first(a, b, max_length):
+    """Cut ids a (and b) to max_length in all, taking from the longer first (tokenizers').
+
+    One sequence: its first max_length ids. Two, with n1 <= n2 their lengths: if they fit,
+    nothing; if the shorter fits in half or less, the longer gets what is left
+    (max_length - n1); otherwise both are cut, the shorter to max_length // 2 and the longer
+    to the rest.
+    """
+    if b is None:
+        return a[:max_length], None
+    if len(a) + len(b) <= max_length:
+        return a, b
+    n1, n2 = sorted((len(a), len(b)))
+    n2 = n1 if n1 > max_length else max(n1, max_length - n1)
+    if n1 + n2 > max_length:
+        n1, n2 = max_length // 2, max_length - max_length // 2
+    if len(a) > len(b):
+        n1, n2 = n2, n1
+    return a[:n1], b[:n2]
+
+
+def template_json(items):
+    """A template as tokenizer.json's TemplateProcessing writes it."""
+    return [{"Sequence": {"id": name[1], "type_id": t}} if name in ("$A", "$B")
+            else {"SpecialToken": {"id": name, "type_id": t}} for name, t in items]
+
+
+class BaseTokenizer:
+    """The shared half of every tokenizer (see the module docstring)."""
+
+    def _set_vocabulary(self, vocab, added_tokens, single, pair, pad_token, model_max_length):
+        """vocab token -> id; added_tokens AddedTokens; single, pair templates (None: no
+        special tokens); pad_token (None: id 0, tokenizers' default)."""
+        self.vocab = dict(vocab)
+        self.added_tokens = sorted(added_tokens, key=lambda t: t.id)
+        self._added_by_content = {t.content: t for t in self.added_tokens}
+        # id -> token; the added tokens win over the model's vocabulary, as in tokenizers.
+        size = max([*self.vocab.values(), *(t.id for t in self.added_tokens)]) + 1
+        self._id_to_token = [None] * size
+        for token, i in self.vocab.items():
+            self._id_to_token[i] = token
+        for t in self.added_tokens:
+            self._id_to_token[t.id] = t.content
+        self.special_tokens = {t.content for t in self.added_tokens if t.special}
+        self._special_ids = {t.id for t in self.added_tokens if t.special}
+        self.single = tuple((n, int(t)) for n, t in (single or (("$A", 0),)))
+        self.pair = tuple((n, int(t)) for n, t in (pair or (("$A", 0), ("$B", 1))))
+        for name, _ in self.single + self.pair:
+            if name not in ("$A", "$B") and self.token_to_id(name) is None:
+                raise ValueError(f"the template token {name!r} is not in the vocabulary")
+        self.pad_token = pad_token
+        self.pad_id = self.token_to_id(pad_token) if pad_token is not None else None
+        if self.pad_id is None:
+            self.pad_id = 0
+        self.model_max_length = model_max_length
+
+    # -- vocabulary -------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self):
+        """Number of ids: the model's vocabulary plus added tokens outside it."""
+        return len(self._id_to_token)
+
+    def token_to_id(self, token):
+        """The id of a token (added tokens first, then the vocabulary), or None."""
+        if token in self._added_by_content:
+            return self._added_by_content[token].id
+        return self.vocab.get(token)
+
+    def id_to_token(self, i):
+        """The token of an id; IndexError naming the id when it has none."""
+        i = int(i)
+        if not 0 <= i < len(self._id_to_token) or self._id_to_token[i] is None:
+            raise IndexError(f"token id {i} is out of range for a vocabulary of "
+                             f"{self.vocab_size} ids")
+        return self._id_to_token[i]
+
+    def convert_ids_to_tokens(self, ids):
+        return [self.id_to_token(i) for i in ids]
+
+    # -- encoding ---------------------------------------------------------------------------
+
+    def tokenize(self, text):
+        """The pieces (strings) of a text, without special tokens."""
+        return [self._id_to_token[i] for i in self._encode_one(text)]
+
+    def num_special_tokens_to_add(self, pair=False):
+        return sum(name not in ("$A", "$B") for name, _ in (self.pair if pair else self.single))
+
+    def encode(self, text, text_pair=None, add_special_tokens=True, truncation=False,
+               max_length=None):
+        """Encoding(ids, token_type_ids) of a text, or of a pair of texts.
+
+        truncation: cut to max_length (default `model_max_length`) ids in all, special
+        tokens included; a pair loses ids from the longer text first ("longest first").
+        """
+        a = self._encode_one(text)
+        b = None if text_pair is None else self._encode_one(text_pair)
+        limit = self.model_max_length if max_length is None else max_length
+        if truncation and limit is not None:
+            n_special = self.num_special_tokens_to_add(b is not None) if add_special_tokens else 0
+            if limit < n_special:
+                raise ValueError(f"max_length={limit} leaves no room for the {n_special} "
+                                 "special tokens")
+            a, b = truncate_longest_first(a, b, limit - n_special)
+        return self._apply_template(a, b, add_special_tokens)
+
+    def _apply_template(self, a, b, add_special_tokens):
+        if not add_special_tokens:  # tokenizers gives B type id 1 even then
+            ids = a + (b or [])
+            return Encoding(ids, [0] * len(a) + [1] * len(b or []))
+        ids, type_ids = [], []
+        for name, type_id in (self.single if b is None else self.pair):
+            part = a if name == "$A" else b if name == "$B" else [self.token_to_id(name)]
+            ids += part
+            type_ids += [type_id] * len(part)
+        return Encoding(ids, type_ids)
+
+    def encode_batch(self, texts, text_pairs=None, *, padding=True, truncation=True,
+                     max_length=None, add_special_tokens=True):
+        """{"input_ids", "attention_mask", "token_type_ids"}: int64 arrays of shape (B, T).
+
+        padding: True or "longest" pads on the right to the longest row, with the pad id,
+        type id 0 and attention 0; "max_length" pads to max_length (default
+        model_max_length); False requires rows of equal length.
+        truncation, max_length: as in encode (True cuts to model_max_length by default).
+        A single string is a batch of one.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+            text_pairs = None if text_pairs is None else [text_pairs]
+        if text_pairs is not None and len(text_pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text pairs")
+        pairs = text_pairs if text_pairs is not None else [None] * len(texts)
+        rows = [self.encode(t, p, add_special_tokens, truncation, max_length)
+                for t, p in zip(texts, pairs)]
+        longest = max((len(r.ids) for r in rows), default=0)
+        if padding == "max_length":
+            width = max(self.model_max_length if max_length is None else max_length, longest)
+        elif padding in (True, "longest"):
+            width = longest
+        elif padding is False:
+            if len({len(r.ids) for r in rows}) > 1:
+                raise ValueError("rows have different lengths; use padding=True")
+            width = longest
+        else:
+            raise ValueError(f"padding={padding!r}: use True, 'longest', 'max_length' or False")
+        # Fill all rows at once: the real positions, row after row, are where the mask is set.
+        lengths = np.array([len(r.ids) for r in rows], dtype=np.int64)    # (B,)
+        real = np.arange(width) < lengths[:, None]                         # (B, T)
+        total = int(lengths.sum())
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        input_ids[real] = np.fromiter(itertools.chain.from_iterable(r.ids for r in rows),
+                                      dtype=np.int64, count=total)
+        token_type_ids = np.zeros((len(rows), width), dtype=np.int64)
+        token_type_ids[real] = np.fromiter(
+            itertools.chain.from_iterable(r.token_type_ids for r in rows), dtype=np.int64,
+            count=total)
+        attention_mask = real.astype(np.int64)
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "token_type_ids": token_type_ids}
+
+    __call__ = encode_batch
+
+    def decode_batch(self, rows, skip_special_tokens=True):
+        return [self.decode(row, skip_special_tokens) for row in rows]
+
+    # -- saving -----------------------------------------------------------------------------
+
+    def _added_tokens_json(self):
+        return [{"id": t.id, "content": t.content, "single_word": t.single_word,
+                 "lstrip": t.lstrip, "rstrip": t.rstrip, "normalized": t.normalized,
+                 "special": t.special} for t in self.added_tokens]
+
+    def _post_processor_json(self):
+        specials = sorted({n for n, _ in self.single + self.pair if n not in ("$A", "$B")})
+        return {"type": "TemplateProcessing", "single": template_json(self.single),
+                "pair": template_json(self.pair),
+                "special_tokens": {n: {"id": n, "ids": [self.token_to_id(n)], "tokens": [n]}
+                                   for n in specials}}
+
+    def _tokenizer_config(self):
+        """tokenizer_config.json: what tokenizer.json does not say."""
+        config = {"model_max_length": self.model_max_length}
+        if self.pad_token is not None:
+            config["pad_token"] = self.pad_token
+        return config
+
+    def _files(self):
+        """{file name: text} that save writes."""
+        return {"tokenizer.json": self.to_tokenizer_json(),
+                "tokenizer_config.json": self._tokenizer_config()}
+
+    def save(self, path):
+        """Write tokenizer.json and tokenizer_config.json (WordPiece: also vocab.txt) into
+        the directory `path`; npplm.load_tokenizer(path) reads them back to an equal
+        tokenizer, and Hugging Face `tokenizers` and transformers read them too. Returns the
+        paths written."""
+        path = pathlib.Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        files = self._files()
+        for name, data in files.items():
+            text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False,
+                                                                 indent=2)
+            (path / name).write_text(text, encoding="utf-8")
+        return [path / name for name in files]
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return (self.to_tokenizer_json() == other.to_tokenizer_json()
+                and self.pad_token == other.pad_token
+                and self.model_max_length == other.model_max_length)
+
+    __hash__ = None
