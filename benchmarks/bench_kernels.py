@@ -6,7 +6,8 @@ Each kernel in gpu/kernels/ is timed beside its NumPy reference on the shape tha
 most: GELU on BERT-base's feed-forward activation, (8, 128, 3072) float32; causal attention
 on the GPT-2 of side_by_side_training.py, B=8, H=6, T=S=256, D=64 float32, forward +
 backward, q, k and v strided views of one (B, T, 3C) projection as the model makes them;
-cross-entropy forward + backward on that GPT-2's head, (B T, V) = (2048, 8192) float32.
+cross-entropy forward + backward on that GPT-2's head, (B T, V) = (2048, 8192) float32;
+LayerNorm and RMSNorm forward + backward on its residual stream, (B T, C) = (2048, 384).
 """
 
 import numpy as np
@@ -14,13 +15,16 @@ import numpy as np
 from autograd.ops import nn as softmax_reference
 from gpu.kernels import activations as kernels
 from gpu.kernels import attention as attention_kernels
+from gpu.kernels import normalization as norm_kernels
 from gpu.kernels import softmax as softmax_kernels
 from npplm.layers import activations as reference
+from npplm.layers import normalization as norm_reference
 from npplm.layers.attention import causal_attention_grad_reference, causal_attention_reference
 
 GELU_SHAPE = (8, 128, 3072)
 ATTENTION_SHAPE = (8, 6, 256, 64)  # (B, H, T, D)
 HEAD_SHAPE = (2048, 8192)  # (B T, V)
+NORM_SHAPE = (2048, 384)  # (B T, C)
 FORMS = {
     "gelu": (reference.gelu_reference, reference.gelu_grad_reference,
              kernels.gelu_forward, kernels.gelu_backward),
@@ -93,6 +97,37 @@ class CrossEntropy:
         softmax_kernels.cross_entropy_backward(self.x, self.t, self.w, 0.0)
 
 
+class LayerNorm:
+    """Forward + backward of LayerNorm: the NumPy reference, then the kernel."""
+
+    def setup(self):
+        rng = np.random.default_rng(0)
+        self.x, self.g = (rng.standard_normal(NORM_SHAPE, dtype=np.float32) for _ in range(2))
+        self.w, self.b = (rng.standard_normal(NORM_SHAPE[1:], dtype=np.float32)
+                          for _ in range(2))
+        self.time_kernel()  # compile (or load the cache) first
+
+    def time_reference(self):
+        norm_reference.layer_norm_reference(self.x, self.w, self.b, 1e-5)
+        norm_reference.layer_norm_grad_reference(self.g, self.x, self.w, 1e-5)
+
+    def time_kernel(self):
+        norm_kernels.layer_norm_forward(self.x, self.w, self.b, 1e-5)
+        norm_kernels.layer_norm_backward(self.g, self.x, self.w, 1e-5)
+
+
+class RMSNorm(LayerNorm):
+    """Forward + backward of RMSNorm: the NumPy reference, then the kernel."""
+
+    def time_reference(self):
+        norm_reference.rms_norm_reference(self.x, self.w, 1e-6)
+        norm_reference.rms_norm_grad_reference(self.g, self.x, self.w, 1e-6)
+
+    def time_kernel(self):
+        norm_kernels.rms_norm_forward(self.x, self.w, 1e-6)
+        norm_kernels.rms_norm_backward(self.g, self.x, self.w, 1e-6)
+
+
 if __name__ == "__main__":
     import timeit
     from functools import partial
@@ -111,6 +146,8 @@ if __name__ == "__main__":
         report(f"{form} forward+backward {GELU_SHAPE}", partial(bench.time_reference, form),
                partial(bench.time_kernel, form))
     for bench, what in ((CausalAttention(), f"causal attention {ATTENTION_SHAPE} (B, H, T, D)"),
-                        (CrossEntropy(), f"cross-entropy {HEAD_SHAPE} (B T, V)")):
+                        (CrossEntropy(), f"cross-entropy {HEAD_SHAPE} (B T, V)"),
+                        (LayerNorm(), f"LayerNorm {NORM_SHAPE} (B T, C)"),
+                        (RMSNorm(), f"RMSNorm {NORM_SHAPE} (B T, C)")):
         bench.setup()
         report(f"{what} forward+backward", bench.time_reference, bench.time_kernel)

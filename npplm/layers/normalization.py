@@ -5,12 +5,18 @@ oracles); fused, they take one pass forward and one backward and keep no interme
 The backward recomputes the normalised input from x, as llm.c's layernorm does from its
 saved mean and rstd.
 
+The `*_reference` functions hold the math and run for float64 (the gradient checks), CuPy
+and small arrays; large float32 NumPy arrays take Numba kernels (gpu/kernels/
+normalization.py: one parallel pass a row, deterministic parameter-gradient sums), tested
+against these references in float64.
+
 Glossary: C is the normalised (last) axis; x has shape (..., C); weight and bias (C,).
 """
 
 import numpy as np
 
 from autograd import Tensor, array_module, primitive
+from gpu.kernels import normalization as kernels
 from npplm.module import Module
 
 
@@ -26,13 +32,11 @@ def _check(name, x, *params):
                              f"last axis of an input of shape {x.shape}")
 
 
-@primitive
-def layer_norm(x, weight, bias, *, eps=1e-5):
+def layer_norm_reference(x, weight, bias, eps):
     """y = (x - mean) / sqrt(var + eps) * weight + bias  (Ba et al., 2016, arXiv:1607.06450).
 
     mean and var (biased, 1/C) are taken over the last axis.
     """
-    _check("layer_norm", x, weight, bias)
     xp = array_module(x)
     mean = x.mean(axis=-1, keepdims=True)
     centered = x - mean
@@ -40,8 +44,7 @@ def layer_norm(x, weight, bias, *, eps=1e-5):
     return centered * rstd * weight + bias
 
 
-@layer_norm.defvjp
-def layer_norm_vjp(g, out, x, weight, bias, *, eps=1e-5):
+def layer_norm_grad_reference(g, x, weight, eps):
     # With xhat = (x - mean) * rstd and y = xhat * w + b:
     #   dL/db = sum g            dL/dw = sum g * xhat         (sums over the batch axes)
     #   dL/dxhat = g * w = d
@@ -60,18 +63,31 @@ def layer_norm_vjp(g, out, x, weight, bias, *, eps=1e-5):
 
 
 @primitive
-def rms_norm(x, weight, *, eps=1e-6):
+def layer_norm(x, weight, bias, *, eps=1e-5):
+    """LayerNorm over the last axis: `layer_norm_reference`, or its kernel on float32."""
+    _check("layer_norm", x, weight, bias)
+    if kernels.applies(x, weight, bias):
+        return kernels.layer_norm_forward(x, weight, bias, eps)  # Numba, float32 NumPy
+    return layer_norm_reference(x, weight, bias, eps)
+
+
+@layer_norm.defvjp
+def layer_norm_vjp(g, out, x, weight, bias, *, eps=1e-5):
+    if kernels.applies(x, weight, g):
+        return kernels.layer_norm_backward(g, x, weight, eps)  # Numba, float32 NumPy
+    return layer_norm_grad_reference(g, x, weight, eps)
+
+
+def rms_norm_reference(x, weight, eps):
     """y = x / sqrt(mean(x^2) + eps) * weight  (Zhang & Sennrich, 2019, arXiv:1910.07467).
 
     No mean subtraction, no bias: the norm of T5 and LLaMA.
     """
-    _check("rms_norm", x, weight)
     xp = array_module(x)
     return x / xp.sqrt((x * x).mean(axis=-1, keepdims=True) + eps) * weight
 
 
-@rms_norm.defvjp
-def rms_norm_vjp(g, out, x, weight, *, eps=1e-6):
+def rms_norm_grad_reference(g, x, weight, eps):
     # With r = sqrt(mean(x^2) + eps), xhat = x / r, y = xhat * w:
     #   dL/dw = sum g * xhat;   d = g * w
     #   dL/dx = (d - xhat * mean(d * xhat)) / r        (the mean term is r's dependence on x)
@@ -81,6 +97,22 @@ def rms_norm_vjp(g, out, x, weight, *, eps=1e-6):
     d = g * weight
     dx = (d - xhat * (d * xhat).mean(axis=-1, keepdims=True)) / r
     return dx, _sum_over_batch(g * xhat)
+
+
+@primitive
+def rms_norm(x, weight, *, eps=1e-6):
+    """RMSNorm over the last axis: `rms_norm_reference`, or its kernel on float32."""
+    _check("rms_norm", x, weight)
+    if kernels.applies(x, weight):
+        return kernels.rms_norm_forward(x, weight, eps)  # Numba, float32 NumPy
+    return rms_norm_reference(x, weight, eps)
+
+
+@rms_norm.defvjp
+def rms_norm_vjp(g, out, x, weight, *, eps=1e-6):
+    if kernels.applies(x, weight, g):
+        return kernels.rms_norm_backward(g, x, weight, eps)  # Numba, float32 NumPy
+    return rms_norm_grad_reference(g, x, weight, eps)
 
 
 class LayerNorm(Module):
