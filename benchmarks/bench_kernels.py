@@ -7,8 +7,12 @@ most: GELU on BERT-base's feed-forward activation, (8, 128, 3072) float32; causa
 on the GPT-2 of side_by_side_training.py, B=8, H=6, T=S=256, D=64 float32, forward +
 backward, q, k and v strided views of one (B, T, 3C) projection as the model makes them;
 cross-entropy forward + backward on that GPT-2's head, (B T, V) = (2048, 8192) float32;
-LayerNorm and RMSNorm forward + backward on its residual stream, (B T, C) = (2048, 384).
+LayerNorm and RMSNorm forward + backward on its residual stream, (B T, C) = (2048, 384);
+global-norm clipping and one AdamW step on the parameters of bench_training.py's GPT-2
+6L/384 (13.9M float32 parameters; its biases and gains take the reference).
 """
+
+from unittest import mock
 
 import numpy as np
 
@@ -16,15 +20,19 @@ from autograd.ops import nn as softmax_reference
 from gpu.kernels import activations as kernels
 from gpu.kernels import attention as attention_kernels
 from gpu.kernels import normalization as norm_kernels
+from gpu.kernels import optim as optim_kernels
 from gpu.kernels import softmax as softmax_kernels
 from npplm.layers import activations as reference
 from npplm.layers import normalization as norm_reference
 from npplm.layers.attention import causal_attention_grad_reference, causal_attention_reference
+from npplm.models.gpt import GPT2LMHeadModel, GPTConfig
+from npplm.training import AdamW, clip_grad_norm, decay_groups
 
 GELU_SHAPE = (8, 128, 3072)
 ATTENTION_SHAPE = (8, 6, 256, 64)  # (B, H, T, D)
 HEAD_SHAPE = (2048, 8192)  # (B T, V)
 NORM_SHAPE = (2048, 384)  # (B T, C)
+GPT2_6L_384 = dict(vocab_size=8192, n_positions=256, n_embd=384, n_layer=6, n_head=6)
 FORMS = {
     "gelu": (reference.gelu_reference, reference.gelu_grad_reference,
              kernels.gelu_forward, kernels.gelu_backward),
@@ -128,6 +136,37 @@ class RMSNorm(LayerNorm):
         norm_kernels.rms_norm_backward(self.g, self.x, self.w, 1e-6)
 
 
+class AdamWStep:
+    """Global-norm clipping and one AdamW step of a GPT-2's parameters, as the trainer does
+    them: everything through the NumPy references, then with the kernels dispatched."""
+
+    def setup(self):
+        model = GPT2LMHeadModel(GPTConfig(**GPT2_6L_384), seed=0)
+        self.params = model.parameters()
+        rng = np.random.default_rng(0)
+        for p in self.params:
+            p.grad = rng.standard_normal(p.shape, dtype=np.float32) * np.float32(0.01)
+        self.opt = AdamW(decay_groups(model, 0.1), lr=1e-4, betas=(0.9, 0.95))
+        self.max_norm = clip_grad_norm(self.params, None)
+        self.time_kernel()  # compile (or load the cache) first
+
+    def clip(self):
+        self.max_norm *= 0.999  # below the gradients' norm, so that every call scales them
+        clip_grad_norm(self.params, self.max_norm)
+
+    def step(self):
+        self.opt.step()
+
+    def time_reference(self):
+        with mock.patch.object(optim_kernels, "applies", lambda *arrays: False):
+            self.clip()
+            self.step()
+
+    def time_kernel(self):
+        self.clip()
+        self.step()
+
+
 if __name__ == "__main__":
     import timeit
     from functools import partial
@@ -151,3 +190,9 @@ if __name__ == "__main__":
                         (RMSNorm(), f"RMSNorm {NORM_SHAPE} (B T, C)")):
         bench.setup()
         report(f"{what} forward+backward", bench.time_reference, bench.time_kernel)
+    bench = AdamWStep()
+    bench.setup()
+    no_kernels = mock.patch.object(optim_kernels, "applies", lambda *arrays: False)
+    for what, f in (("clip_grad_norm", bench.clip), ("AdamW.step", bench.step)):
+        report(f"{what}, GPT-2 6L/384 (13.9M parameters)", no_kernels(f), f)
+    report("clip_grad_norm + AdamW.step, GPT-2 6L/384", bench.time_reference, bench.time_kernel)

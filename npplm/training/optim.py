@@ -26,6 +26,12 @@ matrices (embeddings and linear weights, ndim >= 2) decay, vectors (biases, Laye
 RMSNorm gains) do not, since shrinking a gain or an offset towards zero is no
 regularisation of the function's complexity.
 
+Large float32 NumPy parameters take one fused pass per parameter for the AdamW update and
+a parallel float64 sum of squares for the clipping norm (gpu/kernels/optim.py), each
+dispatched on one line below; `adamw_update_reference` and `sum_of_squares_reference`
+here are what they must equal (the update bit for bit, the norm to float64 rounding) and
+what float64, CuPy and small parameters run.
+
 An optimizer's state (moments, step count) goes into a checkpoint with `state_arrays()` /
 `state_meta()` and comes back with `load_state(arrays, meta)`; arrays are keyed by the
 parameter's index in the optimizer's order, as PyTorch's state_dict does, and the
@@ -35,6 +41,7 @@ checkpoint code checks that the model's parameter names and shapes match.
 import math
 
 from autograd import array_module
+from gpu.kernels import optim as kernels
 
 
 def _groups(params, defaults):
@@ -130,24 +137,34 @@ class AdamW(Optimizer):
     def step(self):
         self.t += 1
         for group, p, state in self._each():
-            lr, (b1, b2), eps, wd = (group["lr"], group["betas"], group["eps"],
-                                     group["weight_decay"])
-            xp, g = array_module(p.data), p.grad
             if not state:
+                xp = array_module(p.data)
                 state["exp_avg"] = xp.zeros_like(p.data)
                 state["exp_avg_sq"] = xp.zeros_like(p.data)
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            if wd:
-                p.data *= 1.0 - lr * wd
-            m *= b1
-            m += (1.0 - b1) * g
-            v *= b2
-            v += (1.0 - b2) * (g * g)
-            step_size = lr / (1.0 - b1**self.t)
-            denom = xp.sqrt(v)
-            denom /= math.sqrt(1.0 - b2**self.t)
-            denom += eps
-            p.data -= step_size * (m / denom)
+            g, m, v = p.grad, state["exp_avg"], state["exp_avg_sq"]
+            update = (kernels.adamw_update if kernels.applies(p.data, g, m, v)
+                      else adamw_update_reference)
+            update(p.data, g, m, v, group["lr"], group["betas"], group["eps"],
+                   group["weight_decay"], self.t)
+
+
+def adamw_update_reference(p, g, m, v, lr, betas, eps, weight_decay, t):
+    """AdamW's update of one parameter at step t, in place on the arrays p (the parameter),
+    m and v (its moments), g its gradient: the module docstring's four lines, in
+    torch.optim.AdamW's order of operations. Large float32 NumPy parameters run the same
+    arithmetic in one fused pass instead (gpu/kernels/optim.py), bit for bit equal."""
+    b1, b2 = betas
+    if weight_decay:
+        p *= 1.0 - lr * weight_decay
+    m *= b1
+    m += (1.0 - b1) * g
+    v *= b2
+    v += (1.0 - b2) * (g * g)
+    step_size = lr / (1.0 - b1**t)
+    denom = array_module(p).sqrt(v)
+    denom /= math.sqrt(1.0 - b2**t)
+    denom += eps
+    p -= step_size * (m / denom)
 
 
 class SGD(Optimizer):
@@ -202,10 +219,18 @@ def clip_grad_norm(params, max_norm):
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    total = math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
+    total = math.sqrt(sum(kernels.sum_of_squares(g) if kernels.applies(g)
+                          else sum_of_squares_reference(g) for g in grads))
     if max_norm is not None:
         scale = max_norm / (total + 1e-6)
         if scale < 1.0:
             for g in grads:
-                g *= scale
+                g *= scale  # already one vectorised pass in NumPy (a kernel was no faster)
     return total
+
+
+def sum_of_squares_reference(g):
+    """sum(g ** 2) in float64, as a Python float. Large float32 NumPy gradients take a
+    parallel kernel instead (gpu/kernels/optim.py), whose sum does not depend on the number
+    of threads either."""
+    return float((g.astype("float64") ** 2).sum())
