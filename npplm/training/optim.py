@@ -212,9 +212,10 @@ def clip_grad_norm(params, max_norm):
     Clipping the global norm (Pascanu et al., arXiv:1211.5063) keeps the update's
     direction and only shortens it, which is why one rare huge gradient (a loss spike)
     cannot throw the weights far. Computed in float64, whatever the gradients' dtype, so
-    that the sum of squares of millions of entries loses nothing; as torch's
-    clip_grad_norm_ (error_if_nonfinite=False), a non-finite norm is returned as is and
-    the gradients are then scaled by NaN: the trainer checks the norm before stepping.
+    that the sum of squares of millions of entries loses nothing. A non-finite norm is
+    returned as is, as torch's clip_grad_norm_ (error_if_nonfinite=False) returns it; the
+    gradients are then left as they are (NaN) or scaled by 0 (inf), where torch scales them
+    by NaN. Either way they are unusable, and the trainer checks the norm before stepping.
     """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
