@@ -6,7 +6,9 @@ Each kernel in gpu/kernels/ is timed beside its NumPy reference on the shape tha
 most: GELU on BERT-base's feed-forward activation, (8, 128, 3072) float32; causal attention
 on the GPT-2 of side_by_side_training.py, B=8, H=6, T=S=256, D=64 float32, forward +
 backward, q, k and v strided views of one (B, T, 3C) projection as the model makes them;
-cross-entropy forward + backward on that GPT-2's head, (B T, V) = (2048, 8192) float32.
+cross-entropy forward + backward on that GPT-2's head, (B T, V) = (2048, 8192) float32;
+rotary position embedding forward + backward on a LLaMA-sized q, B=8, H=9, T=256, D=64
+float32 (SmolLM2-135M's heads), a strided view of its (B, T, H D) projection.
 """
 
 import numpy as np
@@ -14,13 +16,21 @@ import numpy as np
 from autograd.ops import nn as softmax_reference
 from gpu.kernels import activations as kernels
 from gpu.kernels import attention as attention_kernels
+from gpu.kernels import rotary as rotary_kernels
 from gpu.kernels import softmax as softmax_kernels
 from npplm.layers import activations as reference
 from npplm.layers.attention import causal_attention_grad_reference, causal_attention_reference
+from npplm.layers.rotary import (
+    rope_cos_sin,
+    rope_frequencies,
+    rotary_grad_reference,
+    rotary_reference,
+)
 
 GELU_SHAPE = (8, 128, 3072)
 ATTENTION_SHAPE = (8, 6, 256, 64)  # (B, H, T, D)
 HEAD_SHAPE = (2048, 8192)  # (B T, V)
+ROTARY_SHAPE = (8, 9, 256, 64)  # (B, H, T, D)
 FORMS = {
     "gelu": (reference.gelu_reference, reference.gelu_grad_reference,
              kernels.gelu_forward, kernels.gelu_backward),
@@ -93,6 +103,27 @@ class CrossEntropy:
         softmax_kernels.cross_entropy_backward(self.x, self.t, self.w, 0.0)
 
 
+class Rotary:
+    """Forward + backward of RoPE on q: the NumPy reference, then the kernel."""
+
+    def setup(self):
+        B, H, T, D = ROTARY_SHAPE
+        rng = np.random.default_rng(0)
+        proj = rng.standard_normal((B, T, H * D), dtype=np.float32)  # q_proj's output
+        self.x = proj.reshape(B, T, H, D).transpose(0, 2, 1, 3)  # -> (B, H, T, D), strided
+        self.cos, self.sin = rope_cos_sin(np.arange(T), rope_frequencies(D), np.float32)
+        self.g = rng.standard_normal((B, H, T, D), dtype=np.float32)
+        self.time_kernel()  # compile (or load the cache) first
+
+    def time_reference(self):
+        rotary_reference(self.x, self.cos, self.sin)
+        rotary_grad_reference(self.g, self.cos, self.sin)
+
+    def time_kernel(self):
+        rotary_kernels.rotary_forward(self.x, self.cos, self.sin)
+        rotary_kernels.rotary_backward(self.g, self.cos, self.sin)
+
+
 if __name__ == "__main__":
     import timeit
     from functools import partial
@@ -111,6 +142,7 @@ if __name__ == "__main__":
         report(f"{form} forward+backward {GELU_SHAPE}", partial(bench.time_reference, form),
                partial(bench.time_kernel, form))
     for bench, what in ((CausalAttention(), f"causal attention {ATTENTION_SHAPE} (B, H, T, D)"),
-                        (CrossEntropy(), f"cross-entropy {HEAD_SHAPE} (B T, V)")):
+                        (CrossEntropy(), f"cross-entropy {HEAD_SHAPE} (B T, V)"),
+                        (Rotary(), f"rotary {ROTARY_SHAPE} (B, H, T, D), strided q")):
         bench.setup()
         report(f"{what} forward+backward", bench.time_reference, bench.time_kernel)
