@@ -9,7 +9,9 @@ backward, q, k and v strided views of one (B, T, 3C) projection as the model mak
 cross-entropy forward + backward on that GPT-2's head, (B T, V) = (2048, 8192) float32;
 LayerNorm and RMSNorm forward + backward on its residual stream, (B T, C) = (2048, 384);
 global-norm clipping and one AdamW step on the parameters of bench_training.py's GPT-2
-6L/384 (13.9M float32 parameters; its biases and gains take the reference).
+6L/384 (13.9M float32 parameters; its biases and gains take the reference);
+rotary position embedding forward + backward on a LLaMA-sized q, B=8, H=9, T=256, D=64
+float32 (SmolLM2-135M's heads), a strided view of its (B, T, H D) projection.
 """
 
 from unittest import mock
@@ -21,10 +23,17 @@ from gpu.kernels import activations as kernels
 from gpu.kernels import attention as attention_kernels
 from gpu.kernels import normalization as norm_kernels
 from gpu.kernels import optim as optim_kernels
+from gpu.kernels import rotary as rotary_kernels
 from gpu.kernels import softmax as softmax_kernels
 from npplm.layers import activations as reference
 from npplm.layers import normalization as norm_reference
 from npplm.layers.attention import causal_attention_grad_reference, causal_attention_reference
+from npplm.layers.rotary import (
+    rope_cos_sin,
+    rope_frequencies,
+    rotary_grad_reference,
+    rotary_reference,
+)
 from npplm.models.gpt import GPT2LMHeadModel, GPTConfig
 from npplm.training import AdamW, clip_grad_norm, decay_groups
 
@@ -33,6 +42,7 @@ ATTENTION_SHAPE = (8, 6, 256, 64)  # (B, H, T, D)
 HEAD_SHAPE = (2048, 8192)  # (B T, V)
 NORM_SHAPE = (2048, 384)  # (B T, C)
 GPT2_6L_384 = dict(vocab_size=8192, n_positions=256, n_embd=384, n_layer=6, n_head=6)
+ROTARY_SHAPE = (8, 9, 256, 64)  # (B, H, T, D)
 FORMS = {
     "gelu": (reference.gelu_reference, reference.gelu_grad_reference,
              kernels.gelu_forward, kernels.gelu_backward),
@@ -167,6 +177,27 @@ class AdamWStep:
         self.step()
 
 
+class Rotary:
+    """Forward + backward of RoPE on q: the NumPy reference, then the kernel."""
+
+    def setup(self):
+        B, H, T, D = ROTARY_SHAPE
+        rng = np.random.default_rng(0)
+        proj = rng.standard_normal((B, T, H * D), dtype=np.float32)  # q_proj's output
+        self.x = proj.reshape(B, T, H, D).transpose(0, 2, 1, 3)  # -> (B, H, T, D), strided
+        self.cos, self.sin = rope_cos_sin(np.arange(T), rope_frequencies(D), np.float32)
+        self.g = rng.standard_normal((B, H, T, D), dtype=np.float32)
+        self.time_kernel()  # compile (or load the cache) first
+
+    def time_reference(self):
+        rotary_reference(self.x, self.cos, self.sin)
+        rotary_grad_reference(self.g, self.cos, self.sin)
+
+    def time_kernel(self):
+        rotary_kernels.rotary_forward(self.x, self.cos, self.sin)
+        rotary_kernels.rotary_backward(self.g, self.cos, self.sin)
+
+
 if __name__ == "__main__":
     import timeit
     from functools import partial
@@ -187,7 +218,8 @@ if __name__ == "__main__":
     for bench, what in ((CausalAttention(), f"causal attention {ATTENTION_SHAPE} (B, H, T, D)"),
                         (CrossEntropy(), f"cross-entropy {HEAD_SHAPE} (B T, V)"),
                         (LayerNorm(), f"LayerNorm {NORM_SHAPE} (B T, C)"),
-                        (RMSNorm(), f"RMSNorm {NORM_SHAPE} (B T, C)")):
+                        (RMSNorm(), f"RMSNorm {NORM_SHAPE} (B T, C)"),
+                        (Rotary(), f"rotary {ROTARY_SHAPE} (B, H, T, D), strided q")):
         bench.setup()
         report(f"{what} forward+backward", bench.time_reference, bench.time_kernel)
     bench = AdamWStep()

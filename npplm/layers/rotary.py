@@ -26,10 +26,25 @@ Hugging Face, so its checkpoints load unchanged.
 The functions:
     rope_frequencies(D, theta, scaling)  w_i, (D/2,), float64
     rope_cos_sin(positions, w, dtype)    cos, sin tables (..., T, D): raw arrays, constants
-    rotate_half(x), apply_rotary(x, cos, sin)   on Tensors, from autograd primitives
-apply_rotary is composed from getitem, neg, concatenate, mul and add rather than fused: it
-is cheap next to the matmuls around it, and composed, its gradient is the engine's (the
-transpose of a rotation is the rotation by minus the angle, which the composition yields).
+    rotate_half(x)                       on Tensors, from autograd primitives
+    apply_rotary(x, cos, sin)            one fused primitive, its VJP the inverse rotation
+Composed from getitem, neg, concatenate, mul and add, apply_rotary would make six graph
+nodes and as many (B, H, T, D) temporaries each way, for q and k of every layer. Fused, it
+is one node; `rotary_reference` and `rotary_grad_reference` hold its readable NumPy
+formula, and on large float32 NumPy arrays a Numba kernel (gpu/kernels/rotary.py) computes
+the same numbers in one pass each way.
+
+The gradient. rope(x) = x * c + R x * s, with R = rotate_half the linear map
+    R [x1, x2] = [-x2, x1],   as a matrix  R = [[0, -I], [I, 0]]   (blocks of D/2),
+and c, s constants (no gradient: they are functions of the integer positions). Then
+    dL/dx = c * g + R^T (s * g),   R^T = [[0, I], [-I, 0]]:  R^T [y1, y2] = [y2, -y1]
+term by term: d(x * c) gives c * g; d(R x * s) = R^T applied to s * g (the transpose of an
+elementwise product is itself, that of a linear map its transpose). Written out per pair,
+    dx_j         = g_j c_j + g_{j+D/2} s_{j+D/2}
+    dx_{j+D/2}   = g_{j+D/2} c_{j+D/2} - g_j s_j
+With RoPE's tables (c and s the same on both halves) and R^T = -R this is
+g * c - R g * s = rope(g) at angles -m w_i: the transpose of a rotation is the rotation
+back, as it must be for an orthogonal map.
 
 Glossary: B batch, H heads, T positions, D head dim.
 """
@@ -38,7 +53,8 @@ import math
 
 import numpy as np
 
-from autograd import Tensor, array_module, concatenate
+from autograd import array_module, concatenate, primitive
+from gpu.kernels import rotary as kernels
 
 ROPE_TYPES = ("default", "llama3")
 
@@ -104,12 +120,53 @@ def rotate_half(x):
     return concatenate(-x[..., half:], x[..., :half], axis=-1)
 
 
+def rotate_half_array(x):
+    """rotate_half on a raw array: [x1, x2] -> [-x2, x1] on the last axis."""
+    half = x.shape[-1] // 2
+    return array_module(x).concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def rotate_half_transposed(y):
+    """R^T of rotate_half on a raw array: [y1, y2] -> [y2, -y1] (= -rotate_half(y))."""
+    half = y.shape[-1] // 2
+    return array_module(y).concatenate([y[..., half:], -y[..., :half]], axis=-1)
+
+
+def heads_broadcast(cos, sin):
+    """(B, T, D) tables -> (B, 1, T, D): the same angles for every head; (T, D) as is."""
+    if cos.ndim == 3:
+        return cos[:, None], sin[:, None]
+    return cos, sin
+
+
+def rotary_reference(x, cos, sin):
+    """rope(x) = x * cos + rotate_half(x) * sin on raw arrays, (B, H, T, D)."""
+    cos, sin = heads_broadcast(cos, sin)
+    return x * cos + rotate_half_array(x) * sin
+
+
+def rotary_grad_reference(g, cos, sin):
+    """dL/dx = g * cos + rotate_half^T(g * sin), (B, H, T, D): the module docstring's VJP."""
+    cos, sin = heads_broadcast(cos, sin)
+    return g * cos + rotate_half_transposed(g * sin)
+
+
+@primitive
 def apply_rotary(x, cos, sin):
     """rope(x) = x * cos + rotate_half(x) * sin, rotating each pair (x_j, x_{j + D/2}).
 
-    x (B, H, T, D) Tensor; cos, sin (T, D) or (B, T, D) arrays (one table per sequence,
-    for left-padded batches) -> (B, H, T, D). Hugging Face's `apply_rotary_pos_emb`.
+    x (B, H, T, D) Tensor (any strides); cos, sin (T, D) or (B, T, D) arrays (one table per
+    sequence, for left-padded batches), constants -> (B, H, T, D). Hugging Face's
+    `apply_rotary_pos_emb`, as one graph node.
     """
-    if cos.ndim == 3:  # (B, T, D) -> (B, 1, T, D): the same angles for every head
-        cos, sin = cos[:, None], sin[:, None]
-    return x * Tensor(cos) + rotate_half(x) * Tensor(sin)
+    if kernels.applies(x, cos, sin):
+        return kernels.rotary_forward(x, cos, sin)  # Numba, float32 NumPy
+    return rotary_reference(x, cos, sin)
+
+
+@apply_rotary.defvjp
+def apply_rotary_vjp(g, out, x, cos, sin):
+    # cos and sin are constants of the positions: no gradient (None).
+    if kernels.applies(g, cos, sin):
+        return kernels.rotary_backward(g, cos, sin), None, None
+    return rotary_grad_reference(g, cos, sin), None, None

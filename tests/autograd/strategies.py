@@ -1,7 +1,10 @@
 """A hypothesis strategy for every registered primitive: its inputs and static parameters.
 
 Each strategy draws a `Case(args, params)`: positional inputs (float64 arrays, or integer
-and boolean arrays that are not differentiated) and keyword parameters. Inputs are kept
+and boolean arrays that are not differentiated) and keyword parameters. A float input that
+the op treats as a constant (its VJP returns None for it, such as RoPE's cos and sin
+tables) is named in `constants`, by position: the tests pass it as a raw array and check
+the gradients of the other inputs only. Inputs are kept
 small (finite differences cost two evaluations per element) and inside each op's domain:
 away from kinks (relu, abs, clip), ties (max, maximum) and poles (div, log).
 
@@ -20,6 +23,7 @@ from hypothesis.extra import numpy as hnp
 class Case(NamedTuple):
     args: tuple
     params: dict
+    constants: tuple = ()  # positions in args of float inputs that get no gradient
 
 
 def floats(lo=-3.0, hi=3.0):
@@ -317,6 +321,18 @@ def causal_attention_case(draw):
 
 
 @st.composite
+def rotary_case(draw):
+    # x (B, H, T, D), D even; cos and sin (T, D) or (B, T, D) (one table per sequence,
+    # broadcast over heads), passed as constants. Any values, not only a real cos/sin
+    # pair: the op is linear in x for every table, and the VJP must hold for each.
+    b, h, t = (draw(st.integers(1, n)) for n in (2, 2, 3))
+    d = 2 * draw(st.integers(1, 3))
+    table = (b, t, d) if draw(st.booleans()) else (t, d)
+    x, cos, sin = array(draw, (b, h, t, d)), array(draw, table), array(draw, table)
+    return Case((x, cos, sin), {}, constants=(1, 2))
+
+
+@st.composite
 def linear_case(draw):
     batch = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
     n_in, n_out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
@@ -372,6 +388,7 @@ STRATEGIES = {
     "silu": unary(-6.0, 6.0),
     "linear": linear_case(),
     "causal_attention": causal_attention_case(),
+    "apply_rotary": rotary_case(),
     "layer_norm": norm_case(with_bias=True),
     "rms_norm": norm_case(with_bias=False),
     # grad_scale's VJP is alpha times the true derivative by design (GLM's gradient

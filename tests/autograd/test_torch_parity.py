@@ -247,6 +247,39 @@ def causal_attention_with_padding(draw):
     return Case(leaves, dict(keep=keep, allowed=allowed), ours, theirs)
 
 
+@st.composite
+def rotary_scores(draw):
+    # LLaMA's RoPE on q and k (one fused primitive), then the scores q k^T, against
+    # Hugging Face's formula written in torch (x cos + rotate_half(x) sin). Tables (T, D)
+    # for every sequence, or (B, T, D) as for a left-padded batch; positions up to 10^4.
+    b, h, half = sizes(draw, "B", "H", "D/2", hi=3)
+    (t,) = sizes(draw, "T", hi=4)
+    d = 2 * half
+    per_sequence = draw(st.booleans(), label="per-sequence tables")
+    positions = np.asarray(draw(hnp.arrays(np.int64, (b, t) if per_sequence else (t,),
+                                           elements=st.integers(0, 10_000)),
+                                label="positions"))
+    cos, sin = npplm.layers.rope_cos_sin(positions, npplm.layers.rope_frequencies(d),
+                                         np.float64)
+    leaves = dict(q=array(draw, (b, h, t, d)), k=array(draw, (b, h, t, d)))
+
+    def ours(q, k, cos, sin):
+        q, k = npplm.layers.apply_rotary(q, cos, sin), npplm.layers.apply_rotary(k, cos, sin)
+        return q @ k.swapaxes(-1, -2)  # (B, H, T, D) @ (B, H, D, T) -> (B, H, T, T)
+
+    def theirs(q, k, cos, sin):
+        if cos.ndim == 3:  # (B, T, D) -> (B, 1, T, D)
+            cos, sin = cos[:, None], sin[:, None]
+
+        def rotate_half(x):
+            return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        return q @ k.transpose(-1, -2)
+
+    return Case(leaves, dict(cos=cos, sin=sin), ours, theirs)
+
+
 # --- embeddings and language-model losses ------------------------------------------------
 
 
@@ -418,6 +451,7 @@ CASES = {
     s.__name__: s()
     for s in (gelu_mlp_with_dropout, gelu_tanh_mlp, swiglu_ffn, relu_ffn_with_clamp,
               layer_norm, rms_norm, causal_attention, causal_attention_with_padding,
+              rotary_scores,
               tied_lm_head_cross_entropy,
               binary_cross_entropy_with_logits, ppo_clipped_objective, pooled_classifier,
               scalar_mix_token_shift_and_cls, generalized_mean_pooling, fused_layers_block,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autograd import Tensor, gradcheck
+from autograd import Tensor, concatenate, gradcheck
 from npplm.layers.rotary import apply_rotary, rope_cos_sin, rope_frequencies, rotate_half
 from tests.tolerances import assert_close
 
@@ -88,6 +88,36 @@ def test_gradient_flows_through_the_rotation():
     t = Tensor(x, requires_grad=True)
     apply_rotary(t, cos, sin).backward(g)
     assert_close(t.grad, apply_rotary(Tensor(g), cos, -sin).numpy(), "exact64")
+
+
+@pytest.mark.parametrize("positions", [np.array([0, 5, 9]), np.array([[0, 5, 9], [3, 4, 700]])],
+                         ids=["(T, D) table", "(B, T, D) tables"])
+def test_fused_primitive_equals_the_composite(positions):
+    # The fused node against x * cos + rotate_half(x) * sin built from engine primitives
+    # (what apply_rotary was before it was fused), forward and gradient, float64.
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((2, 2, 2, 3, 8))
+    cos, sin = rope_cos_sin(positions, rope_frequencies(8), np.float64)
+    c, s = (cos[:, None], sin[:, None]) if cos.ndim == 3 else (cos, sin)
+    results = []
+    for rope in (lambda t: apply_rotary(t, cos, sin),
+                 lambda t: t * Tensor(c) + concatenate(-t[..., 4:], t[..., :4], axis=-1)
+                 * Tensor(s)):
+        t = Tensor(x, requires_grad=True)
+        out = rope(t)
+        out.backward(g)
+        results.append((out.numpy(), t.grad))
+    assert_close(results[0][0], results[1][0], "exact64")
+    assert_close(results[0][1], results[1][1], "exact64")
+
+
+def test_tables_get_no_gradient():
+    # cos and sin are constants of the positions: even passed as Tensors that ask for a
+    # gradient, they get none (their VJP is None), while x gets its own.
+    cos, sin = rope_cos_sin(np.arange(3), rope_frequencies(8), np.float64)
+    x, tc, ts = (Tensor(a, requires_grad=True) for a in (np.ones((1, 1, 3, 8)), cos, sin))
+    apply_rotary(x, tc, ts).sum().backward()
+    assert tc.grad is None and ts.grad is None and x.grad is not None
 
 
 # --- against transformers --------------------------------------------------------------------
