@@ -15,6 +15,7 @@ from npplm.layers.attention import (
     causal_attention_reference,
     causal_bias,
 )
+from tests.gpu.spies import spy_on
 from tests.tolerances import assert_close
 
 PADDING = ["none", "left", "right", "random", "a row of nothing"]
@@ -108,16 +109,7 @@ def test_layer_path_equals_the_composite_with_a_dense_bias(padding):
 @pytest.fixture
 def kernel_calls(monkeypatch):
     """Counts the kernel's forward and backward calls."""
-    calls = []
-    for name in ("attention_forward", "attention_backward"):
-        real = getattr(kernels, name)
-
-        def spy(*args, _real=real, _name=name):
-            calls.append(_name)
-            return _real(*args)
-
-        monkeypatch.setattr(kernels, name, spy)
-    return calls
+    return spy_on(monkeypatch, kernels, ("attention_forward", "attention_backward"))
 
 
 def test_gpt2_training_step_runs_the_kernel_both_ways(kernel_calls):

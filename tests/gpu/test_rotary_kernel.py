@@ -14,6 +14,7 @@ from npplm.layers.rotary import (
     rotary_grad_reference,
     rotary_reference,
 )
+from tests.gpu.spies import spy_on
 from tests.tolerances import assert_close
 
 TABLES = ["shared (T, D)", "per sequence (B, T, D)", "one sequence (1, T, D)"]
@@ -108,16 +109,7 @@ def test_dispatch_only_for_large_float32_arrays_with_tables_that_fit():
 @pytest.fixture
 def kernel_calls(monkeypatch):
     """Counts the kernel's forward and backward calls."""
-    calls = []
-    for name in ("rotary_forward", "rotary_backward"):
-        real = getattr(kernels, name)
-
-        def spy(*args, _real=real, _name=name):
-            calls.append(_name)
-            return _real(*args)
-
-        monkeypatch.setattr(kernels, name, spy)
-    return calls
+    return spy_on(monkeypatch, kernels, ("rotary_forward", "rotary_backward"))
 
 
 @pytest.fixture
