@@ -11,6 +11,8 @@ Three questions, one suite each, plus the bare-array reference each answer is ju
    should agree within about 10%.
 3. A whole training step of a small MLP (`MLPStep`), forward, backward and SGD update.
 
+`LinearRows` shows which of two equal products the linear layer should use by row count.
+
 Every suite that can run on the GPU has a `backend` parameter; the "cupy" cases skip
 themselves (NotImplementedError in setup, asv's way) where there is no CUDA device, and every
 timed call ends with `gpu.synchronize(xp)` so the GPU's queued work is inside the timing.
@@ -180,6 +182,33 @@ class MatmulReference:
         db = a.T @ g
         gpu.synchronize(self.xp)
         return c, da, db
+
+
+class LinearRows:
+    """`npplm.layers.linear` forward on few and many rows, against the plain x @ W^T.
+
+    Decoding feeds a linear layer one row per sequence or beam. Up to `FEW_ROWS` rows,
+    `linear` computes (W x^T)^T, which OpenBLAS runs much faster than x @ W^T for a skinny
+    x; `time_x_at_w_transposed` is the plain form on the same arrays, so the two columns
+    show where the switch pays. Shape: t5-small's feed-forward, 512 -> 2048, float32.
+    """
+
+    params = [[1, 8, 64, 128, 2048]]
+    param_names = ["rows"]
+
+    def setup(self, rows):
+        from npplm.layers.linear import linear
+
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal((rows, 512), dtype=np.float32)
+        self.w = rng.standard_normal((2048, 512), dtype=np.float32)
+        self.linear = linear
+
+    def time_linear(self, rows):
+        self.linear(self.x, self.w)
+
+    def time_x_at_w_transposed(self, rows):
+        self.x @ self.w.T
 
 
 class MatmulMemory:

@@ -6,12 +6,20 @@ that the engine must copy, and the bias would cost a broadcast add forward and a
 backward of its own. Fused, each direction is one GEMM per gradient (llm.c's
 matmul_forward / matmul_backward), every gradient is born contiguous in the layout of its
 parameter, and the bias is added in place.
+
+The forward picks one of two equal products by the number of rows. Decoding feeds one row
+per sequence or beam, and OpenBLAS's GEMM is slow for a skinny x times a transposed W:
+computing W x^T and transposing the small result back is 1.1-2.8x faster from 2 to 64
+rows on one or two threads, and slower from about 128 rows on (`LinearRows` in
+benchmarks/bench_autograd.py). The two differ only in float rounding.
 """
 
 import numpy as np
 
 from autograd import Tensor, primitive
 from npplm.module import Module
+
+FEW_ROWS = 64  # up to this many rows, the forward computes (W x^T)^T
 
 
 @primitive
@@ -21,7 +29,11 @@ def linear(x, weight, bias=None):
     if x.shape[-1] != n_in:
         raise ValueError(f"linear: input of shape {x.shape} has {x.shape[-1]} features but "
                          f"the weight {weight.shape} expects {n_in}")
-    y = x.reshape(-1, n_in) @ weight.T  # (N, in) @ (in, out) -> (N, out), N = all of "..."
+    x2 = x.reshape(-1, n_in)  # (N, in), N = all of "..."
+    if x2.shape[0] <= FEW_ROWS:
+        y = (weight @ x2.T).T.copy()  # (out, in) @ (in, N) -> (out, N), back to (N, out)
+    else:
+        y = x2 @ weight.T  # (N, in) @ (in, out) -> (N, out)
     if bias is not None:
         y += bias
     return y.reshape(*x.shape[:-1], n_out)

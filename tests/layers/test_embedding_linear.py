@@ -5,6 +5,7 @@ import pytest
 
 from autograd import Tensor
 from npplm.layers import Embedding, Linear, check_ids
+from npplm.layers.linear import FEW_ROWS, linear
 
 
 def test_embedding_gradient_adds_up_over_repeated_ids():
@@ -35,3 +36,17 @@ def test_linear_stores_out_by_in_and_computes_x_w_transposed():
     np.testing.assert_allclose(y.numpy(), x @ lin.weight.data.T + lin.bias.data, rtol=1e-6)
     assert y.dtype == np.float32
     assert Linear(3, 2, bias=False).bias is None
+
+
+@pytest.mark.parametrize("rows", [1, 2, FEW_ROWS, FEW_ROWS + 1, 300])
+def test_linear_gives_x_w_transposed_on_either_side_of_the_few_rows_switch(rows):
+    # Up to FEW_ROWS rows the forward computes (W x^T)^T, beyond it x W^T: the same
+    # products, so equal to rounding, C-contiguous and float32 either way.
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 1, 48), dtype=np.float32)
+    w = rng.standard_normal((40, 48), dtype=np.float32)
+    b = rng.standard_normal(40, dtype=np.float32)
+    y = linear(x, w, b).numpy()
+    want = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    assert y.shape == (rows, 1, 40) and y.dtype == np.float32 and y.flags.c_contiguous
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
