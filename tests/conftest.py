@@ -2,11 +2,16 @@
 
 import os
 
-import numpy as np
-import pytest
-from hypothesis import HealthCheck, settings
-
 from gpu import cuda_available
+
+# Numba's CUDA kernels (gpu/cuda_kernels/) run on its simulator where there is no device;
+# the variable must be set before numba.cuda is first imported.
+if not cuda_available():
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Numba compiles on first call, so no per-example deadline. CI runs fewer examples.
 settings.register_profile(

@@ -1,7 +1,10 @@
 """The package layout the design fixes: autograd depends on nothing of ours."""
 
 import ast
+import os
 import pathlib
+import subprocess
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -31,3 +34,13 @@ def test_required_top_level_layout():
     for name in ("pyproject.toml", "README.md", "npplm", "autograd", "gpu", "benchmarks",
                  "tests"):
         assert (ROOT / name).exists(), f"missing {name}"
+
+
+def test_import_npplm_loads_neither_cupy_nor_numba_cuda():
+    # The CUDA kernels load on the first CuPy array that needs them (gpu/cuda_kernels/).
+    code = ("import sys, npplm; "
+            "print(sorted(m for m in ('cupy', 'numba.cuda') if m in sys.modules))")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

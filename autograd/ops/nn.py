@@ -4,36 +4,38 @@ Each could be composed from smaller primitives (and the tests do exactly that, a
 but fusing them saves memory and time and lets us write the gradient in its simplest form.
 All act on the last axis by default, the class/vocabulary axis in npplm.
 
-softmax, log_softmax and cross_entropy can run Numba kernels (gpu/kernels/softmax.py) on
-large float32 NumPy arrays along the last axis: one visible dispatch line in each function
-below; the NumPy code after it is the reference, and what every other array (float64,
-CuPy, small) computes. The engine imports nothing from gpu/ or npplm/, so the kernels are
-plugged in from outside: `import npplm` calls use_kernels(gpu.kernels.softmax). autograd
-on its own runs the NumPy code everywhere.
+softmax, log_softmax and cross_entropy can run Numba kernels along the last axis: on the
+CPU for large float32 NumPy arrays (gpu/kernels/softmax.py), on the GPU for float32 CuPy
+arrays (gpu/cuda_kernels/softmax.py). One visible dispatch line in each function below;
+the array code after it is the reference, and what every other array (float64, small)
+computes. The engine imports nothing from gpu/ or npplm/, so the kernels are plugged in
+from outside: `import npplm` calls use_kernels(gpu.kernels.softmax, gpu.cuda_kernels.ROWS).
+autograd on its own runs the array code everywhere.
 """
 
 from autograd.backend import array_module
 from autograd.primitive import primitive
 from autograd.tensor import Tensor
 
-kernels = None  # the plugged-in kernel module, or None
+plugged_in = ()  # the kernel modules, asked in order
 
 
-def use_kernels(module):
-    """Run softmax, log_softmax and cross_entropy on `module`'s kernels wherever
-    module.applies(axis, *arrays) says so (gpu/kernels/softmax.py); None: NumPy only."""
-    global kernels
-    kernels = module
+def use_kernels(*modules):
+    """Run softmax, log_softmax and cross_entropy on the first of `modules` whose
+    applies(axis, *arrays) says so (gpu/kernels/softmax.py); none: the array code only."""
+    global plugged_in
+    plugged_in = modules
 
 
 def _kernel(axis, *arrays):
-    return kernels is not None and kernels.applies(axis, *arrays)
+    """The plugged-in module that takes these arrays, or None (the reference)."""
+    return next((m for m in plugged_in if m.applies(axis, *arrays)), None)
 
 
 @primitive
 def softmax(x, *, axis=-1):
     """softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m), with m = max(x) for stability."""
-    if _kernel(axis, x):
+    if kernels := _kernel(axis, x):
         return kernels.softmax_forward(x)
     xp = array_module(x)
     e = xp.exp(x - x.max(axis=axis, keepdims=True))
@@ -44,7 +46,7 @@ def softmax(x, *, axis=-1):
 def softmax_vjp(g, out, x, *, axis=-1):
     # With s = softmax(x): ds_i/dx_j = s_i (delta_ij - s_j), so
     # dL/dx_j = sum_i g_i s_i (delta_ij - s_j) = s_j (g_j - sum_i g_i s_i).
-    if _kernel(axis, g, out):
+    if kernels := _kernel(axis, g, out):
         return (kernels.softmax_backward(g, out),)
     return (out * (g - (g * out).sum(axis=axis, keepdims=True)),)
 
@@ -52,7 +54,7 @@ def softmax_vjp(g, out, x, *, axis=-1):
 @primitive
 def log_softmax(x, *, axis=-1):
     """log_softmax(x)_i = x_i - logsumexp(x)."""
-    if _kernel(axis, x):
+    if kernels := _kernel(axis, x):
         return kernels.log_softmax_forward(x)
     xp = array_module(x)
     shifted = x - x.max(axis=axis, keepdims=True)
@@ -62,7 +64,7 @@ def log_softmax(x, *, axis=-1):
 @log_softmax.defvjp
 def log_softmax_vjp(g, out, x, *, axis=-1):
     # d(x_i - lse)/dx_j = delta_ij - softmax_j, so dL/dx_j = g_j - softmax_j * sum_i g_i.
-    if _kernel(axis, g, out):
+    if kernels := _kernel(axis, g, out):
         return (kernels.log_softmax_backward(g, out),)
     xp = array_module(g)
     return (g - xp.exp(out) * g.sum(axis=axis, keepdims=True),)
@@ -124,8 +126,8 @@ def cross_entropy(logits, targets, *, ignore_index=-100, label_smoothing=0.0, re
         raise ValueError(f"cross_entropy: reduction={reduction!r}; use 'mean', 'sum' or 'none'")
     xp = array_module(logits)
     valid, safe = _check_targets(logits, targets, ignore_index)
-    rows = (kernels.cross_entropy_forward if _kernel(-1, logits)  # Numba, float32
-            else cross_entropy_reference)
+    kernels = _kernel(-1, logits)  # Numba, float32
+    rows = kernels.cross_entropy_forward if kernels else cross_entropy_reference
     loss = rows(logits, safe, label_smoothing)  # (...), one loss a position
     loss = xp.where(valid, loss, 0)
     if reduction == "none":
@@ -145,8 +147,8 @@ def cross_entropy_vjp(g, out, logits, targets, *, ignore_index=-100, label_smoot
     if reduction == "mean":
         g = g / valid.sum().astype(g.dtype)
     weight = xp.where(valid, g, 0)  # (...): per-position upstream gradient, 0 if ignored
-    grad = (kernels.cross_entropy_backward if _kernel(-1, logits)  # Numba, float32
-            else cross_entropy_grad_reference)
+    kernels = _kernel(-1, logits)  # Numba, float32
+    grad = kernels.cross_entropy_backward if kernels else cross_entropy_grad_reference
     return grad(logits, safe, weight, label_smoothing), None
 
 

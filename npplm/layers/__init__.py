@@ -13,6 +13,7 @@ parameters and call the functions.
 """
 
 import autograd.ops.nn
+import gpu.cuda_kernels
 import gpu.kernels.softmax
 from npplm.layers.activations import activation, gelu, gelu_tanh, silu
 from npplm.layers.attention import (
@@ -31,9 +32,10 @@ from npplm.layers.linear import Linear, linear
 from npplm.layers.normalization import LayerNorm, RMSNorm, layer_norm, rms_norm
 from npplm.layers.rotary import apply_rotary, rope_cos_sin, rope_frequencies
 
-# The engine's softmax, log_softmax and cross_entropy run Numba kernels on large float32
-# NumPy arrays from here on (the engine itself imports nothing from gpu/).
-autograd.ops.nn.use_kernels(gpu.kernels.softmax)
+# The engine's softmax, log_softmax and cross_entropy run Numba kernels from here on: on
+# large float32 NumPy arrays, and on float32 CuPy arrays (the engine imports nothing from
+# gpu/).
+autograd.ops.nn.use_kernels(gpu.kernels.softmax, gpu.cuda_kernels.ROWS)
 
 __all__ = [
     "CausalMask", "Dropout", "Embedding", "LayerNorm", "Linear", "RMSNorm", "activation",

@@ -6,8 +6,9 @@ Families own their projections (their checkpoint names differ); this file holds 
 Causal self-attention (GPT, LLaMA) has a fused primitive of its own, `causal_attention`:
 the same numbers as `attention` with the dense causal + padding bias, but one graph node,
 and on float32 NumPy arrays a Numba kernel (gpu/kernels/attention.py) that computes only
-the scores the mask keeps and stores no (B, H, T, S) array. A family asks for it by
-passing a `CausalMask` as the bias.
+the scores the mask keeps and stores no (B, H, T, S) array; on float32 CuPy arrays a Numba
+CUDA kernel does the same (gpu/cuda_kernels/attention.py). A family asks for it by passing
+a `CausalMask` as the bias.
 """
 
 import math

@@ -7,8 +7,9 @@ saved mean and rstd.
 
 The `*_reference` functions hold the math and run for float64 (the gradient checks), CuPy
 and small arrays; large float32 NumPy arrays take Numba kernels (gpu/kernels/
-normalization.py: one parallel pass a row, deterministic parameter-gradient sums), tested
-against these references in float64.
+normalization.py: one parallel pass a row, deterministic parameter-gradient sums), and
+RMSNorm on float32 CuPy arrays a Numba CUDA kernel (gpu/cuda_kernels/normalization.py),
+each tested against these references in float64.
 
 Glossary: C is the normalised (last) axis; x has shape (..., C); weight and bias (C,).
 """
@@ -16,6 +17,7 @@ Glossary: C is the normalised (last) axis; x has shape (..., C); weight and bias
 import numpy as np
 
 from autograd import Tensor, array_module, primitive
+from gpu import cuda_kernels
 from gpu.kernels import normalization as kernels
 from npplm.module import Module
 
@@ -105,6 +107,8 @@ def rms_norm(x, weight, *, eps=1e-6):
     _check("rms_norm", x, weight)
     if kernels.applies(x, weight):
         return kernels.rms_norm_forward(x, weight, eps)  # Numba, float32 NumPy
+    if cuda_kernels.applies(x, weight):
+        return cuda_kernels.rms_norm_forward(x, weight, eps)  # Numba CUDA, float32 CuPy
     return rms_norm_reference(x, weight, eps)
 
 
@@ -112,6 +116,8 @@ def rms_norm(x, weight, *, eps=1e-6):
 def rms_norm_vjp(g, out, x, weight, *, eps=1e-6):
     if kernels.applies(x, weight, g):
         return kernels.rms_norm_backward(g, x, weight, eps)  # Numba, float32 NumPy
+    if cuda_kernels.applies(x, weight, g):
+        return cuda_kernels.rms_norm_backward(g, x, weight, eps)  # Numba CUDA, float32 CuPy
     return rms_norm_grad_reference(g, x, weight, eps)
 
 

@@ -1,0 +1,100 @@
+"""RMSNorm forward and backward as Numba CUDA kernels, float32.
+
+The reference is `rms_norm_reference` / `rms_norm_grad_reference` in
+npplm/layers/normalization.py (gpu/kernels/normalization.py does the same on the CPU).
+A row of x (the last axis, the model width C) is one block; its threads stride along the
+row and meet in a shared-memory tree sum (softmax.py's `block_sum`):
+
+    r_i  = 1 / sqrt(mean_c x_ic^2 + eps)         y_ic = x_ic r_i w_c
+    d_ic = g_ic w_c                               xhat_ic = x_ic r_i
+    dx_ic = r_i (d_ic - xhat_ic mean_c(d_ic xhat_ic))
+
+The weight's gradient dw_c = sum_i g_ic xhat_ic sums over rows, which blocks of rows
+cannot share without atomics; a second kernel gives each column one thread that walks
+every row in order (neighbouring threads read neighbouring floats of a row), so dw is the
+same to the last bit on every run. The sums of squares are float32 tree sums: on a row of
+width C the rounding error grows like log2(C), not C.
+"""
+
+import math
+
+import numba
+import numpy as np
+from numba import cuda
+
+from autograd.backend import array_module
+from gpu.cuda_kernels import THREADS
+from gpu.cuda_kernels.softmax import block_sum, rows
+
+f32 = numba.float32
+
+
+@cuda.jit(device=True)
+def row_rstd(x, row, eps, buffer):
+    """1 / sqrt(mean(x[row]^2) + eps), as every thread of the block sees it."""
+    s = f32(0.0)
+    for c in range(cuda.threadIdx.x, x.shape[1], THREADS):
+        s += x[row, c] * x[row, c]
+    s = block_sum(buffer, s)
+    return f32(1.0) / math.sqrt(s / x.shape[1] + eps)
+
+
+@cuda.jit
+def rms_norm_rows(x, weight, eps, y):
+    row = cuda.blockIdx.x
+    buffer = cuda.shared.array(THREADS, numba.float32)
+    r = row_rstd(x, row, eps, buffer)
+    for c in range(cuda.threadIdx.x, x.shape[1], THREADS):
+        y[row, c] = x[row, c] * r * weight[c]
+
+
+@cuda.jit
+def rms_norm_backward_rows(g, x, weight, eps, dx, rstd):
+    """dx for row blockIdx.x; its r goes to rstd for the weight-gradient kernel."""
+    row = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    buffer = cuda.shared.array(THREADS, numba.float32)
+    r = row_rstd(x, row, eps, buffer)
+    C = x.shape[1]
+    s = f32(0.0)
+    for c in range(t, C, THREADS):
+        s += g[row, c] * weight[c] * x[row, c] * r
+    mean = block_sum(buffer, s) / C
+    for c in range(t, C, THREADS):
+        dx[row, c] = r * (g[row, c] * weight[c] - x[row, c] * r * mean)
+    if t == 0:
+        rstd[row] = r
+
+
+@cuda.jit
+def weight_grad_columns(g, x, rstd, dw):
+    """dw_c = sum_i g_ic x_ic r_i, one thread a column, rows in order."""
+    c = cuda.grid(1)
+    if c < x.shape[1]:
+        total = f32(0.0)
+        for i in range(x.shape[0]):
+            total += g[i, c] * x[i, c] * rstd[i]
+        dw[c] = total
+
+
+# --- wrappers: the signatures of gpu/kernels/normalization.py ------------------------------
+
+
+def rms_norm_forward(x, weight, eps):
+    x2 = rows(x)
+    y = array_module(x).empty(x2.shape, np.float32)
+    rms_norm_rows[x2.shape[0], THREADS](x2, weight, np.float32(eps), y)
+    return y.reshape(x.shape)
+
+
+def rms_norm_backward(g, x, weight, eps):
+    """(dx like x, dw like weight)."""
+    xp = array_module(x)
+    x2, g2 = rows(x), rows(g)
+    dx = xp.empty(x2.shape, np.float32)
+    rstd = xp.empty(x2.shape[0], np.float32)
+    rms_norm_backward_rows[x2.shape[0], THREADS](g2, x2, weight, np.float32(eps), dx, rstd)
+    dw = xp.empty(x2.shape[1], np.float32)
+    blocks = (x2.shape[1] + THREADS - 1) // THREADS
+    weight_grad_columns[blocks, THREADS](g2, x2, rstd, dw)
+    return dx.reshape(x.shape), dw
