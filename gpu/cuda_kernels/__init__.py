@@ -5,7 +5,7 @@ functions. For the ops that dominate a step, CuPy runs several whole-array passe
 temporaries, as NumPy does on the CPU; the kernels here do each in one launch:
 
     softmax.py        softmax, log_softmax and cross-entropy rows (one block a row)
-    normalization.py  RMSNorm forward and backward (one block a row)
+    normalization.py  LayerNorm and RMSNorm forward and backward (one block a row)
     rotary.py         RoPE forward and backward (one thread a rotated pair)
     attention.py      causal self-attention forward and backward (one thread a query row)
 
@@ -43,6 +43,7 @@ WHERE = {
     "softmax_forward": "softmax", "softmax_backward": "softmax",
     "log_softmax_forward": "softmax", "log_softmax_backward": "softmax",
     "cross_entropy_forward": "softmax", "cross_entropy_backward": "softmax",
+    "layer_norm_forward": "normalization", "layer_norm_backward": "normalization",
     "rms_norm_forward": "normalization", "rms_norm_backward": "normalization",
     "rotary_forward": "rotary", "rotary_backward": "rotary",
     "attention_forward": "attention", "attention_backward": "attention",

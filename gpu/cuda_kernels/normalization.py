@@ -1,7 +1,7 @@
-"""RMSNorm forward and backward as Numba CUDA kernels, float32.
+"""LayerNorm and RMSNorm forward and backward as Numba CUDA kernels, float32.
 
-The reference is `rms_norm_reference` / `rms_norm_grad_reference` in
-npplm/layers/normalization.py (gpu/kernels/normalization.py does the same on the CPU).
+The references are the `*_reference` functions of npplm/layers/normalization.py
+(gpu/kernels/normalization.py does the same on the CPU).
 A row of x (the last axis, the model width C) is one block; its threads stride along the
 row and meet in a shared-memory tree sum (softmax.py's `block_sum`):
 
@@ -9,11 +9,17 @@ row and meet in a shared-memory tree sum (softmax.py's `block_sum`):
     d_ic = g_ic w_c                               xhat_ic = x_ic r_i
     dx_ic = r_i (d_ic - xhat_ic mean_c(d_ic xhat_ic))
 
-The weight's gradient dw_c = sum_i g_ic xhat_ic sums over rows, which blocks of rows
-cannot share without atomics; a second kernel gives each column one thread that walks
-every row in order (neighbouring threads read neighbouring floats of a row), so dw is the
-same to the last bit on every run. The sums of squares are float32 tree sums: on a row of
-width C the rounding error grows like log2(C), not C.
+LayerNorm centres first, and its backward has one more row mean (the mean's own path):
+
+    mu_i = mean_c x_ic      r_i = 1 / sqrt(mean_c (x_ic - mu_i)^2 + eps)
+    xhat_ic = (x_ic - mu_i) r_i      y_ic = xhat_ic w_c + b_c
+    dx_ic = r_i (d_ic - mean_c d_ic - xhat_ic mean_c(d_ic xhat_ic))
+
+The parameters' gradients dw_c = sum_i g_ic xhat_ic (and db_c = sum_i g_ic) sum over
+rows, which blocks of rows cannot share without atomics; a second kernel gives each column
+one thread that walks every row in order (neighbouring threads read neighbouring floats of
+a row), so they are the same to the last bit on every run. The row sums are float32 tree
+sums: on a row of width C their rounding error grows like log2(C), not C.
 """
 
 import math
@@ -66,18 +72,92 @@ def rms_norm_backward_rows(g, x, weight, eps, dx, rstd):
         rstd[row] = r
 
 
+@cuda.jit(device=True)
+def row_mean_rstd(x, row, eps, buffer):
+    """(mean, 1 / sqrt(var + eps)) of x[row], the variance of the centred values."""
+    t = cuda.threadIdx.x
+    C = x.shape[1]
+    s = f32(0.0)
+    for c in range(t, C, THREADS):
+        s += x[row, c]
+    mu = block_sum(buffer, s) / C
+    s = f32(0.0)
+    for c in range(t, C, THREADS):
+        s += (x[row, c] - mu) * (x[row, c] - mu)
+    return mu, f32(1.0) / math.sqrt(block_sum(buffer, s) / C + eps)
+
+
 @cuda.jit
-def weight_grad_columns(g, x, rstd, dw):
-    """dw_c = sum_i g_ic x_ic r_i, one thread a column, rows in order."""
+def layer_norm_rows(x, weight, bias, eps, y):
+    row = cuda.blockIdx.x
+    buffer = cuda.shared.array(THREADS, numba.float32)
+    mu, r = row_mean_rstd(x, row, eps, buffer)
+    for c in range(cuda.threadIdx.x, x.shape[1], THREADS):
+        y[row, c] = (x[row, c] - mu) * r * weight[c] + bias[c]
+
+
+@cuda.jit
+def layer_norm_backward_rows(g, x, weight, eps, dx, mean, rstd):
+    """dx for row blockIdx.x; its mean and r go to the parameter-gradient kernel."""
+    row = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    buffer = cuda.shared.array(THREADS, numba.float32)
+    mu, r = row_mean_rstd(x, row, eps, buffer)
+    C = x.shape[1]
+    s = f32(0.0)
+    s_hat = f32(0.0)
+    for c in range(t, C, THREADS):
+        d = g[row, c] * weight[c]
+        s += d
+        s_hat += d * (x[row, c] - mu) * r
+    mean_d = block_sum(buffer, s) / C
+    mean_dhat = block_sum(buffer, s_hat) / C
+    for c in range(t, C, THREADS):
+        xhat = (x[row, c] - mu) * r
+        dx[row, c] = r * (g[row, c] * weight[c] - mean_d - xhat * mean_dhat)
+    if t == 0:
+        mean[row] = mu
+        rstd[row] = r
+
+
+@cuda.jit
+def weight_grad_columns(g, x, mean, rstd, dw, db):
+    """dw_c = sum_i g_ic (x_ic - mean_i) r_i and db_c = sum_i g_ic, one thread a column,
+    rows in order (RMSNorm passes zero means and no db)."""
     c = cuda.grid(1)
     if c < x.shape[1]:
         total = f32(0.0)
+        total_g = f32(0.0)
         for i in range(x.shape[0]):
-            total += g[i, c] * x[i, c] * rstd[i]
+            total += g[i, c] * (x[i, c] - mean[i]) * rstd[i]
+            total_g += g[i, c]
         dw[c] = total
+        if db.size > 0:
+            db[c] = total_g
 
 
 # --- wrappers: the signatures of gpu/kernels/normalization.py ------------------------------
+
+
+def layer_norm_forward(x, weight, bias, eps):
+    x2 = rows(x)
+    y = array_module(x).empty(x2.shape, np.float32)
+    layer_norm_rows[x2.shape[0], THREADS](x2, weight, bias, np.float32(eps), y)
+    return y.reshape(x.shape)
+
+
+def layer_norm_backward(g, x, weight, eps):
+    """(dx like x, dw like weight, db like weight)."""
+    xp = array_module(x)
+    x2, g2 = rows(x), rows(g)
+    dx = xp.empty(x2.shape, np.float32)
+    mean, rstd = (xp.empty(x2.shape[0], np.float32) for _ in range(2))
+    layer_norm_backward_rows[x2.shape[0], THREADS](g2, x2, weight, np.float32(eps), dx,
+                                                   mean, rstd)
+    dw, db = (xp.empty(x2.shape[1], np.float32) for _ in range(2))
+    blocks = (x2.shape[1] + THREADS - 1) // THREADS
+    weight_grad_columns[blocks, THREADS](g2, x2, mean, rstd, dw, db)
+    return dx.reshape(x.shape), dw, db
 
 
 def rms_norm_forward(x, weight, eps):
@@ -96,5 +176,6 @@ def rms_norm_backward(g, x, weight, eps):
     rms_norm_backward_rows[x2.shape[0], THREADS](g2, x2, weight, np.float32(eps), dx, rstd)
     dw = xp.empty(x2.shape[1], np.float32)
     blocks = (x2.shape[1] + THREADS - 1) // THREADS
-    weight_grad_columns[blocks, THREADS](g2, x2, rstd, dw)
+    no_means, no_db = xp.zeros(x2.shape[0], np.float32), xp.empty(0, np.float32)
+    weight_grad_columns[blocks, THREADS](g2, x2, no_means, rstd, dw, no_db)
     return dx.reshape(x.shape), dw

@@ -8,8 +8,8 @@ saved mean and rstd.
 The `*_reference` functions hold the math and run for float64 (the gradient checks), CuPy
 and small arrays; large float32 NumPy arrays take Numba kernels (gpu/kernels/
 normalization.py: one parallel pass a row, deterministic parameter-gradient sums), and
-RMSNorm on float32 CuPy arrays a Numba CUDA kernel (gpu/cuda_kernels/normalization.py),
-each tested against these references in float64.
+float32 CuPy arrays Numba CUDA kernels (gpu/cuda_kernels/normalization.py), each tested
+against these references in float64.
 
 Glossary: C is the normalised (last) axis; x has shape (..., C); weight and bias (C,).
 """
@@ -70,6 +70,8 @@ def layer_norm(x, weight, bias, *, eps=1e-5):
     _check("layer_norm", x, weight, bias)
     if kernels.applies(x, weight, bias):
         return kernels.layer_norm_forward(x, weight, bias, eps)  # Numba, float32 NumPy
+    if cuda_kernels.applies(x, weight, bias):
+        return cuda_kernels.layer_norm_forward(x, weight, bias, eps)  # Numba CUDA, CuPy
     return layer_norm_reference(x, weight, bias, eps)
 
 
@@ -77,6 +79,8 @@ def layer_norm(x, weight, bias, *, eps=1e-5):
 def layer_norm_vjp(g, out, x, weight, bias, *, eps=1e-5):
     if kernels.applies(x, weight, g):
         return kernels.layer_norm_backward(g, x, weight, eps)  # Numba, float32 NumPy
+    if cuda_kernels.applies(x, weight, g):
+        return cuda_kernels.layer_norm_backward(g, x, weight, eps)  # Numba CUDA, CuPy
     return layer_norm_grad_reference(g, x, weight, eps)
 
 

@@ -14,7 +14,12 @@ import gpu.cuda_kernels as cuda_kernels
 from autograd.ops import nn
 from gpu import cuda_available
 from gpu.cuda_kernels import THREADS
-from npplm.layers.normalization import rms_norm_grad_reference, rms_norm_reference
+from npplm.layers.normalization import (
+    layer_norm_grad_reference,
+    layer_norm_reference,
+    rms_norm_grad_reference,
+    rms_norm_reference,
+)
 from npplm.layers.rotary import rotary_grad_reference, rotary_reference
 from tests.tolerances import assert_close
 
@@ -97,6 +102,21 @@ def test_rms_norm_equals_the_reference(shape):
     assert dx.shape == shape and dw.shape == w.shape and dx.dtype == dw.dtype == np.float32
     assert_close(dx, want_dx, "float32")
     assert_close(dw, want_dw, "float32")
+
+
+@pytest.mark.parametrize("shape", [(3, 2 * THREADS + 5), (2, 2, 7)])
+def test_layer_norm_equals_the_reference(shape):
+    x, g = random(shape, 10) + 2.0, random(shape, 11, 1.0)  # an offset for the mean to remove
+    w, b = random(shape[-1:], 12, 1.0), random(shape[-1:], 13, 1.0)
+    y = host(cuda_kernels.layer_norm_forward(device(x), device(w), device(b), 1e-5))
+    assert y.dtype == np.float32 and y.shape == shape
+    assert_close(y, layer_norm_reference(f64(x), f64(w), f64(b), 1e-5), "float32")
+    dx, dw, db = (host(a) for a in cuda_kernels.layer_norm_backward(device(g), device(x),
+                                                                   device(w), 1e-5))
+    want = layer_norm_grad_reference(f64(g), f64(x), f64(w), 1e-5)
+    for got, expected in zip((dx, dw, db), want, strict=True):
+        assert got.dtype == np.float32
+        assert_close(got, expected, "float32")
 
 
 @pytest.mark.parametrize("per_sequence", [False, True])
