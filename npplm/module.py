@@ -95,7 +95,10 @@ class Module:
             if value.shape != p.shape:
                 raise ValueError(f"{type(self).__name__}.load_state_dict: {name!r} has shape "
                                  f"{value.shape} in the checkpoint but {p.shape} in the model")
-            p.data = array_module(p.data).array(value, dtype=p.dtype)  # a copy, on p's device
+            # A C-ordered copy on p's device: a transposed value (GPT's Conv1D weights) must
+            # not leave a Fortran-ordered parameter behind, whose GEMMs would round
+            # differently from a freshly built model's (and break exact resumption).
+            p.data = array_module(p.data).array(value, dtype=p.dtype, order="C")
         return missing, unexpected
 
     # --- modes and gradients ---------------------------------------------------------------

@@ -49,6 +49,14 @@ def test_load_state_dict_round_trip_and_casts_to_the_parameter_dtype():
         assert q.dtype == np.float32
 
 
+def test_loaded_parameters_are_c_ordered_whatever_the_checkpoint_array():
+    # GPT's Conv1D weights arrive transposed; a Fortran-ordered parameter would take other
+    # GEMM paths (other rounding) than the model it was saved from.
+    lin = Linear(3, 4)
+    lin.load_state_dict({"weight": np.ones((3, 4), np.float32).T, "bias": np.zeros(4)})
+    assert lin.weight.data.flags.c_contiguous and lin.weight.dtype == np.float32
+
+
 def test_load_state_dict_names_missing_unexpected_and_mismatched_keys():
     m = Tiny()
     state = m.state_dict()
