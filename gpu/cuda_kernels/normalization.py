@@ -42,7 +42,7 @@ def row_rstd(x, row, eps, buffer):
     for c in range(cuda.threadIdx.x, x.shape[1], THREADS):
         s += x[row, c] * x[row, c]
     s = block_sum(buffer, s)
-    return f32(1.0) / math.sqrt(s / x.shape[1] + eps)
+    return f32(1.0) / math.sqrt(s / f32(x.shape[1]) + eps)
 
 
 @cuda.jit
@@ -65,7 +65,7 @@ def rms_norm_backward_rows(g, x, weight, eps, dx, rstd):
     s = f32(0.0)
     for c in range(t, C, THREADS):
         s += g[row, c] * weight[c] * x[row, c] * r
-    mean = block_sum(buffer, s) / C
+    mean = block_sum(buffer, s) / f32(C)
     for c in range(t, C, THREADS):
         dx[row, c] = r * (g[row, c] * weight[c] - x[row, c] * r * mean)
     if t == 0:
@@ -80,11 +80,11 @@ def row_mean_rstd(x, row, eps, buffer):
     s = f32(0.0)
     for c in range(t, C, THREADS):
         s += x[row, c]
-    mu = block_sum(buffer, s) / C
+    mu = block_sum(buffer, s) / f32(C)
     s = f32(0.0)
     for c in range(t, C, THREADS):
         s += (x[row, c] - mu) * (x[row, c] - mu)
-    return mu, f32(1.0) / math.sqrt(block_sum(buffer, s) / C + eps)
+    return mu, f32(1.0) / math.sqrt(block_sum(buffer, s) / f32(C) + eps)
 
 
 @cuda.jit
@@ -110,8 +110,8 @@ def layer_norm_backward_rows(g, x, weight, eps, dx, mean, rstd):
         d = g[row, c] * weight[c]
         s += d
         s_hat += d * (x[row, c] - mu) * r
-    mean_d = block_sum(buffer, s) / C
-    mean_dhat = block_sum(buffer, s_hat) / C
+    mean_d = block_sum(buffer, s) / f32(C)
+    mean_dhat = block_sum(buffer, s_hat) / f32(C)
     for c in range(t, C, THREADS):
         xhat = (x[row, c] - mu) * r
         dx[row, c] = r * (g[row, c] * weight[c] - mean_d - xhat * mean_dhat)

@@ -126,7 +126,7 @@ def cross_entropy_rows(logits, targets, eps, loss):
         total += logits[row, c]
     total = block_sum(buffer, total)
     if t == 0:
-        mean = total / logits.shape[1]
+        mean = total / f32(logits.shape[1])
         loss[row] = lse - (f32(1.0) - eps) * logits[row, targets[row]] - eps * mean
 
 
@@ -139,7 +139,7 @@ def cross_entropy_backward_rows(logits, targets, weight, eps, grad):
     C = logits.shape[1]
     w = weight[row]
     for c in range(cuda.threadIdx.x, C, THREADS):
-        q = eps / C + (f32(1.0) - eps if c == targets[row] else f32(0.0))
+        q = eps / f32(C) + (f32(1.0) - eps if c == targets[row] else f32(0.0))
         grad[row, c] = w * (math.exp(logits[row, c] - lse) - q)
 
 

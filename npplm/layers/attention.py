@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autograd import Tensor, array_module, as_array, primitive, softmax, to_numpy
+from gpu import cuda_kernels
 from gpu.kernels import attention as kernels
 
 
@@ -156,6 +157,8 @@ def causal_attention(q, k, v, keep, *, scale):
     keeps: `attention(q, k, v, CausalMask(keep))` as one node, with each row's lse."""
     if kernels.applies(q, k, v, keep):
         return kernels.attention_forward(q, k, v, keep, scale)  # Numba, float32 NumPy
+    if cuda_kernels.applies(q, k, v) and k.shape == v.shape and k.shape[:2] == q.shape[:2]:
+        return cuda_kernels.attention_forward(q, k, v, keep, scale)  # Numba CUDA, CuPy
     return causal_attention_reference(q, k, v, keep, scale)
 
 
@@ -164,4 +167,7 @@ def causal_attention_vjp(g, out, q, k, v, keep, *, scale):
     (g_out, g_lse), (y, lse) = g, out
     if kernels.applies(q, k, v, keep):
         return (*kernels.attention_backward(g_out, g_lse, q, k, v, keep, y, lse, scale), None)
+    if cuda_kernels.applies(q, k, v) and k.shape == v.shape and k.shape[:2] == q.shape[:2]:
+        return (*cuda_kernels.attention_backward(g_out, g_lse, q, k, v, keep, y, lse, scale),
+                None)  # Numba CUDA, float32 CuPy
     return (*causal_attention_grad_reference(g_out, g_lse, q, k, v, keep, scale), None)
