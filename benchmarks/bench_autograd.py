@@ -23,6 +23,7 @@ import numpy as np
 
 import autograd as ag
 import gpu
+from npplm.layers import cross_entropy
 
 BACKENDS = ["numpy", "cupy"]
 
@@ -259,7 +260,7 @@ def mlp_step(params, x, y, activation):
     """
     w1, b1, w2, b2 = params
     h = activation(x @ w1 + b1)  # (64, 256)
-    loss = ag.cross_entropy(h @ w2 + b2, y)  # (64, 10) logits -> scalar mean loss
+    loss = cross_entropy(h @ w2 + b2, y)  # (64, 10) logits -> scalar mean loss
     loss.backward()
     with ag.no_grad():
         for p in params:

@@ -18,7 +18,6 @@ from unittest import mock
 
 import numpy as np
 
-from autograd.ops import nn as softmax_reference
 from gpu.kernels import activations as kernels
 from gpu.kernels import attention as attention_kernels
 from gpu.kernels import normalization as norm_kernels
@@ -26,6 +25,7 @@ from gpu.kernels import optim as optim_kernels
 from gpu.kernels import rotary as rotary_kernels
 from gpu.kernels import softmax as softmax_kernels
 from npplm.layers import activations as reference
+from npplm.layers import losses as softmax_reference
 from npplm.layers import normalization as norm_reference
 from npplm.layers.attention import causal_attention_grad_reference, causal_attention_reference
 from npplm.layers.rotary import (

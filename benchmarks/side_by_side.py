@@ -401,13 +401,11 @@ def smollm2_pair(torch):
 
 
 def smollm2_case(torch, new_tokens, label):
-    from npplm.generation import generate
-
     pair = smollm2_pair(torch)
     if pair is None:
         return None
     ours, theirs, prompt, tprompt = pair
-    return Case(f"(e) SmolLM2 {label}", lambda: generate(ours, prompt, new_tokens, temperature=0),
+    return Case(f"(e) SmolLM2 {label}", lambda: ours.generate(prompt, new_tokens, temperature=0),
                 lambda: theirs.generate(tprompt, max_new_tokens=new_tokens,
                                         min_new_tokens=new_tokens, do_sample=False), MS)
 

@@ -14,7 +14,7 @@ import sys
 
 
 def cmd_demo(args):
-    from npplm import char_mlp
+    from npplm.training import char_mlp
 
     _, ppl = char_mlp.train(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed)
     print(f"final validation perplexity: {ppl:.2f} (a uniform guess is {len(char_mlp.ALPHABET)})")
@@ -26,7 +26,7 @@ def cmd_train(args):
     import pathlib
     import shutil
 
-    from npplm.checkpoints import write_json
+    from npplm.io import write_json
     from npplm.training import TrainConfig, Trainer, TrainingDiverged
     from npplm.training.recipe import DEFAULT_FAMILY, build_run, parse_overrides
 
@@ -132,7 +132,7 @@ def cmd_eval(args):
 def cmd_scaling(args):
     import pathlib
 
-    from npplm.checkpoints import write_json
+    from npplm.io import write_json
     from npplm.training.scaling import fit_runs, plot_sweep, run_sweep
 
     out = pathlib.Path(args.out)
@@ -337,6 +337,9 @@ def main(argv=None):
     info = sub.add_parser("info", help="versions, backend, device and primitives")
     info.set_defaults(func=cmd_info)
     args = parser.parse_args(argv)
+    from npplm import runtime
+
+    runtime.configure()  # the allocator and thread-pool settings the benchmarks assume
     args.func(args)
     return 0
 

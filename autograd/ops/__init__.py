@@ -1,1 +1,1 @@
-"""The primitives, one file per family: elementwise, reduce, shape, linalg, nn."""
+"""The primitives, one file per family: elementwise, reduce, shape, linalg."""

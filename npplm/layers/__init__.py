@@ -1,45 +1,61 @@
 """Generic layers shared by the model families: functions hold the math, modules own
 parameters and call the functions.
 
-    linear.py          Linear, linear()
-    embedding.py       Embedding, check_ids()
+    module.py          Module: parameters found by walking attributes, state dicts, modes
+    linear.py          Linear (and Linear.tied for heads that reuse a table), linear()
+    embedding.py       Embedding, check_ids(), int_array()
     normalization.py   LayerNorm, RMSNorm, and the fused layer_norm / rms_norm primitives
     activations.py     fused gelu, gelu_tanh, silu primitives; activation(name)
-    dropout.py         Dropout
+    softmax.py         fused softmax, log_softmax primitives
+    losses.py          cross_entropy (fused), causal_lm_loss, BCE, MSE, the heads' losses
+    dropout.py         the dropout primitive, dropout(), Dropout
     gradient_scale.py  grad_scale: identity forward, gradient times alpha (GLM's shrink)
-    attention.py       split_heads, merge_heads, padding_mask, causal_mask, attention(),
-                       CausalMask and the fused causal_attention primitive
+    masks.py           additive_mask, padding_mask, causal_mask, CausalMask, causal_bias,
+                       positions_from_mask
+    attention.py       split_heads, merge_heads, attention(), the fused causal_attention
     rotary.py          RoPE: rope_frequencies (incl. LLaMA-3 scaling), rope_cos_sin, apply_rotary
+
+A fused primitive that has a Numba kernel calls it with one visible line in its forward
+or VJP, before the reference code beside it: `gpu/kernels/` on the CPU, `gpu/cuda_kernels/`
+on the GPU. The engine (`autograd`) has no kernels and no hooks: its primitives compute
+the same whatever has been imported.
 """
 
-import autograd.ops.nn
-import gpu.cuda_kernels
-import gpu.kernels.softmax
 from npplm.layers.activations import activation, gelu, gelu_tanh, silu
-from npplm.layers.attention import (
-    CausalMask,
-    attention,
-    causal_attention,
-    causal_mask,
-    merge_heads,
-    padding_mask,
-    split_heads,
-)
-from npplm.layers.dropout import Dropout
-from npplm.layers.embedding import Embedding, check_ids
+from npplm.layers.attention import attention, causal_attention, merge_heads, split_heads
+from npplm.layers.dropout import Dropout, dropout
+from npplm.layers.embedding import Embedding, check_ids, int_array
 from npplm.layers.gradient_scale import grad_scale
 from npplm.layers.linear import Linear, linear
+from npplm.layers.losses import (
+    IGNORE_INDEX,
+    binary_cross_entropy_with_logits,
+    causal_lm_loss,
+    cross_entropy,
+    mean_squared_error,
+    sequence_classification_loss,
+    span_extraction_loss,
+)
+from npplm.layers.masks import (
+    CausalMask,
+    additive_mask,
+    causal_bias,
+    causal_mask,
+    padding_mask,
+    positions_from_mask,
+)
+from npplm.layers.module import Module
 from npplm.layers.normalization import LayerNorm, RMSNorm, layer_norm, rms_norm
 from npplm.layers.rotary import apply_rotary, rope_cos_sin, rope_frequencies
-
-# The engine's softmax, log_softmax and cross_entropy run Numba kernels from here on: on
-# large float32 NumPy arrays, and on float32 CuPy arrays (the engine imports nothing from
-# gpu/).
-autograd.ops.nn.use_kernels(gpu.kernels.softmax, gpu.cuda_kernels.ROWS)
+from npplm.layers.softmax import log_softmax, softmax
 
 __all__ = [
-    "CausalMask", "Dropout", "Embedding", "LayerNorm", "Linear", "RMSNorm", "activation",
-    "attention", "causal_attention", "causal_mask", "check_ids", "gelu", "gelu_tanh",
-    "grad_scale", "layer_norm", "linear", "merge_heads", "padding_mask", "rms_norm", "silu",
-    "split_heads", "apply_rotary", "rope_cos_sin", "rope_frequencies",
+    "IGNORE_INDEX", "CausalMask", "Dropout", "Embedding", "LayerNorm", "Linear", "Module",
+    "RMSNorm", "activation", "additive_mask", "apply_rotary", "attention",
+    "binary_cross_entropy_with_logits", "causal_attention", "causal_bias", "causal_lm_loss",
+    "causal_mask", "check_ids", "cross_entropy", "dropout", "gelu", "gelu_tanh",
+    "grad_scale", "int_array", "layer_norm", "linear", "log_softmax", "mean_squared_error",
+    "merge_heads", "padding_mask", "positions_from_mask", "rms_norm", "rope_cos_sin",
+    "rope_frequencies", "sequence_classification_loss", "silu", "softmax",
+    "span_extraction_loss", "split_heads",
 ]

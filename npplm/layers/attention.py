@@ -1,7 +1,8 @@
 """The attention core shared by every family: heads, masks, softmax(QK^T / sqrt(D)) V.
 
 Glossary: B batch, T query length, S key length, C model width, H heads, D head dim.
-Families own their projections (their checkpoint names differ); this file holds the math.
+Families own their projections (their checkpoint names differ); this file holds the math,
+masks.py the masks.
 
 Causal self-attention (GPT, LLaMA) has a fused primitive of its own, `causal_attention`:
 the same numbers as `attention` with the dense causal + padding bias, but one graph node,
@@ -12,13 +13,12 @@ a `CausalMask` as the bias.
 """
 
 import math
-from dataclasses import dataclass
 
-import numpy as np
-
-from autograd import Tensor, array_module, as_array, primitive, softmax, to_numpy
+from autograd import Tensor, array_module, as_array, primitive
 from gpu import cuda_kernels
 from gpu.kernels import attention as kernels
+from npplm.layers.masks import CausalMask, causal_bias
+from npplm.layers.softmax import softmax
 
 
 def split_heads(x, n_heads):
@@ -33,67 +33,12 @@ def merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * D)
 
 
-def padding_mask(attention_mask, batch, length, dtype=np.float32):
-    """A (B, S) 1/0 mask (1 = attend) as an additive (B, 1, 1, S) bias: 0 or the dtype's min.
-
-    The most negative finite value rather than -inf, as Hugging Face does: a row with
-    every key masked then gets a uniform softmax instead of nan.
-    """
-    mask = to_numpy(as_array(attention_mask))
-    if mask.shape != (batch, length):
-        raise ValueError(f"attention_mask has shape {mask.shape} but the input ids have "
-                         f"{(batch, length)}: they must be equal")
-    bias = np.where(mask.astype(bool), 0.0, np.finfo(dtype).min).astype(dtype)
-    return bias[:, None, None, :]  # (B, S) -> (B, 1, 1, S)
-
-
-def causal_mask(T, S, dtype=np.float32):
-    """(T, S) additive bias letting query t see keys up to S - T + t (the cached prefix too)."""
-    allowed = np.tril(np.ones((T, S), dtype=bool), k=S - T)
-    return np.where(allowed, 0.0, np.finfo(dtype).min).astype(dtype)
-
-
-@dataclass(frozen=True)
-class CausalMask:
-    """The mask of causal self-attention, described instead of written out as a bias.
-
-    Query t, at absolute position S - T + t (after S - T cached keys), reads keys
-    0 .. S - T + t whose `keep` entry is true. keep: (B, S) 1/0 or bool, 1 = a real token
-    (a Hugging Face attention mask), or None for no padding. `attention` turns it into the
-    dense bias min(causal_mask(T, S), padding_mask) only where it needs one.
-    """
-
-    keep: object = None
-
-    def keys(self, batch, length, xp=np):
-        """(B, S) bool: which keys may be read at all."""
-        if self.keep is None:
-            return xp.ones((batch, length), dtype=bool)
-        keep = xp.asarray(as_array(self.keep)) != 0
-        if keep.shape != (batch, length):
-            raise ValueError(f"CausalMask: keep has shape {keep.shape} but attention has "
-                             f"{batch} rows of {length} keys: it must be {(batch, length)}")
-        return keep
-
-
-def causal_bias(keep, T, S, dtype):
-    """(B, 1, T, S) additive bias of causal attention over kept keys: 0 or the dtype's min.
-
-    Combined by `&` before the values are chosen, so a key masked twice is still the
-    minimum (two minima added would be -inf, and a row masked everywhere, a left-padding
-    query, nan instead of a harmless uniform average).
-    """
-    xp = array_module(keep)
-    allowed = xp.tril(xp.ones((T, S), dtype=bool), k=S - T)  # (T, S)
-    allowed = allowed & keep[:, None, None, :]  # (T, S) & (B, 1, 1, S) -> (B, 1, T, S)
-    return xp.where(allowed, 0.0, np.finfo(dtype).min).astype(dtype)
-
-
 def attention(q, k, v, bias=None, scale=None, dropout=None):
     """softmax(q k^T * scale + bias) v.
 
     q (B, H, T, D), k and v (B, H, S, D); bias broadcastable to (B, H, T, S) (0 where
-    attending, very negative where not), or a CausalMask; scale defaults to 1/sqrt(D)
+    attending, very negative where not: npplm.layers.masks), a Tensor or an array on any
+    device (it moves to the scores' here), or a CausalMask; scale defaults to 1/sqrt(D)
     (Vaswani et al., 2017). dropout, if given, is applied to the attention probabilities
     (BERT does).
     """
@@ -106,7 +51,9 @@ def attention(q, k, v, bias=None, scale=None, dropout=None):
         bias = causal_bias(keep, q.shape[-2], S, as_array(q).dtype)  # dropout: composite
     scores = (q @ k.swapaxes(-1, -2)) * scale  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
     if bias is not None:
-        scores = scores + (bias if isinstance(bias, Tensor) else Tensor(bias))
+        if not isinstance(bias, Tensor):
+            bias = Tensor(array_module(scores.data).asarray(bias))  # host mask -> device
+        scores = scores + bias
     probs = softmax(scores, axis=-1)
     if dropout is not None:
         probs = dropout(probs)

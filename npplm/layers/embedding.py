@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from autograd import Tensor, as_array, to_numpy
-from npplm.module import Module
+from autograd import Tensor, array_module, as_array, to_numpy, where
+from npplm.layers.module import Module
 
 
 def int_array(x, name):
@@ -34,16 +34,32 @@ class Embedding(Module):
 
     The gradient of the lookup scatters back into the rows used, adding up over repeated
     ids (the engine's getitem VJP).
+
+    padding_idx, as torch's nn.Embedding(V, C, padding_idx=pad): that row starts at zero
+    and a lookup sends it no gradient, so training never moves it. BERT, RoBERTa, ALBERT
+    and some LLaMA configs build their tables so; the reference gradients need it.
     """
 
     def __init__(self, num_embeddings, dim, std=0.02, rng=None, dtype=np.float32,
-                 what="token id"):
+                 what="token id", padding_idx=None):
         rng = np.random.default_rng(0) if rng is None else rng
         w = rng.standard_normal((num_embeddings, dim)) * std
         self.weight = Tensor(w.astype(dtype), requires_grad=True)
         self.what = what  # named in the out-of-range error: "token id", "position", ...
+        self.padding_idx = padding_idx
+        if padding_idx is not None:
+            self.weight.data[padding_idx] = 0
 
     def forward(self, ids):
+        """ids (...) on any device, checked against V, then moved to the table's device."""
         ids = as_array(ids)
         check_ids(ids, self.weight.shape[0], self.what)
-        return self.weight[ids]  # (...) -> (..., C)
+        ids = array_module(self.weight.data).asarray(ids)  # host ids -> the table's device
+        rows = self.weight[ids]  # (...) -> (..., C)
+        if self.padding_idx is None:
+            return rows
+        is_pad = (ids == self.padding_idx)[..., None]  # (..., 1)
+        if not is_pad.any():
+            return rows
+        # The same values, but padding positions read the row as a constant: no gradient.
+        return where(is_pad, self.weight.data[self.padding_idx], rows)

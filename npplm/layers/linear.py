@@ -17,7 +17,7 @@ benchmarks/bench_autograd.py). The two differ only in float rounding.
 import numpy as np
 
 from autograd import Tensor, primitive
-from npplm.module import Module
+from npplm.layers.module import Module
 
 FEW_ROWS = 64  # up to this many rows, the forward computes (W x^T)^T
 
@@ -60,6 +60,14 @@ class Linear(Module):
         self.weight = Tensor(w.astype(dtype), requires_grad=True)
         self.bias = (Tensor(np.zeros(out_features, dtype=dtype), requires_grad=True)
                      if bias else None)
+
+    @classmethod
+    def tied(cls, weight, bias=None):
+        """A Linear that owns no weight of its own: `weight` is another module's Tensor,
+        an embedding table (V, C) for an LM head that reads out with the input table."""
+        head = cls.__new__(cls)
+        head.weight, head.bias = weight, bias
+        return head
 
     def forward(self, x):
         return linear(x, self.weight, self.bias)

@@ -19,7 +19,7 @@ import numpy as np
 from autograd import Tensor, array_module, primitive
 from gpu import cuda_kernels
 from gpu.kernels import normalization as kernels
-from npplm.module import Module
+from npplm.layers.module import Module
 
 
 def _sum_over_batch(a):

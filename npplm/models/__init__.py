@@ -1,10 +1,24 @@
-"""The model families, one file each, and the tables `from_pretrained` dispatches on.
+"""The model families, one file each, the tables `from_pretrained` dispatches on, and it.
+
+    base.py     PreTrainedModel (config, load / save, the backbone prefix), config checks
+    output.py   ModelOutput, the named Tensors a forward returns
+    gpt.py      GPT-1, GPT-2, GPT-3: read this family first, every other file compares
+                itself with GPT-2
+    llama.py    LLaMA 1/2/3 (RMSNorm, RoPE, SwiGLU, grouped-query attention), GGUF files
+    glm.py      GLM (blank infilling, 2D positions, DeepNorm)
+    t5.py       T5 v1.0 / v1.1 (encoder-decoder, relative position buckets)
+    bert.py, roberta.py, albert.py   the encoders and their task heads
 
 ARCHITECTURES maps a Hugging Face `architectures` name to our class; BASE_MODELS maps a
-`model_type` to the backbone used when a config names no architecture we know. The
-tables are written out by hand: adding a family means adding its lines here.
+`model_type` to the backbone used when a config names no architecture we know;
+GGUF_ARCHITECTURES maps a GGUF file's `general.architecture` to the class that reads it.
+The tables are written out by hand: adding a family means adding its lines here.
 """
 
+import pathlib
+
+from npplm.io import CheckpointError, read_config, refuse_pickle
+from npplm.io.gguf import open_reader, read_metadata
 from npplm.models import albert, bert, glm, gpt, llama, roberta, t5
 
 ARCHITECTURES = {
@@ -40,7 +54,7 @@ ARCHITECTURES = {
     # LLaMA (llama.py)
     "LlamaModel": llama.LlamaModel,
     "LlamaForCausalLM": llama.LlamaForCausalLM,
-    # GLM (glm.py): npplm's own config.json (no Hugging Face class reads GLM)
+    # GLM (glm.py): npplm's own config.json (transformers has no class for the 2021 GLM)
     "GLMForConditionalGeneration": glm.GLMForConditionalGeneration,
     # T5 (t5.py)
     "T5Model": t5.T5Model,
@@ -55,3 +69,38 @@ BASE_MODELS = {
     "llama": llama.LlamaModel,
     "t5": t5.T5Model,
 }
+GGUF_ARCHITECTURES = {
+    "llama": llama.LlamaForCausalLM,
+}
+
+
+def from_pretrained(path):
+    """Load any supported checkpoint: a folder, as the class its config.json names, or a
+    llama.cpp .gguf file, as the class of its `general.architecture`.
+
+    In a folder, `architectures[0]` picks the class (BertForMaskedLM, ...); without it, the
+    base model of `model_type`. A pickle file, a missing config or weights, or keys that do
+    not fit raise CheckpointError naming what is wrong. The model is returned in eval mode.
+    """
+    path = pathlib.Path(path)
+    refuse_pickle(path)
+    if path.suffix == ".gguf":  # one llama.cpp file: weights, config and tokenizer together
+        arch = read_metadata(open_reader(path)).get("general.architecture")
+        if arch not in GGUF_ARCHITECTURES:
+            raise CheckpointError(f"{path}: general.architecture is {arch!r}; npplm reads GGUF "
+                                  f"files of the {', '.join(map(repr, GGUF_ARCHITECTURES))} "
+                                  "architecture only")
+        return GGUF_ARCHITECTURES[arch].from_gguf(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a checkpoint directory")
+    config = read_config(path)
+    names = config.get("architectures") or []
+    for name in names:
+        if name in ARCHITECTURES:
+            return ARCHITECTURES[name].from_pretrained(path)
+    model_type = config.get("model_type")
+    if model_type in BASE_MODELS:
+        return BASE_MODELS[model_type].from_pretrained(path)
+    raise CheckpointError(f"{path}: unsupported model (architectures {names}, model_type "
+                          f"{model_type!r}); supported architectures: "
+                          f"{', '.join(sorted(ARCHITECTURES))}")

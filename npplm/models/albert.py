@@ -52,13 +52,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import autograd as ag
-from autograd import Tensor, as_array, cross_entropy, tanh, to_numpy, where, xp
-from npplm.checkpoints import PreTrainedModel
-from npplm.layers import Dropout, Embedding, LayerNorm, Linear, activation, attention
-from npplm.layers.attention import merge_heads, padding_mask, split_heads
+from autograd import Tensor, tanh
+from npplm.layers import (
+    Dropout,
+    Embedding,
+    LayerNorm,
+    Linear,
+    Module,
+    activation,
+    attention,
+    cross_entropy,
+    int_array,
+    merge_heads,
+    padding_mask,
+    sequence_classification_loss,
+    span_extraction_loss,
+    split_heads,
+)
+from npplm.models.base import PreTrainedModel, check_positive_ints, check_probabilities
+from npplm.models.bert import flatten_choices
 from npplm.models.output import ModelOutput
-from npplm.module import Module
 
 # --- configuration ---------------------------------------------------------------------------
 
@@ -98,13 +111,10 @@ class AlbertConfig:
     problem_type: str | None = None  # sequence classification loss; None = inferred
 
     def __post_init__(self):
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
-                     "num_hidden_groups", "num_attention_heads", "intermediate_size",
-                     "inner_group_num", "max_position_embeddings", "type_vocab_size",
-                     "num_labels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"AlbertConfig: {name}={value!r} must be a positive integer")
+        check_positive_ints(self, "vocab_size", "embedding_size", "hidden_size",
+                            "num_hidden_layers", "num_hidden_groups", "num_attention_heads",
+                            "intermediate_size", "inner_group_num", "max_position_embeddings",
+                            "type_vocab_size", "num_labels")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"AlbertConfig: hidden_size={self.hidden_size} is not divisible "
                              f"by num_attention_heads={self.num_attention_heads}")
@@ -113,11 +123,9 @@ class AlbertConfig:
                              f"num_hidden_layers={self.num_hidden_layers}: some groups would "
                              "never be used")
         activation(self.hidden_act)  # raises ValueError naming the known activations
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob",
-                     "classifier_dropout_prob"):
-            p = getattr(self, name)
-            if p is not None and not 0.0 <= p < 1.0:
-                raise ValueError(f"AlbertConfig: {name}={p} must be in [0, 1)")
+        check_probabilities(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
+        if self.classifier_dropout_prob is not None:
+            check_probabilities(self, "classifier_dropout_prob")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"AlbertConfig: pad_token_id={self.pad_token_id} is outside the "
                              f"vocabulary of {self.vocab_size}")
@@ -234,28 +242,6 @@ def num_parameters(config, architecture="AlbertModel"):
     return backbone + heads[architecture]
 
 
-# --- inputs ----------------------------------------------------------------------------------
-
-
-def _ids(x, name):
-    """Integer ids of shape (B, T) as a NumPy array, or an error naming what is wrong."""
-    ids = to_numpy(as_array(x))  # ids index tables and are checked on the host
-    if ids.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be integers, got dtype {ids.dtype}")
-    if ids.ndim != 2:
-        raise ValueError(f"{name} must have shape (batch, length), got shape {ids.shape}")
-    return ids
-
-
-def _targets(labels):
-    """Labels as an array of the active backend (loss functions take raw arrays)."""
-    return xp.asarray(as_array(labels))
-
-
-def _float_targets(labels, like):
-    return Tensor(xp.asarray(as_array(labels)).astype(like.dtype))
-
-
 # --- the backbone ----------------------------------------------------------------------------
 
 
@@ -265,17 +251,16 @@ class AlbertEmbeddings(Module):
 
     def __init__(self, config, rng):
         std = config.initializer_range
+        # PyTorch's nn.Embedding(padding_idx=pad): the padding row starts at zero and
+        # gets no gradient, so it never trains.
         self.word_embeddings = Embedding(config.vocab_size, config.embedding_size, std, rng,
-                                         what="token id")
+                                         what="token id", padding_idx=config.pad_token_id)
         self.position_embeddings = Embedding(config.max_position_embeddings,
                                              config.embedding_size, std, rng, what="position")
         self.token_type_embeddings = Embedding(config.type_vocab_size, config.embedding_size,
                                                std, rng, what="token type id")
         self.LayerNorm = LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob, seed=int(rng.integers(2**31)))
-        self.pad_token_id = config.pad_token_id
-        if self.pad_token_id is not None:  # PyTorch initialises the padding row to zeros
-            self.word_embeddings.weight.data[self.pad_token_id] = 0
+        self.dropout = Dropout(config.hidden_dropout_prob, rng)
         self.max_positions = config.max_position_embeddings
 
     def forward(self, input_ids, token_type_ids=None):
@@ -289,12 +274,6 @@ class AlbertEmbeddings(Module):
             raise ValueError(f"token_type_ids has shape {token_type_ids.shape} but the input "
                              f"ids have {(B, T)}: they must be equal")
         words = self.word_embeddings(input_ids)  # (B, T) -> (B, T, E)
-        if self.pad_token_id is not None:
-            # Adapted from npplm.layers.embedding: PyTorch's nn.Embedding(padding_idx=pad)
-            # sends no gradient to the padding row, so that row never trains. Padding
-            # positions read the row through a detached copy: the same values, no gradient.
-            is_pad = xp.asarray(input_ids == self.pad_token_id)[..., None]  # (B, T, 1)
-            words = where(is_pad, words.detach(), words)
         types = self.token_type_embeddings(token_type_ids)  # (B, T) -> (B, T, E)
         positions = self.position_embeddings(np.arange(T))  # (T,) -> (T, E), broadcast over B
         x = words + types + positions  # the reference's order of additions
@@ -314,8 +293,8 @@ class AlbertAttention(Module):
         self.dense = Linear(C, C, std=std, rng=rng)
         self.LayerNorm = LayerNorm(C, eps=config.layer_norm_eps)
         self.attention_dropout = Dropout(config.attention_probs_dropout_prob,
-                                         seed=int(rng.integers(2**31)))
-        self.output_dropout = Dropout(config.hidden_dropout_prob, seed=int(rng.integers(2**31)))
+                                         rng)
+        self.output_dropout = Dropout(config.hidden_dropout_prob, rng)
 
     def forward(self, x, bias=None):
         q = split_heads(self.query(x), self.num_heads)  # (B, T, C) -> (B, H, T, D)
@@ -396,8 +375,8 @@ class AlbertModel(AlbertPreTrainedModel):
     does, so their checkpoints have no `albert.pooler` keys.
     """
 
-    def __init__(self, config, add_pooling_layer=True, seed=0):
-        rng = np.random.default_rng(seed)
+    def __init__(self, config, add_pooling_layer=True, seed=0, rng=None):
+        rng = np.random.default_rng(seed) if rng is None else rng
         self.config = config
         self.embeddings = AlbertEmbeddings(config, rng)
         self.encoder = AlbertTransformer(config, rng)
@@ -406,14 +385,16 @@ class AlbertModel(AlbertPreTrainedModel):
                        if add_pooling_layer else None)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        input_ids = _ids(input_ids, "input_ids")
+        input_ids = int_array(input_ids, "input_ids")
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must have shape (batch, length), got shape "
+                             f"{input_ids.shape}")
         if token_type_ids is not None:
-            token_type_ids = _ids(token_type_ids, "token_type_ids")
+            token_type_ids = int_array(token_type_ids, "token_type_ids")
         B, T = input_ids.shape
         bias = None
         if attention_mask is not None:  # (B, T) 1/0 -> (B, 1, 1, S) additive, 0 or very negative
-            dtype = self.embeddings.word_embeddings.weight.dtype
-            bias = Tensor(padding_mask(attention_mask, B, T, dtype=dtype))
+            bias = padding_mask(attention_mask, B, T, self.dtype)  # host: attention moves it
         x = self.embeddings(input_ids, token_type_ids)  # (B, T) -> (B, T, E)
         x = self.encoder(x, bias)  # (B, T, E) -> (B, T, C)
         pooled = None
@@ -452,23 +433,12 @@ class AlbertSOPHead(Module):
     (B, C) -> (B, num_labels); label 0 = segments in order, 1 = swapped."""
 
     def __init__(self, config, rng):
-        self.dropout = Dropout(config.classifier_dropout, seed=int(rng.integers(2**31)))
+        self.dropout = Dropout(config.classifier_dropout, rng)
         self.classifier = Linear(config.hidden_size, config.num_labels,
                                  std=config.initializer_range, rng=rng)
 
     def forward(self, pooled):
         return self.classifier(self.dropout(pooled))
-
-
-def _mean_squared_error(pred, target):
-    diff = pred - target
-    return (diff * diff).mean()
-
-
-def _binary_cross_entropy_with_logits(x, y):
-    """mean(-y log sigmoid(x) - (1 - y) log(1 - sigmoid(x))), written overflow-free as
-    max(x, 0) - x y + log(1 + exp(-|x|)) (the form PyTorch's BCEWithLogitsLoss uses)."""
-    return (ag.maximum(x, 0.0) - x * y + ag.log(1.0 + ag.exp(-ag.abs(x)))).mean()
 
 
 class AlbertForPreTraining(AlbertPreTrainedModel):
@@ -483,7 +453,7 @@ class AlbertForPreTraining(AlbertPreTrainedModel):
     def __init__(self, config, seed=0):
         rng = np.random.default_rng(seed)
         self.config = config
-        self.albert = AlbertModel(config, seed=int(rng.integers(2**31)))
+        self.albert = AlbertModel(config, rng=rng)
         self.predictions = AlbertMLMHead(config, self.albert.embeddings.word_embeddings, rng)
         self.sop_classifier = AlbertSOPHead(config, rng)
 
@@ -494,8 +464,9 @@ class AlbertForPreTraining(AlbertPreTrainedModel):
         sop_logits = self.sop_classifier(out.pooler_output)  # (B, 2)
         loss = None
         if labels is not None and sentence_order_label is not None:
-            mlm = cross_entropy(logits, _targets(labels), ignore_index=-100)
-            sop = cross_entropy(sop_logits, _targets(sentence_order_label).reshape(-1))
+            mlm = cross_entropy(logits, int_array(labels, "labels"), ignore_index=-100)
+            order = int_array(sentence_order_label, "sentence_order_label").reshape(-1)
+            sop = cross_entropy(sop_logits, order)
             loss = mlm + sop
         return ModelOutput(loss=loss, logits=logits, seq_relationship_logits=sop_logits)
 
@@ -507,8 +478,7 @@ class AlbertForMaskedLM(AlbertPreTrainedModel):
     def __init__(self, config, seed=0):
         rng = np.random.default_rng(seed)
         self.config = config
-        self.albert = AlbertModel(config, add_pooling_layer=False,
-                                  seed=int(rng.integers(2**31)))
+        self.albert = AlbertModel(config, add_pooling_layer=False, rng=rng)
         self.predictions = AlbertMLMHead(config, self.albert.embeddings.word_embeddings, rng)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
@@ -516,47 +486,31 @@ class AlbertForMaskedLM(AlbertPreTrainedModel):
         logits = self.predictions(out.last_hidden_state)  # (B, T, C) -> (B, T, V)
         loss = None
         if labels is not None:
-            loss = cross_entropy(logits, _targets(labels), ignore_index=-100)
+            loss = cross_entropy(logits, int_array(labels, "labels"), ignore_index=-100)
         return ModelOutput(loss=loss, logits=logits)
 
 
 class AlbertForSequenceClassification(AlbertPreTrainedModel):
     """Pooled first token -> dropout -> linear: (B, T) -> logits (B, num_labels).
 
-    The loss follows `config.problem_type`, inferred as the reference does when None:
-    num_labels == 1 -> "regression" (mean squared error), integer labels (B,) ->
-    "single_label_classification" (cross-entropy), otherwise
-    "multi_label_classification" (binary cross-entropy on (B, num_labels) 0/1 floats).
+    The loss is BERT's (npplm.layers.sequence_classification_loss): mean squared error,
+    cross-entropy, or binary cross-entropy per class, by config.problem_type or, when None,
+    the labels.
     """
 
     def __init__(self, config, seed=0):
         rng = np.random.default_rng(seed)
         self.config = config
-        self.albert = AlbertModel(config, seed=int(rng.integers(2**31)))
-        self.dropout = Dropout(config.classifier_dropout, seed=int(rng.integers(2**31)))
+        self.albert = AlbertModel(config, rng=rng)
+        self.dropout = Dropout(config.classifier_dropout, rng)
         self.classifier = Linear(config.hidden_size, config.num_labels,
                                  std=config.initializer_range, rng=rng)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         out = self.albert(input_ids, attention_mask, token_type_ids)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, C) -> (B, n_labels)
-        loss = None
-        if labels is not None:
-            n = self.config.num_labels
-            problem = self.config.problem_type
-            if problem is None:
-                integer = getattr(as_array(labels), "dtype", np.dtype(float)).kind in "iu"
-                problem = ("regression" if n == 1 else
-                           "single_label_classification" if integer else
-                           "multi_label_classification")
-            if problem == "regression":
-                target = _float_targets(labels, logits)
-                loss = (_mean_squared_error(logits.reshape(-1), target.reshape(-1)) if n == 1
-                        else _mean_squared_error(logits, target))
-            elif problem == "single_label_classification":
-                loss = cross_entropy(logits.reshape(-1, n), _targets(labels).reshape(-1))
-            else:
-                loss = _binary_cross_entropy_with_logits(logits, _float_targets(labels, logits))
+        loss = None if labels is None else sequence_classification_loss(
+            logits, labels, self.config.num_labels, self.config.problem_type)
         return ModelOutput(loss=loss, logits=logits)
 
 
@@ -568,26 +522,18 @@ class AlbertForMultipleChoice(AlbertPreTrainedModel):
     def __init__(self, config, seed=0):
         rng = np.random.default_rng(seed)
         self.config = config
-        self.albert = AlbertModel(config, seed=int(rng.integers(2**31)))
-        self.dropout = Dropout(config.classifier_dropout, seed=int(rng.integers(2**31)))
+        self.albert = AlbertModel(config, rng=rng)
+        self.dropout = Dropout(config.classifier_dropout, rng)
         self.classifier = Linear(config.hidden_size, 1, std=config.initializer_range, rng=rng)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        ids = to_numpy(as_array(input_ids))
-        if ids.ndim != 3:
-            raise ValueError(f"input_ids must have shape (batch, choices, length), got shape "
-                             f"{ids.shape}")
-        B, N, T = ids.shape
-
-        def flat(a):  # (B, N, T) -> (B * N, T)
-            return None if a is None else to_numpy(as_array(a)).reshape(B * N, -1)
-
-        out = self.albert(flat(ids), flat(attention_mask), flat(token_type_ids))
+        B, N, flat = flatten_choices(input_ids, attention_mask, token_type_ids)
+        out = self.albert(*flat)  # (B N, T) rows
         scores = self.classifier(self.dropout(out.pooler_output))  # (B * N, C) -> (B * N, 1)
         logits = scores.reshape(B, N)  # (B * N, 1) -> (B, N)
         loss = None
         if labels is not None:
-            loss = cross_entropy(logits, _targets(labels))
+            loss = cross_entropy(logits, int_array(labels, "labels"))
         return ModelOutput(loss=loss, logits=logits)
 
 
@@ -598,9 +544,8 @@ class AlbertForTokenClassification(AlbertPreTrainedModel):
     def __init__(self, config, seed=0):
         rng = np.random.default_rng(seed)
         self.config = config
-        self.albert = AlbertModel(config, add_pooling_layer=False,
-                                  seed=int(rng.integers(2**31)))
-        self.dropout = Dropout(config.classifier_dropout, seed=int(rng.integers(2**31)))
+        self.albert = AlbertModel(config, add_pooling_layer=False, rng=rng)
+        self.dropout = Dropout(config.classifier_dropout, rng)
         self.classifier = Linear(config.hidden_size, config.num_labels,
                                  std=config.initializer_range, rng=rng)
 
@@ -610,7 +555,8 @@ class AlbertForTokenClassification(AlbertPreTrainedModel):
         loss = None
         if labels is not None:
             n = self.config.num_labels
-            loss = cross_entropy(logits.reshape(-1, n), _targets(labels).reshape(-1))
+            loss = cross_entropy(logits.reshape(-1, n),
+                                 int_array(labels, "labels").reshape(-1))
         return ModelOutput(loss=loss, logits=logits)
 
 
@@ -618,8 +564,8 @@ class AlbertForQuestionAnswering(AlbertPreTrainedModel):
     """Extractive QA: a linear map of every position to (start, end) scores; start_logits
     and end_logits (B, T).
 
-    Loss, as the reference: positions are clamped into [0, T], and T itself (an answer
-    outside this window) is ignored; loss = (CE(start) + CE(end)) / 2.
+    The loss is the reference's (npplm.layers.span_extraction_loss): positions clamped into
+    [0, T], T itself ignored, (CE(start) + CE(end)) / 2.
     """
 
     def __init__(self, config, seed=0):
@@ -628,8 +574,7 @@ class AlbertForQuestionAnswering(AlbertPreTrainedModel):
                              f"got {config.num_labels}")
         rng = np.random.default_rng(seed)
         self.config = config
-        self.albert = AlbertModel(config, add_pooling_layer=False,
-                                  seed=int(rng.integers(2**31)))
+        self.albert = AlbertModel(config, add_pooling_layer=False, rng=rng)
         self.qa_outputs = Linear(config.hidden_size, 2, std=config.initializer_range, rng=rng)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None,
@@ -639,12 +584,6 @@ class AlbertForQuestionAnswering(AlbertPreTrainedModel):
         start_logits, end_logits = logits[..., 0], logits[..., 1]  # (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
-            T = start_logits.shape[1]
-
-            def clamped(p):  # (B,) or (B, 1) -> (B,), in [0, T]; T is then ignored
-                return xp.clip(_targets(p).reshape(-1), 0, T)
-
-            start = cross_entropy(start_logits, clamped(start_positions), ignore_index=T)
-            end = cross_entropy(end_logits, clamped(end_positions), ignore_index=T)
-            loss = (start + end) / 2
+            loss = span_extraction_loss(start_logits, end_logits, start_positions,
+                                        end_positions)
         return ModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)

@@ -44,15 +44,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import autograd as ag
-from autograd import Tensor, array_module, as_array, cross_entropy, tanh, where
-from npplm.checkpoints import PreTrainedModel
-from npplm.layers import Dropout, Embedding, LayerNorm, Linear, activation
-from npplm.layers.attention import attention, merge_heads, padding_mask, split_heads
-from npplm.layers.dropout import dropout_seed as _seed
-from npplm.layers.embedding import int_array as _int_array
+from autograd import Tensor, tanh
+from npplm.layers import (
+    Dropout,
+    Embedding,
+    LayerNorm,
+    Linear,
+    Module,
+    activation,
+    attention,
+    cross_entropy,
+    int_array,
+    merge_heads,
+    padding_mask,
+    sequence_classification_loss,
+    span_extraction_loss,
+    split_heads,
+)
+from npplm.models.base import PreTrainedModel, check_positive_ints, check_probabilities
 from npplm.models.output import ModelOutput
-from npplm.module import Module
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -84,20 +94,15 @@ class BertConfig:
     classifier_dropout: float | None = None  # before the classifiers; None: hidden_dropout
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size",
-                     "num_labels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"BertConfig.{name}={value!r} must be a positive integer")
+        check_positive_ints(self, "vocab_size", "hidden_size", "num_hidden_layers",
+                            "num_attention_heads", "intermediate_size",
+                            "max_position_embeddings", "type_vocab_size", "num_labels")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"BertConfig: hidden_size={self.hidden_size} is not divisible by "
                              f"num_attention_heads={self.num_attention_heads}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob",
-                     "classifier_dropout"):
-            p = getattr(self, name)
-            if p is not None and not 0.0 <= p < 1.0:
-                raise ValueError(f"BertConfig.{name}={p} must be in [0, 1)")
+        check_probabilities(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
+        if self.classifier_dropout is not None:
+            check_probabilities(self, "classifier_dropout")
         if self.layer_norm_eps <= 0 or self.initializer_range < 0:
             raise ValueError(f"BertConfig: layer_norm_eps={self.layer_norm_eps} must be > 0 "
                              f"and initializer_range={self.initializer_range} >= 0")
@@ -199,45 +204,20 @@ def num_parameters(config, with_pooler=True):
 # --- building blocks ------------------------------------------------------------------------
 
 
-class BertWordEmbeddings(Embedding):
-    """Adapted from npplm.layers.embedding: adds torch's `padding_idx`.
-
-    Hugging Face builds the word table as nn.Embedding(V, C, padding_idx=pad_token_id): the
-    [PAD] row starts at zero and a lookup sends it no gradient, so fine-tuning never moves it.
-    We keep both properties to match the reference gradient for every parameter.
-    """
-
-    def __init__(self, num_embeddings, dim, padding_idx, std, rng):
-        super().__init__(num_embeddings, dim, std=std, rng=rng, what="token id")
-        self.padding_idx = padding_idx
-        if padding_idx is not None:
-            self.weight.data[padding_idx] = 0
-
-    def forward(self, ids):
-        ids = as_array(ids)
-        rows = super().forward(ids)  # (B, T) -> (B, T, C), ids checked against V
-        if self.padding_idx is None:
-            return rows
-        is_pad = (ids == self.padding_idx)[..., None]  # (B, T, 1)
-        if not is_pad.any():
-            return rows
-        # The same values, but [PAD] positions take the row as a constant (no gradient).
-        return where(is_pad, self.weight.data[self.padding_idx], rows)
-
-
 class BertEmbeddings(Module):
     """x = LayerNorm(word[ids] + token_type[types] + position[0..T-1]), then dropout."""
 
     def __init__(self, config, rng):
         C, std = config.hidden_size, config.initializer_range
-        self.word_embeddings = BertWordEmbeddings(config.vocab_size, C, config.pad_token_id,
-                                                  std, rng)
+        # [PAD]'s row starts at zero and gets no gradient (torch's padding_idx), as in HF.
+        self.word_embeddings = Embedding(config.vocab_size, C, std=std, rng=rng,
+                                         padding_idx=config.pad_token_id)
         self.position_embeddings = Embedding(config.max_position_embeddings, C, std=std,
                                              rng=rng, what="position")
         self.token_type_embeddings = Embedding(config.type_vocab_size, C, std=std, rng=rng,
                                                what="token type id")
         self.LayerNorm = LayerNorm(C, eps=config.layer_norm_eps)  # capitalised as in HF keys
-        self.dropout = Dropout(config.hidden_dropout_prob, seed=_seed(rng))
+        self.dropout = Dropout(config.hidden_dropout_prob, rng)
 
     def forward(self, input_ids, token_type_ids):
         T = input_ids.shape[1]
@@ -256,7 +236,7 @@ class BertSelfAttention(Module):
         self.query = Linear(C, C, std=std, rng=rng)
         self.key = Linear(C, C, std=std, rng=rng)
         self.value = Linear(C, C, std=std, rng=rng)
-        self.dropout = Dropout(config.attention_probs_dropout_prob, seed=_seed(rng))
+        self.dropout = Dropout(config.attention_probs_dropout_prob, rng)
 
     def forward(self, x, bias=None):
         q = split_heads(self.query(x), self.num_heads)  # (B, T, C) -> (B, H, T, D)
@@ -273,7 +253,7 @@ class BertSelfOutput(Module):
         C = config.hidden_size
         self.dense = Linear(C, C, std=config.initializer_range, rng=rng)
         self.LayerNorm = LayerNorm(C, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob, seed=_seed(rng))
+        self.dropout = Dropout(config.hidden_dropout_prob, rng)
 
     def forward(self, y, x):
         return self.LayerNorm(self.dropout(self.dense(y)) + x)  # (B, T, C)
@@ -311,7 +291,7 @@ class BertOutput(Module):
         C = config.hidden_size
         self.dense = Linear(config.intermediate_size, C, std=config.initializer_range, rng=rng)
         self.LayerNorm = LayerNorm(C, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob, seed=_seed(rng))
+        self.dropout = Dropout(config.hidden_dropout_prob, rng)
 
     def forward(self, h, x):
         return self.LayerNorm(self.dropout(self.dense(h)) + x)
@@ -396,7 +376,7 @@ class BertModel(BertPreTrainedModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         config = self.config
-        input_ids = _int_array(input_ids, "input_ids")
+        input_ids = int_array(input_ids, "input_ids")
         if input_ids.ndim != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must have shape (B, T) with T >= 1, got "
                              f"{input_ids.shape}")
@@ -406,16 +386,15 @@ class BertModel(BertPreTrainedModel):
                              f"{config.max_position_embeddings}: BERT learned no position "
                              "beyond that; truncate or split the input")
         if token_type_ids is None:
-            token_type_ids = array_module(input_ids).zeros_like(input_ids)
-        token_type_ids = _int_array(token_type_ids, "token_type_ids")
+            token_type_ids = np.zeros(input_ids.shape, dtype=np.int64)  # all sentence A
+        token_type_ids = int_array(token_type_ids, "token_type_ids")
         if token_type_ids.shape != input_ids.shape:
             raise ValueError(f"token_type_ids has shape {token_type_ids.shape} but input_ids "
                              f"has {input_ids.shape}: they must be equal")
         bias = None
         if attention_mask is not None:
             # (B, S) of 1/0 -> additive (B, 1, 1, S): 0 for tokens, dtype-min for padding.
-            dtype = self.embeddings.word_embeddings.weight.dtype
-            bias = Tensor(padding_mask(attention_mask, B, T, dtype=dtype))
+            bias = padding_mask(attention_mask, B, T, self.dtype)  # host: attention moves it
 
         h = self.embeddings(input_ids, token_type_ids)  # (B, T) -> (B, T, C)
         h = self.encoder(h, bias)  # (B, T, C)
@@ -452,10 +431,7 @@ class BertLMPredictionHead(Module):
             # leaves cls.predictions.bias unused (4.x kept it): refused rather than guessed.
             raise ValueError("BERT's MLM head with tie_word_embeddings=False is not "
                              "implemented: the decoder is the word embedding table")
-        # A Linear that owns no arrays of its own: the weight is the (V, C) word table.
-        self.decoder = Linear.__new__(Linear)
-        self.decoder.weight = word_embeddings.weight
-        self.decoder.bias = self.bias
+        self.decoder = Linear.tied(word_embeddings.weight, self.bias)  # the (V, C) table
 
     def forward(self, h):
         return self.decoder(self.transform(h))  # (B, T, C) @ (C, V) -> (B, T, V)
@@ -508,8 +484,8 @@ class BertForPreTraining(BertPreTrainedModel):
             raise ValueError("BertForPreTraining: give both labels and next_sentence_label "
                              "for a loss, or neither")
         if labels is not None:
-            loss = (cross_entropy(logits, _int_array(labels, "labels"))
-                    + cross_entropy(nsp, _int_array(next_sentence_label, "next_sentence_label")))
+            loss = (cross_entropy(logits, int_array(labels, "labels"))
+                    + cross_entropy(nsp, int_array(next_sentence_label, "next_sentence_label")))
         return ModelOutput(loss=loss, logits=logits, seq_relationship_logits=nsp)
 
 
@@ -529,7 +505,7 @@ class BertForMaskedLM(BertPreTrainedModel):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         h = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         logits = self.cls.predictions(h)  # (B, T, C) -> (B, T, V)
-        loss = None if labels is None else cross_entropy(logits, _int_array(labels, "labels"))
+        loss = None if labels is None else cross_entropy(logits, int_array(labels, "labels"))
         return ModelOutput(loss=loss, logits=logits)
 
 
@@ -547,49 +523,35 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output
         logits = self.cls.seq_relationship(pooled)  # (B, C) -> (B, 2)
-        loss = None if labels is None else cross_entropy(logits, _int_array(labels, "labels"))
+        loss = None if labels is None else cross_entropy(logits, int_array(labels, "labels"))
         return ModelOutput(loss=loss, logits=logits)
 
 
 # --- fine-tuning heads (section 4) ---------------------------------------------------------
 
 
-def _classifier_dropout(config, rng):
+def classifier_dropout(config, rng):
+    """The dropout before a classifier: classifier_dropout, or hidden_dropout_prob when None
+    (Hugging Face's rule, shared by RoBERTa)."""
     p = config.classifier_dropout
-    return Dropout(config.hidden_dropout_prob if p is None else p, seed=_seed(rng))
+    return Dropout(config.hidden_dropout_prob if p is None else p, rng)
 
 
-def _bce_with_logits(x, y):
-    """mean(-y log sigmoid(x) - (1 - y) log(1 - sigmoid(x))), in the overflow-free form
-    max(x, 0) - x y + log(1 + exp(-|x|)), as torch's BCEWithLogitsLoss computes it."""
-    return (ag.relu(x) - x * y + ag.log(1 + ag.exp(-ag.abs(x)))).mean()
+def flatten_choices(input_ids, attention_mask, token_type_ids):
+    """Multiple choice's (B, N, T) inputs as B N sequences: (B, N, [three (B N, T) or None]).
+    Shape errors beyond the number of axes surface in the backbone."""
+    input_ids = int_array(input_ids, "input_ids")
+    if input_ids.ndim != 3:
+        raise ValueError(f"input_ids must have shape (B, N, T) (batch, choices, length), got "
+                         f"{input_ids.shape}")
+    B, N, T = input_ids.shape
 
+    def flat(x, name):  # (B, N, T) -> (B N, T)
+        return None if x is None else int_array(x, name).reshape(B * N, -1)
 
-def sequence_classification_loss(logits, labels, config):
-    """Hugging Face's choice of loss for BertForSequenceClassification.
-
-    problem_type (or, when None: regression if num_labels == 1, else single-label if the
-    labels are integers, else multi-label):
-        regression                  mean squared error, labels (B,) or (B, num_labels)
-        single_label_classification cross-entropy, integer labels (B,)
-        multi_label_classification  binary cross-entropy per class, 0/1 labels (B, n)
-    """
-    labels = as_array(labels)
-    labels = labels if hasattr(labels, "dtype") else np.asarray(labels)
-    problem = config.problem_type
-    if problem is None:
-        problem = ("regression" if config.num_labels == 1 else
-                   "single_label_classification" if labels.dtype.kind in "iu" else
-                   "multi_label_classification")
-    if problem == "single_label_classification":
-        return cross_entropy(logits, _int_array(labels, "labels"))
-    labels = labels.astype(logits.dtype)  # npplm never mixes float dtypes silently
-    if problem == "regression":
-        if config.num_labels == 1:  # (B, 1) against (B,): compare as flat vectors
-            logits, labels = logits.reshape(-1), labels.reshape(-1)
-        diff = logits - labels
-        return (diff * diff).mean()
-    return _bce_with_logits(logits, labels)
+    return B, N, [flat(x, name) for x, name in ((input_ids, "input_ids"),
+                                                (attention_mask, "attention_mask"),
+                                                (token_type_ids, "token_type_ids"))]
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
@@ -600,15 +562,15 @@ class BertForSequenceClassification(BertPreTrainedModel):
         rng = np.random.default_rng(seed)
         self.config = config
         self.bert = BertModel(config, rng=rng)
-        self.dropout = _classifier_dropout(config, rng)
+        self.dropout = classifier_dropout(config, rng)
         self.classifier = Linear(config.hidden_size, config.num_labels,
                                  std=config.initializer_range, rng=rng)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output
         logits = self.classifier(self.dropout(pooled))  # (B, C) -> (B, num_labels)
-        loss = None if labels is None else sequence_classification_loss(logits, labels,
-                                                                         self.config)
+        loss = None if labels is None else sequence_classification_loss(
+            logits, labels, self.config.num_labels, self.config.problem_type)
         return ModelOutput(loss=loss, logits=logits)
 
 
@@ -622,26 +584,14 @@ class BertForMultipleChoice(BertPreTrainedModel):
         rng = np.random.default_rng(seed)
         self.config = config
         self.bert = BertModel(config, rng=rng)
-        self.dropout = _classifier_dropout(config, rng)
+        self.dropout = classifier_dropout(config, rng)
         self.classifier = Linear(config.hidden_size, 1, std=config.initializer_range, rng=rng)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        input_ids = _int_array(input_ids, "input_ids")
-        if input_ids.ndim != 3:
-            raise ValueError(f"BertForMultipleChoice: input_ids must be (B, N, T), got "
-                             f"{input_ids.shape}")
-        B, N, T = input_ids.shape
-
-        def flat(x, name):  # (B, N, T) -> (B * N, T); shape errors surface in BertModel
-            if x is None:
-                return None
-            x = _int_array(x, name)
-            return x.reshape(-1, x.shape[-1])
-
-        pooled = self.bert(flat(input_ids, "input_ids"), flat(attention_mask, "attention_mask"),
-                           flat(token_type_ids, "token_type_ids")).pooler_output  # (B * N, C)
+        B, N, flat = flatten_choices(input_ids, attention_mask, token_type_ids)
+        pooled = self.bert(*flat).pooler_output  # (B N, T) -> (B N, C)
         logits = self.classifier(self.dropout(pooled)).reshape(B, N)  # (B * N, 1) -> (B, N)
-        loss = None if labels is None else cross_entropy(logits, _int_array(labels, "labels"))
+        loss = None if labels is None else cross_entropy(logits, int_array(labels, "labels"))
         return ModelOutput(loss=loss, logits=logits)
 
 
@@ -655,23 +605,22 @@ class BertForTokenClassification(BertPreTrainedModel):
         rng = np.random.default_rng(seed)
         self.config = config
         self.bert = BertModel(config, add_pooling_layer=False, rng=rng)
-        self.dropout = _classifier_dropout(config, rng)
+        self.dropout = classifier_dropout(config, rng)
         self.classifier = Linear(config.hidden_size, config.num_labels,
                                  std=config.initializer_range, rng=rng)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         h = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         logits = self.classifier(self.dropout(h))  # (B, T, C) -> (B, T, num_labels)
-        loss = None if labels is None else cross_entropy(logits, _int_array(labels, "labels"))
+        loss = None if labels is None else cross_entropy(logits, int_array(labels, "labels"))
         return ModelOutput(loss=loss, logits=logits)
 
 
 class BertForQuestionAnswering(BertPreTrainedModel):
     """Extractive QA (SQuAD): a start and an end score per position, (B, T, C) -> (B, T) x 2.
 
-    The answer is the span [argmax start, argmax end] of the passage. The loss, as Hugging
-    Face's: positions are clamped to [0, T] and position T is ignored (an answer cut off by
-    truncation teaches nothing), then loss = (CE(start) + CE(end)) / 2.
+    The answer is the span [argmax start, argmax end] of the passage. The loss is Hugging
+    Face's (npplm.layers.span_extraction_loss): (CE(start) + CE(end)) / 2.
     """
 
     ignore_on_load = (*_BUFFERS, _POOLER)
@@ -692,14 +641,6 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         start, end = logits[..., 0], logits[..., 1]  # (B, T, 2) -> (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
-            T = start.shape[1]
-            losses = []
-            for logit, pos, name in ((start, start_positions, "start_positions"),
-                                     (end, end_positions, "end_positions")):
-                pos = _int_array(pos, name)
-                pos = pos.reshape(pos.shape[0]) if pos.ndim > 1 else pos  # (B, 1) -> (B,)
-                pos = array_module(pos).clip(pos, 0, T)  # outside the input: T, ignored
-                losses.append(cross_entropy(logit, pos, ignore_index=T))
-            loss = (losses[0] + losses[1]) / 2
+            loss = span_extraction_loss(start, end, start_positions, end_positions)
         return ModelOutput(loss=loss, start_logits=start, end_logits=end)
 

@@ -74,19 +74,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autograd import Tensor, array_module, as_array, cross_entropy, no_grad, split, to_numpy
-from npplm.checkpoints import PreTrainedModel
-from npplm.generation import choose_next
-from npplm.kv_cache import KVCache
-from npplm.layers import Dropout, Embedding, LayerNorm, Linear, gelu, grad_scale
-from npplm.layers.attention import attention, merge_heads, split_heads
-from npplm.layers.dropout import dropout_seed as _seed
-from npplm.layers.embedding import int_array as _int_array
+from autograd import Tensor, as_array, no_grad, split, to_numpy
+from npplm.generation import decode
+from npplm.layers import (
+    IGNORE_INDEX,
+    Dropout,
+    Embedding,
+    LayerNorm,
+    Linear,
+    Module,
+    additive_mask,
+    attention,
+    cross_entropy,
+    gelu,
+    grad_scale,
+    int_array,
+    merge_heads,
+    split_heads,
+)
+from npplm.models.base import (
+    PreTrainedModel,
+    check_optional_positive_int,
+    check_positive_ints,
+    check_probabilities,
+)
 from npplm.models.output import ModelOutput
-from npplm.module import Module
-
-IGNORE_INDEX = -100  # label of positions without a loss (Part A, padding)
-
 
 # --- configuration -------------------------------------------------------------------------
 
@@ -121,23 +133,14 @@ class GLMConfig:
     eop_token_id: int = 30591  # [E]: the last target of each span
 
     def __post_init__(self):
-        for name in ("vocab_size", "max_sequence_length", "hidden_size", "num_layers",
-                     "num_attention_heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"GLMConfig.{name}={value!r} must be a positive integer")
-        if self.intermediate_size is not None and (
-                not isinstance(self.intermediate_size, int) or self.intermediate_size < 1):
-            raise ValueError(f"GLMConfig.intermediate_size={self.intermediate_size!r} must be "
-                             "None or a positive integer")
+        check_positive_ints(self, "vocab_size", "max_sequence_length", "hidden_size",
+                            "num_layers", "num_attention_heads")
+        check_optional_positive_int(self, "intermediate_size")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"GLMConfig: hidden_size={self.hidden_size} is not divisible by "
                              f"num_attention_heads={self.num_attention_heads}")
-        for name in ("embedding_dropout_prob", "attention_dropout_prob",
-                     "output_dropout_prob"):
-            p = getattr(self, name)
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"GLMConfig.{name}={p} must be in [0, 1)")
+        check_probabilities(self, "embedding_dropout_prob", "attention_dropout_prob",
+                            "output_dropout_prob")
         if self.layernorm_epsilon <= 0 or self.initializer_range < 0:
             raise ValueError(f"GLMConfig: layernorm_epsilon={self.layernorm_epsilon} must be "
                              f"> 0 and initializer_range={self.initializer_range} >= 0")
@@ -312,8 +315,8 @@ class GLMAttention(Module):
         self.query_key_value = Linear(C, 3 * C, std=_xavier_std(C, C), rng=rng)
         self.query_key_value.weight.data[2 * C:] *= beta
         self.dense = Linear(C, C, std=_xavier_std(C, C, beta), rng=rng)
-        self.attention_dropout = Dropout(config.attention_dropout_prob, seed=_seed(rng))
-        self.output_dropout = Dropout(config.output_dropout_prob, seed=_seed(rng))
+        self.attention_dropout = Dropout(config.attention_dropout_prob, rng)
+        self.output_dropout = Dropout(config.output_dropout_prob, rng)
 
     def forward(self, x, bias, cache=None, layer=0):
         q, k, v = split(self.query_key_value(x), sections=3, axis=-1)  # 3 x (B, T, C)
@@ -335,7 +338,7 @@ class GLMMLP(Module):
         C, F, beta = config.hidden_size, config.inner_dim, config.deepnorm_beta
         self.dense_h_to_4h = Linear(C, F, std=_xavier_std(C, F, beta), rng=rng)
         self.dense_4h_to_h = Linear(F, C, std=_xavier_std(F, C, beta), rng=rng)
-        self.dropout = Dropout(config.output_dropout_prob, seed=_seed(rng))
+        self.dropout = Dropout(config.output_dropout_prob, rng)
 
     def forward(self, x):
         return self.dropout(self.dense_4h_to_h(gelu(self.dense_h_to_4h(x))))  # (B, T, C)
@@ -375,7 +378,7 @@ class GLMModel(Module):
         self.position_embeddings = Embedding(P, C, std=std, rng=rng, what="position")
         self.block_position_embeddings = Embedding(P, C, std=std, rng=rng,
                                                    what="block position")
-        self.embedding_dropout = Dropout(config.embedding_dropout_prob, seed=_seed(rng))
+        self.embedding_dropout = Dropout(config.embedding_dropout_prob, rng)
         self.layers = [GLMBlock(config, rng) for _ in range(config.num_layers)]
 
     def forward(self, input_ids, position_ids, attention_mask, cache=None):
@@ -391,14 +394,14 @@ class GLMModel(Module):
                         queries sit at positions cache.length .. cache.length + T - 1
         """
         config = self.config
-        input_ids = _int_array(input_ids, "input_ids")
+        input_ids = int_array(input_ids, "input_ids")
         if input_ids.ndim != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must have shape (B, T) with T >= 1, got "
                              f"{input_ids.shape}")
         B, T = input_ids.shape
         past = 0 if cache is None else cache.length
         S = past + T
-        position_ids = _int_array(position_ids, "position_ids")
+        position_ids = int_array(position_ids, "position_ids")
         if position_ids.shape != (B, 2, T):
             raise ValueError(f"position_ids has shape {position_ids.shape} but must be "
                              f"(B, 2, T) = {(B, 2, T)}: positions and block positions")
@@ -417,10 +420,8 @@ class GLMModel(Module):
         else:
             raise ValueError(f"attention_mask has shape {mask.shape}; it must be (B,) = "
                              f"{(B,)} Part A lengths or (B, T, S) = {(B, T, S)} booleans")
-        dtype = self.word_embeddings.weight.dtype
-        xp = array_module(self.word_embeddings.weight.data)
-        bias = np.where(allowed, 0.0, np.finfo(dtype).min).astype(dtype)
-        bias = Tensor(xp.asarray(bias[:, None]))  # (B, T, S) -> (B, 1, T, S): every head
+        # (B, T, S) -> (B, 1, T, S), every head; on the host: attention moves it
+        bias = additive_mask(allowed[:, None], self.word_embeddings.weight.dtype)
 
         words = self.word_embeddings(input_ids)  # (B, T, C)
         if config.embedding_grad_scale != 1.0:
@@ -449,10 +450,7 @@ class GLMForConditionalGeneration(PreTrainedModel):
         rng = np.random.default_rng(seed)
         self.config = config
         self.transformer = GLMModel(config, rng=rng)
-        # A Linear that owns no array of its own: the weight is the (V, C) word table.
-        self.lm_head = Linear.__new__(Linear)
-        self.lm_head.weight = self.transformer.word_embeddings.weight
-        self.lm_head.bias = None
+        self.lm_head = Linear.tied(self.transformer.word_embeddings.weight)  # (V, C) table
 
     def forward(self, input_ids, position_ids, attention_mask, labels=None, cache=None):
         """-> ModelOutput(logits (B, T, V), loss: mean cross-entropy over labels != -100).
@@ -464,47 +462,36 @@ class GLMForConditionalGeneration(PreTrainedModel):
         logits = self.lm_head(h.last_hidden_state)  # (B, T, C) @ (C, V) -> (B, T, V)
         loss = None
         if labels is not None:
-            labels = _int_array(labels, "labels")
+            labels = int_array(labels, "labels")
             if labels.shape != logits.shape[:2]:
                 raise ValueError(f"labels has shape {labels.shape} but the input ids have "
                                  f"{logits.shape[:2]}")
             loss = cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
         return ModelOutput(loss=loss, logits=logits)
 
-    # The KV-cache protocol (see npplm.generation).
-    @property
-    def n_layers(self):
-        return self.config.num_layers
-
-    @property
-    def n_kv_heads(self):
-        return self.config.num_attention_heads
-
-    @property
-    def head_dim(self):
-        return self.config.head_dim
-
-    @property
-    def dtype(self):
-        return self.transformer.word_embeddings.weight.dtype
+    def kv_cache_layout(self):
+        """(L, H, D): every layer caches all its heads (npplm.generation)."""
+        return self.config.num_layers, self.config.num_attention_heads, self.config.head_dim
 
 
 # --- filling a blank -----------------------------------------------------------------------
 
 
 def fill_blank(model, part_a, max_new_tokens, *, temperature=0.0, top_k=None, top_p=None,
-               seed=None):
+               seed=None, num_beams=1, length_penalty=1.0, early_stopping=False):
     """Fill the first [MASK] or [gMASK] of each row of Part A, one token at a time.
 
     part_a (B, T_A): rows of the same length, each holding a [MASK] or [gMASK] (for long
     text GLM appends [gMASK] at the end). Part A is encoded once, bidirectionally, into a
     KV cache; then [S] is fed at (position of the mask, block position 1), and each chosen
     token at block positions 2, 3, ..., until every row has produced [E] or
-    max_new_tokens tokens were chosen. temperature 0 is greedy (see choose_next).
-    Returns a list of B lists of new ids, each without [E].
+    max_new_tokens tokens were chosen. temperature 0 is greedy; num_beams > 1 searches
+    beams (npplm.generation.decode, the loop every family shares).
+    Returns a list of B lists of new ids, each without [E]. The model runs under no_grad;
+    call .eval() first if it was training (dropout).
     """
     config = model.config
-    part_a = np.asarray(_int_array(part_a, "part_a"))
+    part_a = to_numpy(int_array(part_a, "part_a"))
     if part_a.ndim != 2 or part_a.shape[1] == 0:
         raise ValueError(f"part_a must have shape (B, T_A) with T_A >= 1, got {part_a.shape}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -519,32 +506,33 @@ def fill_blank(model, part_a, max_new_tokens, *, temperature=0.0, top_k=None, to
     if total > config.max_sequence_length:
         raise ValueError(f"{sep} Part A tokens + {max_new_tokens} new = {total} exceed "
                          f"max_sequence_length={config.max_sequence_length}")
-    mask_at = is_mask.argmax(axis=1)  # (B,) the first mask of each row
-    rng = np.random.default_rng(seed)
-    cache = KVCache(model.n_layers, B, model.n_kv_heads, model.head_dim, total, model.dtype)
-    seps = np.full(B, sep)
-    positions = np.stack([np.arange(sep)[None].repeat(B, 0), np.zeros((B, sep), int)], 1)
-    out = [[] for _ in range(B)]
-    done = np.zeros(B, dtype=bool)
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            model(part_a, positions, seps, cache=cache)  # Part A into the cache
-            token = np.full((B, 1), config.sop_token_id)
-            for step in range(1, max_new_tokens + 1):
-                pos = np.stack([mask_at, np.full(B, step)], 1)[:, :, None]  # (B, 2, 1)
-                logits = model(token, pos, seps, cache=cache).logits  # (B, 1, V)
-                nxt = choose_next(to_numpy(logits.data[:, -1]), temperature, top_k, top_p,
-                                  rng)  # (B,)
-                for b in np.flatnonzero(~done):
-                    if nxt[b] == config.eop_token_id:
-                        done[b] = True
-                    else:
-                        out[b].append(int(nxt[b]))
-                if done.all():
-                    break
-                token = nxt[:, None]
-    finally:
-        model.train(was_training)
+    R = B * num_beams  # row b num_beams + j is beam j of input b
+    part_a = np.repeat(part_a, num_beams, axis=0)  # (R, T_A)
+    mask_at = np.repeat(is_mask.argmax(axis=1), num_beams)  # (R,) the first mask of each row
+    seps = np.full(R, sep)
+    cache = model.new_cache(R, total)
+    block_position = 0  # of the token fed last: [S] is 1, the first chosen token 2, ...
+
+    def step(tokens, rows=None):
+        """Logits (R, V) of the next token of each blank, once `tokens` (R,) are fed."""
+        nonlocal block_position
+        if rows is not None:  # beam search: row i continues the sequence of rows[i]
+            cache.reorder(rows)
+        if tokens is None:  # Part A into the cache, then [S]
+            positions = np.stack([np.tile(np.arange(sep), (R, 1)), np.zeros((R, sep), int)], 1)
+            model(part_a, positions, seps, cache=cache)  # (R, 2, T_A) positions
+            tokens = np.full(R, config.sop_token_id)
+        block_position += 1
+        pos = np.stack([mask_at, np.full(R, block_position)], 1)[:, :, None]  # (R, 2, 1)
+        return to_numpy(model(tokens[:, None], pos, seps, cache=cache).logits.data[:, -1])
+
+    with no_grad():
+        new = decode(step, B, max_new_tokens, num_beams=num_beams, temperature=temperature,
+                     top_k=top_k, top_p=top_p, eos_token_id=config.eop_token_id,
+                     pad_token_id=config.eop_token_id, seed=seed,
+                     length_penalty=length_penalty, early_stopping=early_stopping)
+    out = []
+    for row in new:  # (n,) new tokens: keep those before [E] (after it: padding)
+        ends = np.flatnonzero(row == config.eop_token_id)
+        out.append([int(t) for t in row[:ends[0] if ends.size else len(row)]])
     return out

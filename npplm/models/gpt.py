@@ -62,15 +62,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autograd import Tensor, array_module, as_array, cross_entropy, split, to_numpy
-from npplm.checkpoints import PreTrainedModel, write_json, write_safetensors
+from autograd import Tensor, as_array, split, to_numpy
 from npplm.generation import GenerationMixin
-from npplm.layers import Dropout, Embedding, LayerNorm, Linear, activation, gelu_tanh
-from npplm.layers.attention import CausalMask, attention, merge_heads, split_heads
-from npplm.layers.dropout import dropout_seed as _seed
-from npplm.layers.embedding import int_array as _int_array
+from npplm.layers import (
+    CausalMask,
+    Dropout,
+    Embedding,
+    LayerNorm,
+    Linear,
+    Module,
+    activation,
+    additive_mask,
+    attention,
+    causal_lm_loss,
+    gelu_tanh,
+    int_array,
+    merge_heads,
+    positions_from_mask,
+    split_heads,
+)
+from npplm.models.base import (
+    PreTrainedModel,
+    check_optional_positive_int,
+    check_positive_ints,
+    check_probabilities,
+)
 from npplm.models.output import ModelOutput
-from npplm.module import Module
 
 MODEL_TYPES = ("openai-gpt", "gpt2")
 ATTENTION_KINDS = ("global", "local")  # dense causal, or causal within a band of local_window
@@ -116,21 +133,13 @@ class GPTConfig:
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"GPTConfig.model_type={self.model_type!r}; use one of "
                              f"{MODEL_TYPES}")
-        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head",
-                     "local_window"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig.{name}={value!r} must be a positive integer")
-        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner < 1):
-            raise ValueError(f"GPTConfig.n_inner={self.n_inner!r} must be None or a positive "
-                             "integer")
+        check_positive_ints(self, "vocab_size", "n_positions", "n_embd", "n_layer", "n_head",
+                            "local_window")
+        check_optional_positive_int(self, "n_inner")
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig: n_embd={self.n_embd} is not divisible by "
                              f"n_head={self.n_head}")
-        for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-            p = getattr(self, name)
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"GPTConfig.{name}={p} must be in [0, 1)")
+        check_probabilities(self, "resid_pdrop", "embd_pdrop", "attn_pdrop")
         if self.layer_norm_epsilon <= 0 or self.initializer_range < 0:
             raise ValueError(f"GPTConfig: layer_norm_epsilon={self.layer_norm_epsilon} must "
                              f"be > 0 and initializer_range={self.initializer_range} >= 0")
@@ -288,31 +297,17 @@ def num_parameters(config):
 # --- masks and positions -------------------------------------------------------------------
 
 
-def band_mask(T, S, window, dtype=np.float32):
-    """(T, S) additive bias of a causal band: query t, at position S - T + t (after S - T
-    cached keys), sees key s iff S - T + t - window < s <= S - T + t.
+def band(T, S, window):
+    """(T, S) booleans of a causal band: query t, at position S - T + t (after S - T cached
+    keys), sees key s iff S - T + t - window < s <= S - T + t.
 
     GPT-3's "locally banded" sparse attention (Child et al. 2019's local pattern): each
     token sees itself and the window - 1 tokens before it. With window >= S it is exactly
-    `causal_mask(T, S)`, dense causal attention.
+    dense causal attention (npplm.layers.causal_mask).
     """
     q = np.arange(S - T, S)[:, None]  # (T, 1): absolute position of each query
     k = np.arange(S)[None, :]  # (1, S)
-    allowed = (k <= q) & (k > q - window)  # (T, S)
-    return np.where(allowed, 0.0, np.finfo(dtype).min).astype(dtype)
-
-
-def positions_from_mask(attention_mask, T):
-    """Positions of the last T tokens: (real tokens so far) - 1, 1 at padding (B, S) -> (B, T).
-
-    As Hugging Face's generate computes them: a left-padded prompt then numbers its real
-    tokens 0, 1, 2, ... exactly as the prompt alone. Padding gets 1 (any valid row would
-    do: padding is masked out as a key, and its own outputs are never used).
-    """
-    mask = np.asarray(attention_mask).astype(np.int64)
-    positions = np.cumsum(mask, axis=-1) - 1  # (B, S)
-    positions = np.where(mask == 0, 1, positions)
-    return positions[:, -T:]  # (B, S) -> (B, T)
+    return (k <= q) & (k > q - window)  # (T, S)
 
 
 # --- building blocks -----------------------------------------------------------------------
@@ -327,8 +322,8 @@ class GPTAttention(Module):
         self.n_head = config.n_head
         self.c_attn = Linear(C, 3 * C, std=std, rng=rng)  # (out, in) = (3C, C)
         self.c_proj = Linear(C, C, std=proj_std, rng=rng)
-        self.attn_dropout = Dropout(config.attn_pdrop, seed=_seed(rng))
-        self.resid_dropout = Dropout(config.resid_pdrop, seed=_seed(rng))
+        self.attn_dropout = Dropout(config.attn_pdrop, rng)
+        self.resid_dropout = Dropout(config.resid_pdrop, rng)
 
     def forward(self, x, bias, cache=None, layer=0):
         q, k, v = split(self.c_attn(x), sections=3, axis=-1)  # (B, T, 3C) -> 3 x (B, T, C)
@@ -356,7 +351,7 @@ class GPTMLP(Module):
         self.act = (gelu_tanh if config.model_type == "openai-gpt"
                     and config.activation_function == "gelu"
                     else activation(config.activation_function))
-        self.dropout = Dropout(config.resid_pdrop, seed=_seed(rng))
+        self.dropout = Dropout(config.resid_pdrop, rng)
 
     def forward(self, x):
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))  # (B, T, C) -> (B, T, C)
@@ -403,7 +398,7 @@ _BUFFERS = (r"(^|\.)attn\.bias$", r"(^|\.)attn\.masked_bias$", r"(^|\.)position_
 
 class GPTPreTrainedModel(PreTrainedModel):
     """What every GPT class shares: config, backbone name, the Conv1D transposes, and the
-    attributes a KV cache needs (the protocol of npplm.generation)."""
+    shape of its KV cache (npplm.generation)."""
 
     config_class = GPTConfig
     base_model_prefix = "transformer"
@@ -420,33 +415,9 @@ class GPTPreTrainedModel(PreTrainedModel):
         return {k: (v.T if k.endswith(CONV1D_WEIGHTS) else v)
                 for k, v in self.state_dict(remove_duplicates=True).items()}
 
-    def save_pretrained(self, directory):
-        """PreTrainedModel.save_pretrained, with the Conv1D weights transposed back."""
-        import pathlib
-
-        directory = pathlib.Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = self.config.to_hf()
-        config["architectures"] = [type(self).__name__]
-        write_safetensors(self.checkpoint_state(), directory / "model.safetensors")
-        write_json(config, directory / "config.json")
-
-    # The KV-cache protocol (see npplm.generation).
-    @property
-    def n_layers(self):
-        return self.config.n_layer
-
-    @property
-    def n_kv_heads(self):
-        return self.config.n_head  # no grouped-query attention: K = H
-
-    @property
-    def head_dim(self):
-        return self.config.head_dim
-
-    @property
-    def dtype(self):
-        return self.parameters()[0].dtype
+    def kv_cache_layout(self):
+        """(L, K, D): every layer caches all its heads (no grouped-query attention: K = H)."""
+        return self.config.n_layer, self.config.n_head, self.config.head_dim
 
 
 class _GPTBackbone(GPTPreTrainedModel):
@@ -469,7 +440,7 @@ class _GPTBackbone(GPTPreTrainedModel):
         """
         config = self.config
         wte, wpe, blocks, ln_f = self._parts()
-        input_ids = _int_array(input_ids, "input_ids")
+        input_ids = int_array(input_ids, "input_ids")
         if input_ids.ndim != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must have shape (B, T) with T >= 1, got "
                              f"{input_ids.shape}")
@@ -482,7 +453,7 @@ class _GPTBackbone(GPTPreTrainedModel):
                              "that; shorten the input")
         dtype = wte.weight.dtype
         if attention_mask is not None:
-            mask = to_numpy(as_array(attention_mask))
+            mask = to_numpy(as_array(attention_mask)) != 0  # (B, S) on the host
             if mask.shape != (B, S):
                 raise ValueError(f"attention_mask has shape {mask.shape} but must be (B, S) = "
                                  f"{(B, S)}: {past} cached + {T} new positions")
@@ -491,26 +462,21 @@ class _GPTBackbone(GPTPreTrainedModel):
                 position_ids = positions_from_mask(mask, T)  # (B, T)
             else:
                 position_ids = np.arange(past, S)[None, :]  # (1, T)
-        xp = array_module(wte.weight.data)
-        position_ids = xp.asarray(_int_array(position_ids, "position_ids"))
+        position_ids = int_array(position_ids, "position_ids")
 
         # One mask per kind of layer. Dense causal attention gets a CausalMask (the padding
         # mask, or None): `attention` builds the bias from it only where no fused kernel
         # runs. GPT-3's banded layers get an additive bias: the band and the padding,
-        # combined by minimum so that a key masked twice stays at the dtype's min, not -inf.
-        pad = None
-        if attention_mask is not None:
-            pad = np.where(mask.astype(bool), 0.0, np.finfo(dtype).min).astype(dtype)
-            pad = pad[:, None, None, :]  # (B, S) -> (B, 1, 1, S)
+        # combined as booleans first, so that a key masked twice stays at the dtype's min.
         biases = {}
         for kind in set(config.layer_kinds()):
             if kind == "global":
                 biases[kind] = CausalMask(None if attention_mask is None else mask)
                 continue
-            bias = band_mask(T, S, config.local_window, dtype=dtype)  # (T, S)
-            if pad is not None:
-                bias = np.minimum(bias, pad)  # (T, S) with (B, 1, 1, S) -> (B, 1, T, S)
-            biases[kind] = Tensor(xp.asarray(bias))
+            allowed = band(T, S, config.local_window)  # (T, S)
+            if attention_mask is not None:
+                allowed = allowed & mask[:, None, None, :]  # & (B, 1, 1, S) -> (B, 1, T, S)
+            biases[kind] = additive_mask(allowed, dtype)  # on the host: attention moves it
 
         h = wte(input_ids) + wpe(position_ids)  # (B, T, C) + (B or 1, T, C) -> (B, T, C)
         h = self.drop(h)
@@ -539,7 +505,7 @@ class GPT2Model(_GPTBackbone):
         self.config = config
         self.wte = Embedding(config.vocab_size, C, std=std, rng=rng, what="token id")
         self.wpe = Embedding(config.n_positions, C, std=std, rng=rng, what="position")
-        self.drop = Dropout(config.embd_pdrop, seed=_seed(rng))
+        self.drop = Dropout(config.embd_pdrop, rng)
         self.h = [GPT2Block(config, rng) for _ in range(config.n_layer)]
         self.ln_f = LayerNorm(C, eps=config.layer_norm_epsilon)
 
@@ -560,7 +526,7 @@ class OpenAIGPTModel(_GPTBackbone):
         self.tokens_embed = Embedding(config.vocab_size, C, std=std, rng=rng, what="token id")
         self.positions_embed = Embedding(config.n_positions, C, std=std, rng=rng,
                                          what="position")
-        self.drop = Dropout(config.embd_pdrop, seed=_seed(rng))
+        self.drop = Dropout(config.embd_pdrop, rng)
         self.h = [OpenAIGPTBlock(config, rng) for _ in range(config.n_layer)]
 
     def _parts(self):
@@ -568,21 +534,6 @@ class OpenAIGPTModel(_GPTBackbone):
 
 
 # --- the language-model heads --------------------------------------------------------------
-
-
-def causal_lm_loss(logits, labels):
-    """Mean cross-entropy of token t+1 given tokens 0..t, as Hugging Face computes it.
-
-    labels (B, T) are the input ids themselves (or -100 where no loss is wanted); the shift
-    happens here: position t is scored against labels[:, t + 1], the last position against
-    nothing. Shifting the labels (padding with -100) rather than slicing the logits keeps
-    the (B, T, V) logits whole, so their gradient needs no scatter.
-    """
-    labels = _int_array(labels, "labels")
-    xp = array_module(labels)
-    ignore = xp.full((labels.shape[0], 1), -100, dtype=labels.dtype)
-    shifted = xp.concatenate([labels[:, 1:], ignore], axis=1)  # (B, T)
-    return cross_entropy(logits, shifted, ignore_index=-100)
 
 
 class _GPTLMHead(GPTPreTrainedModel, GenerationMixin):
@@ -594,11 +545,7 @@ class _GPTLMHead(GPTPreTrainedModel, GenerationMixin):
         rng = np.random.default_rng(seed)
         self.config = config
         self.transformer = self.backbone_class(config, rng=rng)
-        table = self.transformer._parts()[0]
-        # A Linear that owns no array of its own: the weight is the (V, C) token table.
-        self.lm_head = Linear.__new__(Linear)
-        self.lm_head.weight = table.weight
-        self.lm_head.bias = None
+        self.lm_head = Linear.tied(self.transformer._parts()[0].weight)  # the (V, C) table
 
     def forward(self, input_ids, attention_mask=None, labels=None, cache=None,
                 position_ids=None):

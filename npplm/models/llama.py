@@ -39,25 +39,62 @@ attention mask is given and no position_ids, positions follow the mask: cumsum(m
 the same positions as if it were alone. (Hugging Face's forward itself ignores the mask for
 positions; pass position_ids to reproduce that.)
 
+GGUF files (llama.cpp's format, read by npplm.io.gguf): `LlamaForCausalLM.from_gguf(path)`
+maps the file's metadata to a LlamaConfig and its tensor names to the keys above:
+    token_embd            model.embed_tokens          output_norm   model.norm
+    output                lm_head (absent: tied to token_embd)
+    blk.N.attn_norm       model.layers.N.input_layernorm
+    blk.N.attn_q/k/v      model.layers.N.self_attn.q_proj/k_proj/v_proj
+    blk.N.attn_output     model.layers.N.self_attn.o_proj
+    blk.N.ffn_norm        model.layers.N.post_attention_layernorm
+    blk.N.ffn_gate/up/down  model.layers.N.mlp.gate_proj/up_proj/down_proj
+and undoes the rotary permutation. Hugging Face's LLaMA rotates the pairs (x[j],
+x[j + D/2]) of each head (`rotate_half`); llama.cpp rotates adjacent pairs (x[2j],
+x[2j + 1]). So its converter (convert_hf_to_gguf.py, `LlamaModel.permute`) reorders the
+rows of q_proj and k_proj, head by head, so that HF row h D + i D/2 + j (half i in {0, 1},
+j < D/2) lands on GGUF row h D + 2 j + i:
+
+    w.reshape(n, 2, D/2, C).swapaxes(1, 2).reshape(n D, C)       (n = H for q, K for k)
+
+Reading back we apply the inverse, `unpermute_rotary`: view GGUF rows as (n, D/2, 2, C),
+swap the same two axes back to (n, 2, D/2, C), flatten. (Swapping two axes is its own
+inverse; only the reshape before the swap differs.) tests/models/test_gguf.py checks it
+by exact round trip and by logits against transformers. Not supported (CheckpointError):
+rope scaling stored in the file (`llama.rope.scaling.type` other than none, a `rope_freqs`
+tensor: LLaMA-3.1), per-layer head counts, any tensor name not listed above.
+
 Glossary of shape letters: B batch, T query length, S key length (cached prefix + T),
 C model width (hidden_size), H query heads, K key/value heads, D head dim, F feed-forward
 width (intermediate_size), V vocabulary, L layers.
 """
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from autograd import Tensor, as_array, broadcast_to, cross_entropy, to_numpy, where
-from npplm.checkpoints import PreTrainedModel
+from autograd import Tensor, array_module, as_array, broadcast_to, to_numpy, where
 from npplm.generation import GenerationMixin
-from npplm.layers import Embedding, Linear, RMSNorm, silu
-from npplm.layers.attention import CausalMask, attention, merge_heads
-from npplm.layers.embedding import int_array as _int_array
-from npplm.layers.rotary import apply_rotary, rope_cos_sin, rope_frequencies
+from npplm.io import CheckpointError, gguf
+from npplm.layers import (
+    CausalMask,
+    Embedding,
+    Linear,
+    Module,
+    RMSNorm,
+    apply_rotary,
+    attention,
+    causal_lm_loss,
+    int_array,
+    merge_heads,
+    positions_from_mask,
+    rope_cos_sin,
+    rope_frequencies,
+    silu,
+)
+from npplm.models.base import PreTrainedModel, check_positive_ints
 from npplm.models.output import ModelOutput
-from npplm.module import Module
 
 _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor",
                 "original_max_position_embeddings")
@@ -101,11 +138,9 @@ class LlamaConfig:
             object.__setattr__(self, "num_key_value_heads", self.num_attention_heads)
         if isinstance(self.rope_scaling, dict):
             object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"LlamaConfig.{name}={value!r} must be a positive integer")
+        check_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size",
+                            "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                            "max_position_embeddings")
         if self.head_dim is None:
             if self.hidden_size % self.num_attention_heads:
                 raise ValueError(f"LlamaConfig: hidden_size={self.hidden_size} is not divisible "
@@ -295,7 +330,7 @@ class LlamaEmbedding(Embedding):
         rows = super().forward(ids)  # (B, T) -> (B, T, C), ids checked against V
         if self.padding_idx is None:
             return rows
-        is_pad = (ids == self.padding_idx)[..., None]  # (B, T, 1)
+        is_pad = array_module(rows.data).asarray(ids == self.padding_idx)[..., None]  # (B, T, 1)
         if not is_pad.any():
             return rows
         return where(is_pad, self.weight.data[self.padding_idx], rows)  # pad: a constant
@@ -377,11 +412,17 @@ class LlamaDecoderLayer(Module):
 
 
 class LlamaPreTrainedModel(PreTrainedModel):
-    """What every LLaMA class shares: its config class, the backbone's name, ignored keys."""
+    """What every LLaMA class shares: its config class, the backbone's name, ignored keys,
+    and the shape of its KV cache (npplm.generation)."""
 
     config_class = LlamaConfig
     base_model_prefix = "model"
     ignore_on_load = (r"\.rotary_emb\.inv_freq$",)  # a buffer in older checkpoints
+
+    def kv_cache_layout(self):
+        """(L, K, D): the cache stores the K key/value heads, not the H query heads (GQA)."""
+        c = self.config
+        return c.num_hidden_layers, c.num_key_value_heads, c.head_dim
 
 
 class LlamaModel(LlamaPreTrainedModel):
@@ -391,7 +432,7 @@ class LlamaModel(LlamaPreTrainedModel):
         input_ids       (B, T) integers in [0, V)
         attention_mask  (B, S) 1 for tokens, 0 for padding, S = cache.length + T (the
                         cached prefix's mask too); None: attend to every earlier position
-        cache           a KVCache (npplm.kv_cache) to read and extend, or None
+        cache           a KVCache (npplm.generation) to read and extend, or None
         position_ids    (B, T) or (T,); None: from the mask, or cache.length + 0..T-1
     Weights are drawn from `seed` as Hugging Face initialises them: N(0, initializer_range^2)
     for projections and the embedding, RMSNorm gains 1.
@@ -409,7 +450,7 @@ class LlamaModel(LlamaPreTrainedModel):
 
     def forward(self, input_ids, attention_mask=None, cache=None, position_ids=None):
         config = self.config
-        input_ids = _int_array(input_ids, "input_ids")
+        input_ids = int_array(input_ids, "input_ids")
         if input_ids.ndim != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must have shape (B, T) with T >= 1, got "
                              f"{input_ids.shape}")
@@ -428,21 +469,23 @@ class LlamaModel(LlamaPreTrainedModel):
         # runs (npplm.layers.attention.causal_bias).
         mask = None
         if attention_mask is not None:
-            mask = np.asarray(to_numpy(as_array(attention_mask))) != 0  # 1/0, bool or float
+            mask = to_numpy(as_array(attention_mask)) != 0  # (B, S) 1/0, bool or float
             if mask.shape != (B, S):
                 raise ValueError(f"attention_mask has shape {mask.shape} but must be (B, "
                                  f"cache length + T) = ({B}, {past} + {T}) = {(B, S)}")
             if position_ids is None:
                 # As Hugging Face's generate: count the real tokens before each position.
-                position_ids = np.where(mask, np.cumsum(mask, axis=-1) - 1, 1)[:, past:]
+                position_ids = positions_from_mask(mask, T)  # (B, T)
         bias = CausalMask(mask)
         if position_ids is None:
             position_ids = np.arange(past, S)  # (T,)
-        position_ids = to_numpy(_int_array(position_ids, "position_ids"))
+        position_ids = to_numpy(int_array(position_ids, "position_ids"))
         if position_ids.shape not in ((T,), (B, T)):
             raise ValueError(f"position_ids has shape {position_ids.shape}, expected "
                              f"{(B, T)} or {(T,)}")
+        # The tables follow the weights' device: positions on the host, cos/sin moved once.
         cos, sin = rope_cos_sin(position_ids, self.rope_frequencies, dtype)  # (B?, T, D)
+        cos, sin = self.xp.asarray(cos), self.xp.asarray(sin)
 
         h = self.embed_tokens(input_ids)  # (B, T) -> (B, T, C)
         for i, block in enumerate(self.layers):
@@ -457,11 +500,11 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
 
     forward(input_ids, attention_mask=None, labels=None, cache=None, position_ids=None):
     labels (B, T) are the input ids themselves (-100 where ignored); as Hugging Face does,
-    position t's logits are scored against labels[t + 1]: the loss is the mean
-    cross-entropy of logits[:, :-1] against labels[:, 1:] over labels != -100.
+    position t's logits are scored against labels[t + 1] (npplm.layers.causal_lm_loss).
 
-    For generation (npplm.generation): n_layers, n_kv_heads, head_dim and dtype size a
-    KVCache; forward(..., cache=cache) reads and extends it (and advances it by T).
+    For generation (npplm.generation): `new_cache(B, length)` makes a KVCache of the K
+    key/value heads; forward(..., cache=cache) reads and extends it (and advances it by T).
+    `from_gguf(path)` reads a llama.cpp file (see the module docstring).
     """
 
     def __init__(self, config, seed=0):
@@ -469,39 +512,133 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         self.config = config
         self.model = LlamaModel(config, rng=rng)
         if config.tie_word_embeddings:
-            # A Linear that owns no array of its own: its weight is the (V, C) token table.
-            self.lm_head = Linear.__new__(Linear)
-            self.lm_head.weight, self.lm_head.bias = self.model.embed_tokens.weight, None
+            self.lm_head = Linear.tied(self.model.embed_tokens.weight)  # the (V, C) table
         else:
             self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False,
                                   std=config.initializer_range, rng=rng)
 
-    @property
-    def n_layers(self):
-        return self.config.num_hidden_layers  # L
-
-    @property
-    def n_kv_heads(self):
-        return self.config.num_key_value_heads  # K: what the cache stores per layer
-
-    @property
-    def head_dim(self):
-        return self.config.head_dim  # D
-
-    @property
-    def dtype(self):
-        return self.model.embed_tokens.weight.dtype
+    @classmethod
+    def from_gguf(cls, path):
+        """The model of a llama-architecture GGUF file (eval mode, float32 weights)."""
+        config, state = read_gguf(path)
+        return cls(config).load_weights(state).eval()
 
     def forward(self, input_ids, attention_mask=None, labels=None, cache=None,
                 position_ids=None):
         h = self.model(input_ids, attention_mask, cache, position_ids).last_hidden_state
         logits = self.lm_head(h)  # (B, T, C) -> (B, T, V)
-        loss = None
-        if labels is not None:
-            labels = _int_array(labels, "labels")
-            if labels.shape != logits.shape[:2]:
-                raise ValueError(f"labels has shape {labels.shape} but input_ids has "
-                                 f"{logits.shape[:2]}: they must be equal")
-            # Predict token t + 1 from position t: drop the last logits and the first label.
-            loss = cross_entropy(logits[:, :-1], labels[:, 1:])
+        loss = None if labels is None else causal_lm_loss(logits, labels)  # t predicts t + 1
         return ModelOutput(loss=loss, logits=logits)
+
+
+# --- GGUF files (llama.cpp) -------------------------------------------------------------------
+
+# GGUF tensor name (after "blk.N.") -> Hugging Face key under "model.layers.N."
+GGUF_LAYER_KEYS = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+GGUF_TOP_KEYS = {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
+                 "output": "lm_head"}
+
+
+def unpermute_rotary(w, n_head):
+    """Undo llama.cpp's q/k row permutation: (n D, C) in GGUF order -> Hugging Face order.
+
+    GGUF row h D + 2 j + i holds HF row h D + i D/2 + j (see the module docstring).
+    """
+    rows, C = w.shape
+    D = rows // n_head
+    w = w.reshape(n_head, D // 2, 2, C)  # (n D, C) -> (n, D/2, 2, C): adjacent pairs
+    return w.swapaxes(1, 2).reshape(rows, C)  # -> (n, 2, D/2, C): halves -> (n D, C)
+
+
+def permute_rotary(w, n_head):
+    """llama.cpp's converter permutation (HF order -> GGUF order), the inverse of the above.
+    Used by the tests to write GGUF files as convert_hf_to_gguf.py does."""
+    rows, C = w.shape
+    D = rows // n_head
+    w = w.reshape(n_head, 2, D // 2, C)  # (n D, C) -> (n, 2, D/2, C): halves
+    return w.swapaxes(1, 2).reshape(rows, C)  # -> (n, D/2, 2, C): adjacent pairs
+
+
+def config_from_gguf(meta, tensor_names, path="?"):
+    """A LlamaConfig from GGUF metadata (and which tensors exist: a missing `output.weight`
+    means the LM head is tied to the embedding)."""
+    arch = meta.get("general.architecture")
+    if arch != "llama":
+        raise CheckpointError(f"{path}: general.architecture is {arch!r}; npplm reads GGUF "
+                              "files of the 'llama' architecture only")
+    scaling = meta.get("llama.rope.scaling.type", "none")
+    if scaling != "none" or "rope_freqs.weight" in tensor_names:
+        raise CheckpointError(f"{path}: rope scaling in GGUF (type {scaling!r}, or a "
+                              "rope_freqs tensor) is not implemented")
+
+    def get(key, default=None):
+        value = meta.get("llama." + key, default)
+        if value is None:
+            raise CheckpointError(f"{path}: metadata key 'llama.{key}' is missing")
+        if isinstance(value, list):
+            raise CheckpointError(f"{path}: llama.{key} is a per-layer list; not supported")
+        return value
+
+    vocab = meta.get("tokenizer.ggml.tokens.length") or get("vocab_size")
+    heads = int(get("attention.head_count"))
+    pad = meta.get("tokenizer.ggml.padding_token_id")
+    kwargs = dict(
+        vocab_size=int(vocab),
+        hidden_size=int(get("embedding_length")),
+        intermediate_size=int(get("feed_forward_length")),
+        num_hidden_layers=int(get("block_count")),
+        num_attention_heads=heads,
+        num_key_value_heads=int(get("attention.head_count_kv", heads)),
+        head_dim=meta.get("llama.attention.key_length"),
+        max_position_embeddings=int(get("context_length")),
+        rms_norm_eps=float(get("attention.layer_norm_rms_epsilon")),
+        rope_theta=float(get("rope.freq_base", 10000.0)),
+        bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
+        eos_token_id=meta.get("tokenizer.ggml.eos_token_id"),
+        pad_token_id=pad if pad is not None and pad < vocab else None,
+        tie_word_embeddings="output.weight" not in tensor_names,
+    )
+    try:
+        return LlamaConfig(**kwargs)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: its metadata gives an invalid LlamaConfig: {e}") from None
+
+
+def hf_key(name, path="?"):
+    """GGUF tensor name -> Hugging Face key ("blk.3.attn_q.weight" ->
+    "model.layers.3.self_attn.q_proj.weight")."""
+    base, dot, suffix = name.rpartition(".")
+    if suffix != "weight" or not dot:
+        raise CheckpointError(f"{path}: unexpected tensor {name!r} (LLaMA has weights only)")
+    if base in GGUF_TOP_KEYS:
+        return GGUF_TOP_KEYS[base] + ".weight"
+    match = re.fullmatch(r"blk\.(\d+)\.(\w+)", base)
+    if match is None or match.group(2) not in GGUF_LAYER_KEYS:
+        raise CheckpointError(f"{path}: unexpected tensor {name!r} for the llama architecture")
+    return f"model.layers.{match.group(1)}.{GGUF_LAYER_KEYS[match.group(2)]}.weight"
+
+
+def read_gguf(path):
+    """(LlamaConfig, {Hugging Face key: float32 array}) from a llama GGUF file, with q_proj
+    and k_proj rows put back in Hugging Face's order."""
+    meta, tensors = gguf.read(path)
+    config = config_from_gguf(meta, list(tensors), path)
+    state = {}
+    for name, w in tensors.items():
+        key = hf_key(name, path)
+        if key.endswith("q_proj.weight"):
+            w = unpermute_rotary(w, config.num_attention_heads)
+        elif key.endswith("k_proj.weight"):
+            w = unpermute_rotary(w, config.num_key_value_heads)
+        state[key] = w
+    return config, state

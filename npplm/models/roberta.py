@@ -67,26 +67,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autograd import Tensor, array_module, cross_entropy, tanh
-from npplm.checkpoints import PreTrainedModel
-from npplm.layers import Dropout, Embedding, LayerNorm, Linear, activation
-from npplm.layers.attention import padding_mask
+from autograd import Tensor, tanh, to_numpy
+from npplm.layers import (
+    Dropout,
+    Embedding,
+    LayerNorm,
+    Linear,
+    Module,
+    activation,
+    cross_entropy,
+    int_array,
+    padding_mask,
+    sequence_classification_loss,
+    span_extraction_loss,
+)
 from npplm.models import bert
+from npplm.models.base import PreTrainedModel, check_positive_ints, check_probabilities
 from npplm.models.bert import (
     PROBLEM_TYPES,
     BertEncoder,
     BertPooler,
-    BertWordEmbeddings,
-    sequence_classification_loss,
+    classifier_dropout,
+    flatten_choices,
 )
 from npplm.models.output import ModelOutput
-from npplm.module import Module
-
-# BERT's small helpers, shared rather than copied: an integer array from any input (or a
-# TypeError), a seed for each Dropout drawn from the model's generator, and the dropout
-# before a classifier (classifier_dropout, or hidden_dropout_prob when that is None).
-_int_array, _seed, _classifier_dropout = bert._int_array, bert._seed, bert._classifier_dropout
-
 
 # --- configuration -------------------------------------------------------------------------
 
@@ -127,20 +131,15 @@ class RobertaConfig:
     classifier_dropout: float | None = None  # in the classifiers; None: hidden_dropout_prob
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size",
-                     "num_labels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"RobertaConfig.{name}={value!r} must be a positive integer")
+        check_positive_ints(self, "vocab_size", "hidden_size", "num_hidden_layers",
+                            "num_attention_heads", "intermediate_size",
+                            "max_position_embeddings", "type_vocab_size", "num_labels")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"RobertaConfig: hidden_size={self.hidden_size} is not divisible "
                              f"by num_attention_heads={self.num_attention_heads}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob",
-                     "classifier_dropout"):
-            p = getattr(self, name)
-            if p is not None and not 0.0 <= p < 1.0:
-                raise ValueError(f"RobertaConfig.{name}={p} must be in [0, 1)")
+        check_probabilities(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
+        if self.classifier_dropout is not None:
+            check_probabilities(self, "classifier_dropout")
         if self.layer_norm_eps <= 0 or self.initializer_range < 0:
             raise ValueError(f"RobertaConfig: layer_norm_eps={self.layer_norm_eps} must be > 0 "
                              f"and initializer_range={self.initializer_range} >= 0")
@@ -284,9 +283,8 @@ def position_ids_from_input_ids(input_ids, padding_idx):
     wherever the pads are; every pad gets padding_idx. Positions follow the pad *token*, not
     the attention mask, exactly as in the reference.
     """
-    xp = array_module(input_ids)
-    mask = (input_ids != padding_idx).astype(xp.int64)  # (B, T)
-    return xp.cumsum(mask, axis=1) * mask + padding_idx  # (B, T)
+    mask = (input_ids != padding_idx).astype(np.int64)  # (B, T)
+    return np.cumsum(mask, axis=1) * mask + padding_idx  # (B, T)
 
 
 class RobertaEmbeddings(Module):
@@ -298,17 +296,17 @@ class RobertaEmbeddings(Module):
 
     def __init__(self, config, rng):
         C, std, pad = config.hidden_size, config.initializer_range, config.pad_token_id
-        self.word_embeddings = BertWordEmbeddings(config.vocab_size, C, pad, std, rng)
+        self.word_embeddings = Embedding(config.vocab_size, C, std=std, rng=rng,
+                                         padding_idx=pad)
         # The reference builds the position table as nn.Embedding(max_positions, C,
         # padding_idx=pad) too: row `pad`, which every pad token looks up, starts at zero and
-        # gets no gradient. BERT's padded word table is exactly that, for positions.
-        self.position_embeddings = BertWordEmbeddings(config.max_position_embeddings, C, pad,
-                                                      std, rng)
-        self.position_embeddings.what = "position"  # named in its out-of-range error
+        # gets no gradient.
+        self.position_embeddings = Embedding(config.max_position_embeddings, C, std=std,
+                                             rng=rng, what="position", padding_idx=pad)
         self.token_type_embeddings = Embedding(config.type_vocab_size, C, std=std, rng=rng,
                                                what="token type id")
         self.LayerNorm = LayerNorm(C, eps=config.layer_norm_eps)  # capitalised as in HF keys
-        self.dropout = Dropout(config.hidden_dropout_prob, seed=_seed(rng))
+        self.dropout = Dropout(config.hidden_dropout_prob, rng)
 
     def forward(self, input_ids, token_type_ids, position_ids):
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
@@ -359,12 +357,13 @@ class RobertaModel(RobertaPreTrainedModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         config = self.config
-        input_ids = _int_array(input_ids, "input_ids")
+        input_ids = int_array(input_ids, "input_ids")
         if input_ids.ndim != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must have shape (B, T) with T >= 1, got "
                              f"{input_ids.shape}")
         B, T = input_ids.shape
-        positions = position_ids_from_input_ids(input_ids, config.pad_token_id)  # (B, T)
+        # Positions are integer bookkeeping: counted on the host.
+        positions = position_ids_from_input_ids(to_numpy(input_ids), config.pad_token_id)
         # The last position of a row is pad_token_id + its number of tokens. Checked on the
         # tokens, not on T: a batch padded past the limit is fine, as in the reference.
         longest = int(positions.max()) - config.pad_token_id
@@ -375,16 +374,15 @@ class RobertaModel(RobertaPreTrainedModel):
                              f"max_position_embeddings is {config.max_position_embeddings}; "
                              "truncate or split the input")
         if token_type_ids is None:
-            token_type_ids = array_module(input_ids).zeros_like(input_ids)
-        token_type_ids = _int_array(token_type_ids, "token_type_ids")
+            token_type_ids = np.zeros(input_ids.shape, dtype=np.int64)  # all sentence A
+        token_type_ids = int_array(token_type_ids, "token_type_ids")
         if token_type_ids.shape != input_ids.shape:
             raise ValueError(f"token_type_ids has shape {token_type_ids.shape} but input_ids "
                              f"has {input_ids.shape}: they must be equal")
         bias = None
         if attention_mask is not None:
             # (B, S) of 1/0 -> additive (B, 1, 1, S): 0 for tokens, dtype-min for padding.
-            dtype = self.embeddings.word_embeddings.weight.dtype
-            bias = Tensor(padding_mask(attention_mask, B, T, dtype=dtype))
+            bias = padding_mask(attention_mask, B, T, self.dtype)  # host: attention moves it
 
         h = self.embeddings(input_ids, token_type_ids, positions)  # (B, T) -> (B, T, C)
         h = self.encoder(h, bias)  # (B, T, C)
@@ -417,10 +415,7 @@ class RobertaLMHead(Module):
             # 5 also unties the bias from lm_head.bias: refused rather than guessed.
             raise ValueError("RoBERTa's MLM head with tie_word_embeddings=False is not "
                              "implemented: the decoder is the word embedding table")
-        # A Linear that owns no arrays of its own: the weight is the (V, C) word table.
-        self.decoder = Linear.__new__(Linear)
-        self.decoder.weight = word_embeddings.weight
-        self.decoder.bias = self.bias
+        self.decoder = Linear.tied(word_embeddings.weight, self.bias)  # the (V, C) table
         self.act = activation("gelu")
 
     def forward(self, h):
@@ -444,7 +439,7 @@ class RobertaForMaskedLM(RobertaPreTrainedModel):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         h = self.roberta(input_ids, attention_mask, token_type_ids).last_hidden_state
         logits = self.lm_head(h)  # (B, T, C) -> (B, T, V)
-        loss = None if labels is None else cross_entropy(logits, _int_array(labels, "labels"))
+        loss = None if labels is None else cross_entropy(logits, int_array(labels, "labels"))
         return ModelOutput(loss=loss, logits=logits)
 
 
@@ -461,7 +456,7 @@ class RobertaClassificationHead(Module):
     def __init__(self, config, rng):
         C = config.hidden_size
         self.dense = Linear(C, C, std=config.initializer_range, rng=rng)
-        self.dropout = _classifier_dropout(config, rng)  # used twice, fresh masks each time
+        self.dropout = classifier_dropout(config, rng)  # used twice, fresh masks each time
         self.out_proj = Linear(C, config.num_labels, std=config.initializer_range, rng=rng)
 
     def forward(self, h):
@@ -488,8 +483,8 @@ class RobertaForSequenceClassification(RobertaPreTrainedModel):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         h = self.roberta(input_ids, attention_mask, token_type_ids).last_hidden_state
         logits = self.classifier(h)  # (B, T, C) -> (B, num_labels)
-        loss = None if labels is None else sequence_classification_loss(logits, labels,
-                                                                         self.config)
+        loss = None if labels is None else sequence_classification_loss(
+            logits, labels, self.config.num_labels, self.config.problem_type)
         return ModelOutput(loss=loss, logits=logits)
 
 
@@ -505,27 +500,14 @@ class RobertaForMultipleChoice(RobertaPreTrainedModel):
         rng = np.random.default_rng(seed)
         self.config = config
         self.roberta = RobertaModel(config, rng=rng)
-        self.dropout = Dropout(config.hidden_dropout_prob, seed=_seed(rng))
+        self.dropout = Dropout(config.hidden_dropout_prob, rng)
         self.classifier = Linear(config.hidden_size, 1, std=config.initializer_range, rng=rng)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        input_ids = _int_array(input_ids, "input_ids")
-        if input_ids.ndim != 3:
-            raise ValueError(f"RobertaForMultipleChoice: input_ids must be (B, N, T), got "
-                             f"{input_ids.shape}")
-        B, N, T = input_ids.shape
-
-        def flat(x, name):  # (B, N, T) -> (B * N, T); shape errors surface in RobertaModel
-            if x is None:
-                return None
-            x = _int_array(x, name)
-            return x.reshape(-1, x.shape[-1])
-
-        pooled = self.roberta(flat(input_ids, "input_ids"),
-                              flat(attention_mask, "attention_mask"),
-                              flat(token_type_ids, "token_type_ids")).pooler_output  # (B*N, C)
+        B, N, flat = flatten_choices(input_ids, attention_mask, token_type_ids)
+        pooled = self.roberta(*flat).pooler_output  # (B N, T) -> (B N, C)
         logits = self.classifier(self.dropout(pooled)).reshape(B, N)  # (B*N, 1) -> (B, N)
-        loss = None if labels is None else cross_entropy(logits, _int_array(labels, "labels"))
+        loss = None if labels is None else cross_entropy(logits, int_array(labels, "labels"))
         return ModelOutput(loss=loss, logits=logits)
 
 
@@ -539,14 +521,14 @@ class RobertaForTokenClassification(RobertaPreTrainedModel):
         rng = np.random.default_rng(seed)
         self.config = config
         self.roberta = RobertaModel(config, add_pooling_layer=False, rng=rng)
-        self.dropout = _classifier_dropout(config, rng)
+        self.dropout = classifier_dropout(config, rng)
         self.classifier = Linear(config.hidden_size, config.num_labels,
                                  std=config.initializer_range, rng=rng)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         h = self.roberta(input_ids, attention_mask, token_type_ids).last_hidden_state
         logits = self.classifier(self.dropout(h))  # (B, T, C) -> (B, T, num_labels)
-        loss = None if labels is None else cross_entropy(logits, _int_array(labels, "labels"))
+        loss = None if labels is None else cross_entropy(logits, int_array(labels, "labels"))
         return ModelOutput(loss=loss, logits=logits)
 
 
@@ -554,8 +536,7 @@ class RobertaForQuestionAnswering(RobertaPreTrainedModel):
     """Adapted from npplm.models.bert: BertForQuestionAnswering (only the backbone differs).
 
     Extractive QA (SQuAD): a start and an end score per position, (B, T, C) -> (B, T) x 2.
-    The loss, as Hugging Face's: positions are clamped to [0, T] and position T is ignored
-    (an answer cut off by truncation teaches nothing), then (CE(start) + CE(end)) / 2.
+    The loss is Hugging Face's (npplm.layers.span_extraction_loss).
     """
 
     ignore_on_load = (*_BUFFERS, _POOLER)
@@ -576,13 +557,5 @@ class RobertaForQuestionAnswering(RobertaPreTrainedModel):
         start, end = logits[..., 0], logits[..., 1]  # (B, T, 2) -> (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
-            T = start.shape[1]
-            losses = []
-            for logit, pos, name in ((start, start_positions, "start_positions"),
-                                     (end, end_positions, "end_positions")):
-                pos = _int_array(pos, name)
-                pos = pos.reshape(pos.shape[0]) if pos.ndim > 1 else pos  # (B, 1) -> (B,)
-                pos = array_module(pos).clip(pos, 0, T)  # outside the input: T, ignored
-                losses.append(cross_entropy(logit, pos, ignore_index=T))
-            loss = (losses[0] + losses[1]) / 2
+            loss = span_extraction_loss(start, end, start_positions, end_positions)
         return ModelOutput(loss=loss, start_logits=start, end_logits=end)

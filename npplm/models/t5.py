@@ -33,12 +33,12 @@ What is different from GPT-2 (the baseline a reader studies first):
 
 Decoding (`T5ForConditionalGeneration.generate`): the encoder runs once per input; the
 decoder then reads one new token per step over a `T5Cache`. Its self-attention keys and
-values grow by one position a step (npplm.kv_cache.KVCache). Cross-attention's keys and
+values grow by one position a step (npplm.generation.KVCache). Cross-attention's keys and
 values, W_k h_enc and W_v h_enc in every decoder block, depend on the input alone, so they
 are projected once per input rather than once per step, and shared by its beams. The new
 query's position bias is the last row of the full (S, S) one: query position = S - 1.
-Greedy decoding and sampling run through npplm.generation.stream_tokens, beam search
-through npplm.beam_search; both give transformers' `generate` sequences.
+Greedy decoding, sampling and beam search run through npplm.generation.decode, the loop
+every family shares; all give transformers' `generate` sequences.
 
 The checkpoint key map: identity, except that
   - `encoder.embed_tokens.weight`, `decoder.embed_tokens.weight` and (tied) `lm_head.weight`
@@ -62,16 +62,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autograd import Tensor, array_module, as_array, cross_entropy, no_grad, relu, to_numpy
-from npplm.beam_search import beam_search
-from npplm.checkpoints import PreTrainedModel
-from npplm.generation import stream_tokens
-from npplm.kv_cache import KVCache
-from npplm.layers import Dropout, Embedding, Linear, RMSNorm, activation, check_ids
-from npplm.layers.attention import attention, merge_heads, split_heads
-from npplm.layers.dropout import dropout_seed as _seed
+from autograd import Tensor, array_module, as_array, no_grad, relu, to_numpy
+from npplm.generation import decode
+from npplm.generation.generate import check_options
+from npplm.layers import (
+    Dropout,
+    Embedding,
+    Linear,
+    Module,
+    RMSNorm,
+    activation,
+    additive_mask,
+    attention,
+    check_ids,
+    cross_entropy,
+    int_array,
+    merge_heads,
+    split_heads,
+)
+from npplm.models.base import PreTrainedModel, check_positive_ints, check_probabilities
 from npplm.models.output import ModelOutput
-from npplm.module import Module
 
 FEED_FORWARD = ("relu", "gated-gelu")
 
@@ -108,18 +118,14 @@ class T5Config:
             object.__setattr__(self, "num_decoder_layers", self.num_layers)
         if self.scale_decoder_outputs is None:
             object.__setattr__(self, "scale_decoder_outputs", self.tie_word_embeddings)
-        for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers",
-                     "num_decoder_layers", "num_heads", "relative_attention_num_buckets",
-                     "relative_attention_max_distance"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"T5Config.{name}={value!r} must be a positive integer")
+        check_positive_ints(self, "vocab_size", "d_model", "d_kv", "d_ff", "num_layers",
+                            "num_decoder_layers", "num_heads", "relative_attention_num_buckets",
+                            "relative_attention_max_distance")
         if self.relative_attention_num_buckets < 4:
             # The decoder's half of the buckets is split again into exact and log-spaced.
             raise ValueError(f"T5Config.relative_attention_num_buckets="
                              f"{self.relative_attention_num_buckets} must be at least 4")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"T5Config.dropout_rate={self.dropout_rate} must be in [0, 1)")
+        check_probabilities(self, "dropout_rate")
         if self.layer_norm_epsilon <= 0 or self.initializer_factor < 0:
             raise ValueError(f"T5Config: layer_norm_epsilon={self.layer_norm_epsilon} must "
                              f"be > 0 and initializer_factor={self.initializer_factor} >= 0")
@@ -253,16 +259,6 @@ def relative_position_bucket(relative_position, bidirectional, num_buckets, max_
     return buckets + np.where(is_small, rp, large)
 
 
-def _min(dtype):
-    return np.finfo(dtype).min
-
-
-def _mask_bias(allowed, dtype):
-    """Boolean (.., T, S) "may attend" -> additive bias: 0 or the dtype's most negative value.
-    Masks are combined as booleans first, so that two masked reasons never add to -inf."""
-    return np.where(allowed, 0.0, _min(dtype)).astype(dtype)
-
-
 # --- building blocks ------------------------------------------------------------------------
 
 
@@ -292,7 +288,7 @@ class T5Attention(Module):
         if has_relative_attention_bias:
             self.relative_attention_bias = Embedding(self.num_buckets, H, std=f * C ** -0.5,
                                                      rng=rng, what="bucket")
-        self.dropout = Dropout(config.dropout_rate, seed=_seed(rng))
+        self.dropout = Dropout(config.dropout_rate, rng)
 
     def compute_bias(self, T, S):
         """The learned position bias, (1, H, T, S): table[bucket(key - query)].
@@ -304,8 +300,7 @@ class T5Attention(Module):
         key = np.arange(S)[None, :]  # (1, S)
         buckets = relative_position_bucket(key - query, self.bidirectional, self.num_buckets,
                                            self.max_distance)  # (T, S)
-        xp = array_module(self.relative_attention_bias.weight.data)
-        values = self.relative_attention_bias(xp.asarray(buckets))  # (T, S) -> (T, S, H)
+        values = self.relative_attention_bias(buckets)  # (T, S) -> (T, S, H)
         return values.transpose(2, 0, 1).reshape(1, self.num_heads, T, S)  # -> (1, H, T, S)
 
     def keys_values(self, states):
@@ -327,7 +322,7 @@ class T5LayerSelfAttention(Module):
         self.SelfAttention = T5Attention(config, rng, has_relative_attention_bias,
                                          bidirectional)
         self.layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
-        self.dropout = Dropout(config.dropout_rate, seed=_seed(rng))
+        self.dropout = Dropout(config.dropout_rate, rng)
 
     def forward(self, x, bias, cache=None, layer=0):
         h = self.layer_norm(x)
@@ -346,7 +341,7 @@ class T5LayerCrossAttention(Module):
     def __init__(self, config, rng):
         self.EncDecAttention = T5Attention(config, rng, False, bidirectional=True)
         self.layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
-        self.dropout = Dropout(config.dropout_rate, seed=_seed(rng))
+        self.dropout = Dropout(config.dropout_rate, rng)
 
     def forward(self, x, encoder_states, bias, cache=None, layer=0):
         if cache is None:
@@ -363,7 +358,7 @@ class T5DenseActDense(Module):
         C, F, f = config.d_model, config.d_ff, config.initializer_factor
         self.wi = Linear(C, F, bias=False, std=f * C ** -0.5, rng=rng)
         self.wo = Linear(F, C, bias=False, std=f * F ** -0.5, rng=rng)
-        self.dropout = Dropout(config.dropout_rate, seed=_seed(rng))
+        self.dropout = Dropout(config.dropout_rate, rng)
 
     def forward(self, x):
         return self.wo(self.dropout(relu(self.wi(x))))
@@ -378,7 +373,7 @@ class T5DenseGatedActDense(Module):
         self.wi_1 = Linear(C, F, bias=False, std=f * C ** -0.5, rng=rng)
         self.wo = Linear(F, C, bias=False, std=f * F ** -0.5, rng=rng)
         self.act = activation("gelu_new")  # Hugging Face's name for the tanh approximation
-        self.dropout = Dropout(config.dropout_rate, seed=_seed(rng))
+        self.dropout = Dropout(config.dropout_rate, rng)
 
     def forward(self, x):
         return self.wo(self.dropout(self.act(self.wi_0(x)) * self.wi_1(x)))  # (B, T, C)
@@ -391,7 +386,7 @@ class T5LayerFF(Module):
         dense = T5DenseGatedActDense if config.is_gated else T5DenseActDense
         self.DenseReluDense = dense(config, rng)
         self.layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
-        self.dropout = Dropout(config.dropout_rate, seed=_seed(rng))
+        self.dropout = Dropout(config.dropout_rate, rng)
 
     def forward(self, x):
         return x + self.dropout(self.DenseReluDense(self.layer_norm(x)))
@@ -433,15 +428,15 @@ class T5Stack(Module):
         self.block = [T5Block(config, rng, is_decoder, has_relative_attention_bias=i == 0)
                       for i in range(n)]
         self.final_layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
-        self.dropout = Dropout(config.dropout_rate, seed=_seed(rng))
+        self.dropout = Dropout(config.dropout_rate, rng)
 
     def forward(self, input_ids, mask_bias, encoder_states=None, cross_bias=None, cache=None):
         T = input_ids.shape[1]
         S = T if cache is None else cache.length + T  # key positions: cached, then these
         x = self.dropout(self.embed_tokens(input_ids))  # (B, T) -> (B, T, C)
         position = self.block[0].layer[0].SelfAttention.compute_bias(T, S)  # (1, H, T, S)
-        xp = array_module(position.data)
-        bias = position + Tensor(xp.asarray(mask_bias))  # + (B, 1, T, S) or (B, 1, 1, S)
+        mask_bias = array_module(position.data).asarray(mask_bias)  # host mask -> device
+        bias = position + Tensor(mask_bias)  # + (B, 1, T, S) or (B, 1, 1, S)
         for i, block in enumerate(self.block):
             x = block(x, bias, encoder_states, cross_bias, cache, i)
         if cache is not None:
@@ -454,10 +449,7 @@ class T5Stack(Module):
 
 def _int_ids(x, name, vocab_size):
     """A (B, T) integer array from an array, a Tensor or a list, ids checked against V."""
-    x = as_array(x)
-    x = x if hasattr(x, "dtype") else np.asarray(x)
-    if x.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
+    x = int_array(x, name)
     if x.ndim != 2 or x.shape[1] == 0:
         raise ValueError(f"{name} must have shape (B, T) with T >= 1, got {x.shape}")
     if vocab_size is not None:
@@ -496,7 +488,7 @@ class T5Cache:
                          then repeated for its beams) instead of once per step
         cross_bias       (R, 1, 1, S) the encoder input's padding, as an additive bias
         encoder_last_hidden_state  (B, S, C) the encoder output, kept for inspection
-    Row b num_beams + j is beam j of input b. Made by `T5Model.new_cache`.
+    Row b num_beams + j is beam j of input b. Made by `T5Model.prefill`.
     """
 
     def __init__(self, self_attention, cross_attention, cross_bias, encoder_last_hidden_state,
@@ -558,6 +550,11 @@ class T5PreTrainedModel(PreTrainedModel):
     ignore_on_load = (r"^decoder\.block\.0\.layer\.1\.EncDecAttention\."
                       r"relative_attention_bias\.",)
 
+    def kv_cache_layout(self):
+        """(L, H, D) of the decoder's self-attention cache (cross-attention's is T5Cache's)."""
+        c = self.config
+        return c.num_decoder_layers, c.num_heads, c.d_kv
+
 
 class T5Model(T5PreTrainedModel):
     """The encoder-decoder without a head: the decoder's last hidden state (B, T, C).
@@ -570,7 +567,7 @@ class T5Model(T5PreTrainedModel):
                                 with a cache only the tokens that follow the cached ones
         decoder_attention_mask  (B, T) padding of the decoder input, on top of causality;
                                 with a cache (B, cache.length + T), the cached tokens too
-        cache                   a T5Cache (`new_cache`): the encoder has already run, so
+        cache                   a T5Cache (`prefill`): the encoder has already run, so
                                 input_ids and attention_mask are not given; the new tokens'
                                 keys and values are appended to it
     Weights are drawn from `seed` as Hugging Face initialises them (see T5Attention).
@@ -594,10 +591,10 @@ class T5Model(T5PreTrainedModel):
         """Encoder output (B, S, C) and the (B, 1, 1, S) padding bias for cross-attention."""
         input_ids = _int_ids(input_ids, "input_ids", self.config.vocab_size)
         allowed = _mask(attention_mask, input_ids.shape, "attention_mask")  # (B, S)
-        pad = _mask_bias(allowed[:, None, None, :], self.dtype)  # (B, S) -> (B, 1, 1, S)
+        pad = additive_mask(allowed[:, None, None, :], self.dtype)  # (B, S) -> (B, 1, 1, S)
         return self.encoder(input_ids, pad), pad
 
-    def new_cache(self, input_ids, attention_mask=None, max_length=64, num_beams=1):
+    def prefill(self, input_ids, attention_mask=None, max_length=64, num_beams=1):
         """Run the encoder once; return a T5Cache for decoding up to max_length positions,
         with num_beams rows per input. Call under no_grad (the cache holds raw arrays)."""
         if not isinstance(num_beams, (int, np.integer)) or num_beams < 1:
@@ -610,10 +607,7 @@ class T5Model(T5PreTrainedModel):
             # (B, H, S, D) -> (B num_beams, H, S, D): each input's row once per beam
             cross.append((xp.repeat(k.data, num_beams, axis=0),
                           xp.repeat(v.data, num_beams, axis=0)))
-        B = encoder_states.shape[0]
-        config = self.config
-        self_attention = KVCache(config.num_decoder_layers, B * num_beams, config.num_heads,
-                                 config.d_kv, max_length, self.dtype, xp=xp)
+        self_attention = self.new_cache(encoder_states.shape[0] * num_beams, max_length)
         cross_bias = xp.asarray(np.repeat(pad, num_beams, axis=0))  # (B num_beams, 1, 1, S)
         return T5Cache(self_attention, cross, cross_bias, encoder_states, num_beams)
 
@@ -635,8 +629,8 @@ class T5Model(T5PreTrainedModel):
         causal = np.tril(np.ones((T, S), dtype=bool), k=past)  # query t sees keys <= past+t
         pad = _mask(decoder_attention_mask, (B, S), "decoder_attention_mask")  # (B, S)
         allowed = causal[None, None] & pad[:, None, None, :]  # -> (B, 1, T, S)
-        return self.decoder(ids, _mask_bias(allowed, self.dtype), encoder_states,
-                            Tensor(cross_bias), cache)
+        return self.decoder(ids, additive_mask(allowed, self.dtype), encoder_states,
+                            cross_bias, cache)
 
     def _run(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
              cache):
@@ -684,9 +678,7 @@ class T5ForConditionalGeneration(T5Model):
         rng = np.random.default_rng(seed)
         super().__init__(config, rng=rng)
         if config.tie_word_embeddings:
-            # A Linear that owns no array of its own: its weight is the (V, C) shared table.
-            self.lm_head = Linear.__new__(Linear)
-            self.lm_head.weight, self.lm_head.bias = self.shared.weight, None
+            self.lm_head = Linear.tied(self.shared.weight)  # the (V, C) shared table
         else:
             self.lm_head = Linear(config.d_model, config.vocab_size, bias=False,
                                   std=config.initializer_factor, rng=rng)
@@ -695,10 +687,7 @@ class T5ForConditionalGeneration(T5Model):
                 decoder_attention_mask=None, labels=None, cache=None):
         config = self.config
         if labels is not None:
-            labels = as_array(labels)
-            labels = labels if hasattr(labels, "dtype") else np.asarray(labels)
-            if labels.dtype.kind not in "iu":
-                raise TypeError(f"labels must hold integers, got dtype {labels.dtype}")
+            labels = int_array(labels, "labels")
             if labels.ndim != 2:
                 raise ValueError(f"labels must have shape (B, T), got {labels.shape}")
             check_ids(labels[labels != -100], config.vocab_size, what="labels: token id")
@@ -739,11 +728,12 @@ class T5ForConditionalGeneration(T5Model):
                           softmax(logits / temperature), restricted by top_k / top_p, drawn
                           from `seed` (npplm.generation.choose_next). A row that emits
                           eos_token_id gets pad_token_id after it; decoding stops once every
-                          row has (stream_tokens).
-        num_beams=N > 1   beam search (npplm.beam_search): length_penalty, early_stopping
-                          (True, False or "never") as transformers; num_return_sequences
-                          <= N best hypotheses per input, B r rows, each input's best
-                          first. Beam search is deterministic: temperature must stay 0.
+                          row has (npplm.generation.stream_tokens).
+        num_beams=N > 1   beam search (npplm.generation.beam_search): length_penalty,
+                          early_stopping (True, False or "never") as transformers;
+                          num_return_sequences <= N best hypotheses per input, B r rows,
+                          each input's best first. Beam search is deterministic:
+                          temperature must stay 0.
         eos_token_id, pad_token_id, decoder_start_token_id: None takes the config's.
         The model is run under no_grad; call .eval() first if it was training (dropout).
         """
@@ -763,20 +753,10 @@ class T5ForConditionalGeneration(T5Model):
                 raise ValueError(f"{name}={value!r} is outside the vocabulary "
                                  f"(vocab_size={config.vocab_size})")
             special[name] = int(value)
-        if not isinstance(num_beams, (int, np.integer)) or num_beams < 1:
-            raise ValueError(f"num_beams={num_beams!r} must be a positive integer")
-        if num_beams > 1 and temperature != 0:
-            raise ValueError(f"num_beams={num_beams} is beam search, which is deterministic: "
-                             f"temperature must be 0, got {temperature} (beam sampling is "
-                             "not implemented)")
-        if num_beams == 1 and num_return_sequences != 1:
-            raise ValueError(f"num_return_sequences={num_return_sequences} needs num_beams >= "
-                             f"{num_return_sequences} (beam search)")
-        B = ids.shape[0]
+        check_options(n, num_beams, temperature, num_return_sequences)
         start = special["decoder_start_token_id"]
         with no_grad():
-            cache = self.new_cache(ids, attention_mask, max_length=max(n, 1),
-                                   num_beams=num_beams)
+            cache = self.prefill(ids, attention_mask, max_length=max(n, 1), num_beams=num_beams)
             R = cache.rows  # B x num_beams
 
             def step(tokens, rows=None):
@@ -786,15 +766,10 @@ class T5ForConditionalGeneration(T5Model):
                 column = np.full((R, 1), start) if tokens is None else tokens[:, None]
                 return to_numpy(self(decoder_input_ids=column, cache=cache).logits.data[:, -1])
 
-            if num_beams == 1:
-                steps = list(stream_tokens(step, B, n, temperature, top_k, top_p,
-                                           special["eos_token_id"], special["pad_token_id"],
-                                           seed))
-                new = (np.stack(steps, axis=1) if steps
-                       else np.zeros((B, 0), dtype=np.int64))  # (B, n)
-            else:
-                new = beam_search(step, B, num_beams, n, special["eos_token_id"],
-                                  special["pad_token_id"], length_penalty, early_stopping,
-                                  num_return_sequences).sequences  # (B r, n)
+            new = decode(step, ids.shape[0], n, num_beams=num_beams, temperature=temperature,
+                         top_k=top_k, top_p=top_p, eos_token_id=special["eos_token_id"],
+                         pad_token_id=special["pad_token_id"], seed=seed,
+                         length_penalty=length_penalty, early_stopping=early_stopping,
+                         num_return_sequences=num_return_sequences)  # (B r, n)
         starts = np.full((new.shape[0], 1), start, dtype=np.int64)
         return np.concatenate([starts, new], axis=1)  # (B r, 1 + n)

@@ -22,7 +22,7 @@ design: MLM's static masks come from a fixed seed and each example's index, pass
     blank infilling (GLM)     BlankInfillingCollator    1-D id blocks       GLMForConditional-
                                                                             Generation
     span corruption (T5)      SpanCorruptionCollator    1-D id blocks       T5ForConditional-
-                              (npplm.span_corruption)                       Generation
+                              (span_corruption.py)                          Generation
 """
 
 from npplm.objectives.batching import LABEL_PAD_ID
@@ -44,7 +44,7 @@ from npplm.objectives.sentence_pairs import (
     sop_examples,
     truncate_pair,
 )
-from npplm.span_corruption import SpanCorruptionCollator
+from npplm.objectives.span_corruption import SpanCorruptionCollator
 
 __all__ = [
     "LABEL_PAD_ID",

@@ -67,7 +67,8 @@ import math
 
 import numpy as np
 
-from npplm.models.glm import IGNORE_INDEX, blank_infilling_inputs
+from npplm.layers import IGNORE_INDEX
+from npplm.models.glm import blank_infilling_inputs
 from npplm.objectives.batching import (
     check_examples,
     check_positive_int,

@@ -88,7 +88,7 @@ _GGUF_CONTROL, _GGUF_USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values
 
 def _from_gguf(path):
     """A byte-level BPE tokenizer from a GGUF file's tokenizer.ggml.* metadata."""
-    from npplm.gguf import tokenizer_metadata
+    from npplm.io.gguf import tokenizer_metadata
 
     meta = tokenizer_metadata(path)
     model, pre = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre", "gpt-2")

@@ -36,10 +36,11 @@ import shutil
 
 import numpy as np
 
-from npplm.checkpoints import (
+from npplm.io import (
     CheckpointError,
     read_config,
     read_safetensors,
+    read_weights,
     write_json,
     write_safetensors,
 )
@@ -75,8 +76,6 @@ def load_model_weights(model, directory):
     """Load the weights save_pretrained wrote into `model`, after checking it is the same
     model: a checkpoint of another architecture or config raises CheckpointError naming
     the difference."""
-    from npplm.checkpoints import read_weights
-
     directory = pathlib.Path(directory)
     saved = read_config(directory)
     names = saved.get("architectures") or []

@@ -25,7 +25,8 @@ import math
 
 import numpy as np
 
-from autograd import log_softmax, no_grad, to_numpy
+from autograd import no_grad, to_numpy
+from npplm.layers import log_softmax
 
 
 def _window_starts(n, window, stride):

@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from autograd import no_grad
+from npplm import runtime
+from npplm.io import CheckpointError
 from npplm.training.checkpointing import (
     latest_checkpoint,
     load_checkpoint,
@@ -276,8 +278,6 @@ class Trainer:
         saved = state.get("train_config", {})
         for key in ("batch_size", "grad_accum", "seed"):
             if saved.get(key) != getattr(self.config, key):
-                from npplm.checkpoints import CheckpointError
-
                 raise CheckpointError(f"{path} was trained with {key}={saved.get(key)!r}, this "
                                       f"run asks for {getattr(self.config, key)!r}: resuming "
                                       "would not continue the same run")
@@ -319,8 +319,10 @@ class Trainer:
     def fit(self, resume=True, stop_at=None):
         """Train to config.steps (or stop after update `stop_at`); returns self.history.
 
-        With resume=True and a checkpoint in run_dir, training continues from it.
+        With resume=True and a checkpoint in run_dir, training continues from it. The
+        process settings of npplm.runtime.configure() are applied first.
         """
+        runtime.configure()
         cfg = self.config
         self._tokens_seen = 0
         if self.run_dir is not None:

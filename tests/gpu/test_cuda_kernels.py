@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import gpu.cuda_kernels as cuda_kernels
-from autograd.ops import nn
 from gpu import cuda_available
 from gpu.cuda_kernels import THREADS
+from npplm.layers import log_softmax, losses, softmax
 from npplm.layers.normalization import (
     layer_norm_grad_reference,
     layer_norm_reference,
@@ -21,6 +21,7 @@ from npplm.layers.normalization import (
     rms_norm_reference,
 )
 from npplm.layers.rotary import rotary_grad_reference, rotary_reference
+from npplm.layers.softmax import log_softmax_vjp, softmax_vjp
 from tests.tolerances import assert_close
 
 ON_DEVICE = cuda_available()
@@ -57,13 +58,13 @@ def test_softmax_and_log_softmax_equal_the_reference(shape):
     y = host(cuda_kernels.softmax_forward(device(x)))
     ly = host(cuda_kernels.log_softmax_forward(device(x)))
     assert y.dtype == ly.dtype == np.float32 and y.shape == ly.shape == shape
-    assert_close(y, nn.softmax.fun(f64(x)), "float32")
-    assert_close(ly, nn.log_softmax.fun(f64(x)), "float32")
+    assert_close(y, softmax.fun(f64(x)), "float32")
+    assert_close(ly, log_softmax.fun(f64(x)), "float32")
 
     dx = host(cuda_kernels.softmax_backward(device(g), device(y)))
-    assert_close(dx, nn.softmax_vjp(f64(g), f64(y), f64(x))[0], "float32")
+    assert_close(dx, softmax_vjp(f64(g), f64(y), f64(x))[0], "float32")
     dlx = host(cuda_kernels.log_softmax_backward(device(g), device(ly)))
-    assert_close(dlx, nn.log_softmax_vjp(f64(g), f64(ly), f64(x))[0], "float32")
+    assert_close(dlx, log_softmax_vjp(f64(g), f64(ly), f64(x))[0], "float32")
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1])
@@ -74,10 +75,10 @@ def test_cross_entropy_equals_the_reference(eps):
     weight = np.array([0.25, 0.0, 1.0, 0.5], dtype=np.float32)  # 0: an ignored position
     loss = host(cuda_kernels.cross_entropy_forward(device(x), device(targets), eps))
     assert loss.dtype == np.float32 and loss.shape == (n,)
-    assert_close(loss, nn.cross_entropy_reference(f64(x), targets, eps), "float32")
+    assert_close(loss, losses.cross_entropy_reference(f64(x), targets, eps), "float32")
     grad = host(cuda_kernels.cross_entropy_backward(device(x), device(targets),
                                                     device(weight), eps))
-    want = nn.cross_entropy_grad_reference(f64(x), targets, f64(weight), eps)
+    want = losses.cross_entropy_grad_reference(f64(x), targets, f64(weight), eps)
     assert grad.dtype == np.float32
     assert_close(grad, want, "float32")
 

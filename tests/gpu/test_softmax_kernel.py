@@ -1,15 +1,16 @@
 """The softmax, log-softmax and cross-entropy kernels (gpu/kernels/softmax.py) equal their
-references: the NumPy code of autograd/ops/nn.py, run in float64 on the same inputs."""
+references: the NumPy code of npplm/layers/softmax.py and losses.py, run in float64 on the
+same inputs."""
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import npplm  # noqa: F401  (plugs the kernels into the engine)
-from autograd import Tensor, cross_entropy, log_softmax, softmax
-from autograd.ops import nn
+from autograd import Tensor
 from gpu.kernels import softmax as kernels
+from npplm.layers import cross_entropy, log_softmax, losses, softmax
+from npplm.layers.softmax import log_softmax_vjp, softmax_vjp
 from tests.tolerances import assert_close
 
 
@@ -35,10 +36,10 @@ def test_softmax_and_log_softmax_kernels_equal_the_reference(n, c, seed):
     s = kernels.softmax_forward(x)
     ls = kernels.log_softmax_forward(x)
     assert s.dtype == ls.dtype == np.float32
-    assert_close(s, reference(nn.softmax.fun, x), kind="float32")
-    assert_close(ls, reference(nn.log_softmax.fun, x), kind="float32")
-    (ds,) = reference(nn.softmax_vjp, g, s, x)
-    (dls,) = reference(nn.log_softmax_vjp, g, ls, x)
+    assert_close(s, reference(softmax.fun, x), kind="float32")
+    assert_close(ls, reference(log_softmax.fun, x), kind="float32")
+    (ds,) = reference(softmax_vjp, g, s, x)
+    (dls,) = reference(log_softmax_vjp, g, ls, x)
     assert_close(kernels.softmax_backward(g, s), ds, kind="float32")
     assert_close(kernels.log_softmax_backward(g, ls), dls, kind="float32")
 
@@ -51,10 +52,10 @@ def test_cross_entropy_kernels_equal_the_reference(n, c, seed, eps, ignored):
     weight = np.where(rng.random(n) < ignored, 0, rng.standard_normal(n)).astype(np.float32)
     loss = kernels.cross_entropy_forward(x, safe, eps)
     assert loss.dtype == np.float32
-    assert_close(loss, reference(nn.cross_entropy_reference, x, safe, eps), kind="float32")
+    assert_close(loss, reference(losses.cross_entropy_reference, x, safe, eps), kind="float32")
     grad = kernels.cross_entropy_backward(x, safe, weight, eps)
     assert grad.dtype == np.float32
-    assert_close(grad, reference(nn.cross_entropy_grad_reference, x, safe, weight, eps),
+    assert_close(grad, reference(losses.cross_entropy_grad_reference, x, safe, weight, eps),
                  kind="float32")
 
 
@@ -66,7 +67,7 @@ def test_primitives_use_the_kernel_for_a_language_model_head(reduction, eps):
     x = logits(64, 512, 0).reshape(4, 16, 512)
     targets = np.random.default_rng(1).integers(0, 512, (4, 16))
     targets[0, :5] = -100
-    assert kernels.applies(-1, x) and nn.plugged_in[0] is kernels  # npplm plugged them in
+    assert kernels.applies(-1, x)
     t = Tensor(x, requires_grad=True)
     loss = cross_entropy(t, targets, label_smoothing=eps, reduction=reduction)
     loss.sum().backward() if reduction == "none" else loss.backward()
@@ -92,14 +93,14 @@ def test_dispatch_only_for_large_float32_arrays_on_the_last_axis():
 def test_strided_inputs_are_read_correctly():
     x = logits(64, 600, 3)[:, ::2]  # not contiguous
     assert not x.flags.c_contiguous and kernels.applies(-1, x)
-    assert_close(softmax(Tensor(x)), reference(nn.softmax.fun, x), kind="float32")
+    assert_close(softmax(Tensor(x)), reference(softmax.fun, x), kind="float32")
 
 
 def test_nan_and_inf_stay_nan_as_in_the_reference():
     x = logits(3, 40, 0)
     x[0, 5], x[1, 7] = np.nan, np.inf
-    for kernel, prim in ((kernels.softmax_forward, nn.softmax.fun),
-                         (kernels.log_softmax_forward, nn.log_softmax.fun)):
+    for kernel, prim in ((kernels.softmax_forward, softmax.fun),
+                         (kernels.log_softmax_forward, log_softmax.fun)):
         with np.errstate(invalid="ignore"):
             ours, theirs = kernel(x), prim(x.astype(np.float64))
         np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))

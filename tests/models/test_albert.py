@@ -15,7 +15,7 @@ import pytest
 
 import npplm
 from autograd import Tensor
-from npplm.checkpoints import CheckpointError, read_weights, write_safetensors
+from npplm.io import CheckpointError, read_weights, write_safetensors
 from npplm.models import ARCHITECTURES, BASE_MODELS
 from npplm.models import albert as A
 from npplm.models.albert import AlbertConfig, group_of_layer, num_parameters

@@ -1,4 +1,5 @@
-"""GGUF loading (npplm.gguf) against the `gguf` package and Hugging Face transformers.
+"""GGUF loading (npplm.io.gguf, LlamaForCausalLM.from_gguf) against the `gguf` package and
+Hugging Face transformers.
 
 Small files are written here with gguf.GGUFWriter from random-init tiny transformers
 LLaMAs, permuting q/k rows as llama.cpp's convert_hf_to_gguf.py does; our loader must give
@@ -15,17 +16,15 @@ import numpy as np
 import pytest
 
 import npplm
-from npplm.checkpoints import CheckpointError
-from npplm.gguf import (
-    dequantize_q4_0,
-    dequantize_q4_1,
-    dequantize_q8_0,
+from npplm.io import CheckpointError
+from npplm.io.gguf import dequantize_q4_0, dequantize_q4_1, dequantize_q8_0, tokenizer_metadata
+from npplm.models.llama import (
+    LlamaConfig,
+    LlamaForCausalLM,
     permute_rotary,
     read_gguf,
-    tokenizer_metadata,
     unpermute_rotary,
 )
-from npplm.models.llama import LlamaConfig, LlamaForCausalLM
 from tests.tolerances import assert_close
 
 gguf = pytest.importorskip("gguf")
@@ -343,13 +342,11 @@ def test_smollm2_logits_match_transformers(smollm2):
 
 @pytest.mark.slow
 def test_smollm2_greedy_generation_matches_transformers(smollm2):
-    from npplm.generation import generate
-
     ours, hf, ids = smollm2
     n = 32
     with torch.no_grad():
         want = hf.generate(torch.tensor(ids[None]), attention_mask=torch.ones(1, ids.size),
                            max_new_tokens=n, do_sample=False).numpy()
-    got = generate(ours, ids[None], max_new_tokens=n, temperature=0)
+    got = ours.generate(ids[None], max_new_tokens=n, temperature=0)
     assert want.shape[1] == ids.size + n  # no early end of sequence: all 32 compared
     assert np.array_equal(got, want)

@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autograd import Tensor, gradcheck, no_grad
-from npplm.kv_cache import KVCache
 from npplm.models.glm import (
     IGNORE_INDEX,
     GLMConfig,
@@ -118,7 +117,7 @@ def test_cached_infilling_equals_recomputation(dtype):
     B, T = ids.shape
     with no_grad():
         full = model(ids, pos, sep).logits.data
-        cache = KVCache(model.n_layers, B, model.n_kv_heads, model.head_dim, T, dtype)
+        cache = model.new_cache(B, T)
         # Part A at once, then Part B one token at a time (two tokens, then singles).
         steps = [(0, 5), (5, 7)] + [(t, t + 1) for t in range(7, T)]
         pieces = [model(ids[:, a:b], pos[:, :, a:b], sep, cache=cache).logits.data

@@ -14,8 +14,8 @@ import pytest
 
 import npplm
 from autograd import Tensor, no_grad
-from npplm.kv_cache import KVCache
-from npplm.layers import causal_mask
+from npplm.generation import KVCache
+from npplm.layers import causal_mask, positions_from_mask
 from npplm.models import ARCHITECTURES, BASE_MODELS
 from npplm.models.gpt import (
     CONV1D_WEIGHTS,
@@ -23,9 +23,8 @@ from npplm.models.gpt import (
     GPT2Model,
     GPTConfig,
     OpenAIGPTLMHeadModel,
-    band_mask,
+    band,
     num_parameters,
-    positions_from_mask,
 )
 from tests.tolerances import assert_close
 
@@ -192,7 +191,7 @@ def test_cached_decoding_equals_full_recompute(family, checkpoints):
     ids = np.random.default_rng(3).integers(0, TINY["vocab_size"], (2, 12))
     with no_grad():
         full = ours(ids).logits.numpy()  # (B, 12, V), no cache
-        cache = KVCache(2, 2, 4, 8, 12, np.float32)
+        cache = ours.new_cache(2, 12)
         steps = [ours(ids[:, :5], cache=cache).logits.numpy()]  # prefill 5
         for t in range(5, 12):  # then one token at a time
             steps.append(ours(ids[:, t:t + 1], cache=cache).logits.numpy())
@@ -221,10 +220,10 @@ def test_left_padding_equals_each_prompt_alone(family, checkpoints):
 # --- GPT-3: alternating dense and banded layers -------------------------------------------
 
 
-def test_band_mask_properties():
+def test_band_properties():
     window = 3
     for T_, S in ((6, 6), (1, 9), (4, 10)):
-        allowed = band_mask(T_, S, window) == 0
+        allowed = band(T_, S, window)
         dense = causal_mask(T_, S) == 0
         assert not (allowed & ~dense).any()  # never sees the future
         for t in range(T_):
@@ -233,7 +232,7 @@ def test_band_mask_properties():
             assert allowed[t].sum() == min(window, q + 1)
             assert np.flatnonzero(allowed[t]).tolist() == list(range(max(0, q - window + 1),
                                                                      q + 1))
-        assert (band_mask(T_, S, S) == causal_mask(T_, S)).all()  # window >= S: dense
+        assert (band(T_, S, S) == dense).all()  # window >= S: dense
 
 
 def test_gpt3_layers_alternate_and_wide_window_equals_dense():

@@ -14,7 +14,6 @@ import pytest
 
 import npplm
 from autograd import no_grad
-from npplm.kv_cache import KVCache
 from npplm.models import ARCHITECTURES, BASE_MODELS
 from npplm.models.llama import LlamaConfig, LlamaForCausalLM, LlamaModel, num_parameters
 from tests.tolerances import assert_close
@@ -143,7 +142,7 @@ def test_backbone_dispatch_and_loading(checkpoints):
 
 
 def new_cache(model, batch, length=T):
-    return KVCache(model.n_layers, batch, model.n_kv_heads, model.head_dim, length, model.dtype)
+    return model.new_cache(batch, length)
 
 
 @pytest.mark.parametrize("case_id", ["gqa", "mqa_tied", "llama3_scaling"])

@@ -19,7 +19,7 @@ import pytest
 
 import npplm
 from autograd import Tensor
-from npplm.checkpoints import CheckpointError, read_weights
+from npplm.io import CheckpointError, read_weights
 from npplm.models import ARCHITECTURES, BASE_MODELS
 from npplm.models.roberta import (
     RobertaConfig,

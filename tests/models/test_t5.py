@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import npplm
-from npplm.checkpoints import read_weights, write_safetensors
+from npplm.io import read_weights, write_safetensors
 from npplm.models import ARCHITECTURES, BASE_MODELS
 from npplm.models.t5 import (
     T5Config,

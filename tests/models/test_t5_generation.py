@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import npplm
-from npplm.beam_search import beam_search
-from npplm.checkpoints import read_weights, write_safetensors
+from npplm.generation.beam_search import beam_search
+from npplm.io import read_weights, write_safetensors
 from npplm.models.t5 import T5Config, T5ForConditionalGeneration
 from tests.tolerances import assert_close
 
@@ -101,7 +101,7 @@ def test_cached_steps_equal_full_recomputation(variant, pair):
     dec = np.random.default_rng(1).integers(0, 64, (len(ids), 14))
     full = model(ids, attention_mask=mask, decoder_input_ids=dec)
     with npplm.no_grad():
-        cache = model.new_cache(ids, attention_mask=mask, max_length=14)
+        cache = model.prefill(ids, attention_mask=mask, max_length=14)
         chunks = [dec[:, :5]] + [dec[:, t:t + 1] for t in range(5, 14)]  # 5 at once, then 1s
         steps = [model(decoder_input_ids=chunk, cache=cache) for chunk in chunks]
     assert cache.length == 14
@@ -245,7 +245,7 @@ def test_a_cache_is_used_as_documented():
     model = T5ForConditionalGeneration(T5Config.tiny()).eval()
     ids = np.full((2, 4), 5)
     with npplm.no_grad():
-        cache = model.new_cache(ids, max_length=3, num_beams=2)  # 4 rows
+        cache = model.prefill(ids, max_length=3, num_beams=2)  # 4 rows
         with pytest.raises(ValueError, match="the encoder has already run"):
             model(ids, decoder_input_ids=np.zeros((4, 1), np.int64), cache=cache)
         with pytest.raises(ValueError, match="a cache decodes step by step"):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from npplm.checkpoints import CheckpointError
+from npplm.io import CheckpointError
 from npplm.models.gpt import GPT2LMHeadModel, GPTConfig
 from npplm.training import TrainConfig, Trainer, TrainingDiverged
 from npplm.training.checkpointing import latest_checkpoint

@@ -1,6 +1,6 @@
 """The character MLP demo (`npplm demo`) learns: perplexity falls well below uniform."""
 
-from npplm import char_mlp
+from npplm.training import char_mlp
 
 
 def test_char_mlp_learns_python():

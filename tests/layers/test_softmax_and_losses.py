@@ -17,7 +17,8 @@ from hypothesis.extra import numpy as hnp
 
 import autograd as ag
 from autograd import REGISTRY, Tensor
-from autograd.ops.nn import dropout_with_mask
+from npplm import layers
+from npplm.layers.dropout import dropout_with_mask
 from tests.autograd.strategies import array
 from tests.tolerances import assert_close
 
@@ -36,7 +37,7 @@ def log_softmax_composite(x, axis=-1):
 def cross_entropy_composite(logits, targets, ignore_index=-100, label_smoothing=0.0,
                             reduction="mean"):
     n_classes = logits.shape[-1]
-    logp = ag.log_softmax(logits).reshape(-1, n_classes)  # (..., C) -> (N, C)
+    logp = layers.log_softmax(logits).reshape(-1, n_classes)  # (..., C) -> (N, C)
     flat = targets.reshape(-1)  # (N,)
     valid = flat != ignore_index
     picked = logp[np.arange(flat.size), np.where(valid, flat, 0)]  # (N,): logp[i, t_i]
@@ -101,14 +102,14 @@ def cross_entropy_inputs(draw, lo=-30.0, hi=30.0, at_least_one_counted=True):
 @given(case=logits_and_axis(), data=st.data())
 def test_softmax_equals_exp_over_sum(case, data):
     x, axis = case
-    assert_same_function(ag.softmax, softmax_composite, x, cotangent_for(data, x.shape),
+    assert_same_function(layers.softmax, softmax_composite, x, cotangent_for(data, x.shape),
                          "exact64", axis=axis)
 
 
 @given(case=logits_and_axis(), data=st.data())
 def test_log_softmax_equals_x_minus_logsumexp(case, data):
     x, axis = case
-    assert_same_function(ag.log_softmax, log_softmax_composite, x,
+    assert_same_function(layers.log_softmax, log_softmax_composite, x,
                          cotangent_for(data, x.shape), "exact64", axis=axis)
 
 
@@ -117,7 +118,7 @@ def test_cross_entropy_equals_its_composite(case, data):
     logits, targets, params = case
     shape = targets.shape if params["reduction"] == "none" else ()
     out, grad = assert_same_function(
-        lambda x, **kw: ag.cross_entropy(x, targets, **kw),
+        lambda x, **kw: layers.cross_entropy(x, targets, **kw),
         lambda x, **kw: cross_entropy_composite(x, targets, **kw),
         logits, cotangent_for(data, shape), "exact64", **params)
     ignored = targets == params["ignore_index"]
@@ -134,7 +135,7 @@ def test_large_logits_give_finite_values_and_gradients(case, data):
     # logits; spreading the row (x 300) must still give finite results.
     logits, targets, params = case
     g = cotangent_for(data, logits.shape)
-    for fused in (ag.softmax, ag.log_softmax):
+    for fused in (layers.softmax, layers.log_softmax):
         shifted, shifted_grad = value_and_grad(fused, logits + 1000.0, g)
         out, grad = value_and_grad(fused, logits, g)
         assert_close(shifted, out, kind="float64")
@@ -142,7 +143,7 @@ def test_large_logits_give_finite_values_and_gradients(case, data):
         spread, spread_grad = value_and_grad(fused, logits * 300.0, g)
         assert np.all(np.isfinite(spread.data)) and np.all(np.isfinite(spread_grad))
     g = cotangent_for(data, targets.shape if params["reduction"] == "none" else ())
-    ce = lambda x, **kw: ag.cross_entropy(x, targets, **kw)  # noqa: E731
+    ce = lambda x, **kw: layers.cross_entropy(x, targets, **kw)  # noqa: E731
     shifted, shifted_grad = value_and_grad(ce, logits + 1000.0, g, **params)
     out, grad = value_and_grad(ce, logits, g, **params)
     assert_close(shifted, out, kind="float64")
@@ -171,9 +172,9 @@ def test_banned_classes_at_minus_infinity_drop_out_of_cross_entropy(case, data):
     masked = logits.copy()
     masked[..., banned] = -np.inf
     g = cotangent_for(data, targets.shape if params["reduction"] == "none" else ())
-    out, grad = value_and_grad(lambda x: ag.cross_entropy(x, targets, **params), masked, g)
+    out, grad = value_and_grad(lambda x: layers.cross_entropy(x, targets, **params), masked, g)
     expected, expected_grad = value_and_grad(
-        lambda x: ag.cross_entropy(x, kept_targets, **params), logits[..., allowed], g)
+        lambda x: layers.cross_entropy(x, kept_targets, **params), logits[..., allowed], g)
     assert_close(out, expected, kind="exact64")
     assert_close(grad[..., allowed], expected_grad, kind="exact64")
     np.testing.assert_array_equal(grad[..., banned], 0.0)
@@ -182,10 +183,10 @@ def test_banned_classes_at_minus_infinity_drop_out_of_cross_entropy(case, data):
 def test_log_softmax_of_far_apart_logits():
     # exp(-1000) underflows to 0 next to exp(0): log_softmax must not take log(0).
     x = np.array([1000.0, 0.0, -1000.0])
-    out, grad = value_and_grad(ag.log_softmax, x, np.ones(3))
+    out, grad = value_and_grad(layers.log_softmax, x, np.ones(3))
     assert_close(out, x - x.max(), kind="exact64")  # log(1 + e^-1000 + e^-2000) = 0 here
     assert_close(grad, np.ones(3) - 3 * np.eye(3)[0], kind="exact64")  # g - softmax*sum(g)
-    loss = ag.cross_entropy(Tensor(x[None]), np.array([2]))
+    loss = layers.cross_entropy(Tensor(x[None]), np.array([2]))
     assert_close(loss, np.array(2000.0), kind="exact64")
 
 
@@ -195,7 +196,7 @@ def test_float32_inputs_stay_float32(name, case):
     logits, targets, params = case
     if name == "cross_entropy":
         def f(x):
-            return ag.cross_entropy(x, targets, **params)
+            return layers.cross_entropy(x, targets, **params)
     else:
         f = REGISTRY[name]
     g = np.random.default_rng(0).standard_normal(f(Tensor(logits)).shape)
@@ -214,7 +215,7 @@ def test_out_of_range_targets_name_the_value_and_the_class_count(bad):
     logits = Tensor(np.zeros((2, 3, 5)), requires_grad=True)
     targets = np.array([[0, 1, 2], [3, bad, -100]])
     with pytest.raises(IndexError, match=rf"target {bad} is out of range for 5 classes"):
-        ag.cross_entropy(logits, targets)
+        layers.cross_entropy(logits, targets)
 
 
 @pytest.mark.parametrize("targets_shape", [(6,), (2, 3, 1), (3, 2)])
@@ -222,15 +223,15 @@ def test_wrong_target_shape_names_both_shapes(targets_shape):
     logits = Tensor(np.zeros((2, 3, 5)))
     targets = np.zeros(targets_shape, dtype=np.int64)
     with pytest.raises(ValueError, match=re.escape(str(targets_shape)) + r".*\(2, 3, 5\)"):
-        ag.cross_entropy(logits, targets)
+        layers.cross_entropy(logits, targets)
 
 
 def test_float_targets_and_unknown_reductions_are_refused():
     logits = Tensor(np.zeros((2, 5)))
     with pytest.raises(TypeError, match="integer"):
-        ag.cross_entropy(logits, np.array([1.0, 2.0]))
+        layers.cross_entropy(logits, np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="'avg'"):
-        ag.cross_entropy(logits, np.array([1, 2]), reduction="avg")
+        layers.cross_entropy(logits, np.array([1, 2]), reduction="avg")
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
@@ -240,7 +241,7 @@ def test_all_ignored_mean_is_nan_like_torch(label_smoothing):
     targets = np.full((2, 3), -100)
     logits = Tensor(x.copy(), requires_grad=True)
     with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0, on purpose
-        loss = ag.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+        loss = layers.cross_entropy(logits, targets, label_smoothing=label_smoothing)
         loss.backward()
     t_logits = torch.tensor(x, requires_grad=True)
     t_loss = torch.nn.functional.cross_entropy(
@@ -250,7 +251,7 @@ def test_all_ignored_mean_is_nan_like_torch(label_smoothing):
     assert np.isnan(loss.item()) and torch.isnan(t_loss).item()
     assert_close(logits.grad, t_logits.grad.numpy(), kind="float64")  # zeros in both
     for reduction in ("sum", "none"):  # nothing to average: plain zeros
-        out = ag.cross_entropy(Tensor(x), targets, reduction=reduction)
+        out = layers.cross_entropy(Tensor(x), targets, reduction=reduction)
         np.testing.assert_array_equal(out.data, np.zeros(out.shape))
 
 
@@ -259,14 +260,14 @@ def test_all_ignored_mean_is_nan_like_torch(label_smoothing):
 
 def test_the_registered_dropout_primitive_is_the_masked_one():
     assert REGISTRY["dropout"] is dropout_with_mask
-    assert ag.dropout not in REGISTRY.values()  # the public function draws the mask
+    assert layers.dropout not in REGISTRY.values()  # the public function draws the mask
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_dropout_zero_fraction_is_within_binomial_bounds(p, seed):
     n = 100_000
-    out = ag.dropout(Tensor(np.ones(n)), p, np.random.default_rng(seed))
+    out = layers.dropout(Tensor(np.ones(n)), p, np.random.default_rng(seed))
     zeros = int((out.data == 0).sum())
     sigma = math.sqrt(n * p * (1 - p))
     assert abs(zeros - n * p) < 5 * sigma, f"{zeros} zeros of {n} at p={p}"
@@ -277,7 +278,7 @@ def test_dropout_zero_fraction_is_within_binomial_bounds(p, seed):
 def test_dropout_survivors_are_scaled_and_gradients_follow_the_mask(p, dtype):
     rng = np.random.default_rng(1)
     x = Tensor((rng.standard_normal(1000) + 5.0).astype(dtype), requires_grad=True)  # no 0
-    out = ag.dropout(x, p, np.random.default_rng(2))
+    out = layers.dropout(x, p, np.random.default_rng(2))
     keep = out.data != 0
     assert out.dtype == dtype
     assert 0 < keep.sum() < keep.size
@@ -294,9 +295,9 @@ def test_dropout_survivors_are_scaled_and_gradients_follow_the_mask(p, dtype):
 
 def test_dropout_same_seed_same_mask():
     x = Tensor(np.ones((100, 100)))
-    first = ag.dropout(x, 0.5, np.random.default_rng(3)).data
-    again = ag.dropout(x, 0.5, np.random.default_rng(3)).data
-    other = ag.dropout(x, 0.5, np.random.default_rng(4)).data
+    first = layers.dropout(x, 0.5, np.random.default_rng(3)).data
+    again = layers.dropout(x, 0.5, np.random.default_rng(3)).data
+    other = layers.dropout(x, 0.5, np.random.default_rng(4)).data
     np.testing.assert_array_equal(first, again)
     assert np.any(first != other)
 
@@ -304,7 +305,7 @@ def test_dropout_same_seed_same_mask():
 @pytest.mark.parametrize("p, training", [(0.5, False), (0.0, True), (0.0, False)])
 def test_dropout_off_returns_x_unchanged(p, training):
     x = Tensor(np.random.default_rng(0).standard_normal(50), requires_grad=True)
-    out = ag.dropout(x, p, np.random.default_rng(0), training=training)
+    out = layers.dropout(x, p, np.random.default_rng(0), training=training)
     np.testing.assert_array_equal(out.data, x.data)
     g = np.arange(50.0)
     out.backward(g)
@@ -313,15 +314,15 @@ def test_dropout_off_returns_x_unchanged(p, training):
 
 def test_dropout_needs_a_generator():
     with pytest.raises(ValueError, match="random generator"):
-        ag.dropout(Tensor(np.ones(3)), 0.1, None)
+        layers.dropout(Tensor(np.ones(3)), 0.1, None)
 
 
 @pytest.mark.parametrize("p", [1.0, -0.1, 1.5])
 def test_dropout_p_outside_zero_one_is_refused(p):
     with pytest.raises(ValueError, match=rf"p={p}"):
-        ag.dropout(Tensor(np.ones(3)), p, np.random.default_rng(0))
+        layers.dropout(Tensor(np.ones(3)), p, np.random.default_rng(0))
 
 
 def test_dropout_accepts_a_plain_array():
-    out = ag.dropout(np.ones(1000), 0.5, np.random.default_rng(0))
+    out = layers.dropout(np.ones(1000), 0.5, np.random.default_rng(0))
     assert set(np.unique(out.data)) <= {0.0, 2.0}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from npplm.kv_cache import KVCache
+from npplm.generation import KVCache
 
 
 def test_reorder_gathers_the_filled_rows_of_every_layer():

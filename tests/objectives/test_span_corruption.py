@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npplm.span_corruption import (
+from npplm.objectives.span_corruption import (
     LABEL_PAD_ID,
     SpanCorruptionCollator,
     apply_noise_mask,

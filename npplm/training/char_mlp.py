@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-import autograd as ag
 from autograd import Tensor, no_grad
+from npplm.layers import cross_entropy, softmax
 from npplm.training.optim import AdamW
 
 # Printable ASCII plus newline; anything else is read as "?". Index 0 is the newline.
@@ -97,7 +97,7 @@ def perplexity(model, ids, n_windows=8192, batch=2048, seed=1):
     with no_grad():
         for i in range(0, len(starts), batch):
             idx, y = windows(ids, starts[i:i + batch], model.context)
-            total += ag.cross_entropy(model(idx), y, reduction="sum").item()
+            total += cross_entropy(model(idx), y, reduction="sum").item()
     return math.exp(total / len(starts))
 
 
@@ -107,7 +107,7 @@ def sample(model, prompt, n_chars=240, temperature=0.8, seed=0):
     with no_grad():
         for _ in range(n_chars):
             logits = model(np.array([ids[-model.context:]]))
-            p = ag.softmax(logits / temperature).numpy()[0].astype(np.float64)
+            p = softmax(logits / temperature).numpy()[0].astype(np.float64)
             ids.append(int(rng.choice(len(p), p=p / p.sum())))
     return decode(ids[model.context - len(prompt):])  # the prompt, then what was sampled
 
@@ -130,7 +130,7 @@ def train(steps=2000, batch=256, lr=3e-3, seed=0, log=print, max_chars=2_000_000
     for step in range(1, steps + 1):
         starts = rng.integers(0, len(train_ids) - model.context - 1, size=batch)
         idx, y = windows(train_ids, starts, model.context)
-        loss = ag.cross_entropy(model(idx), y)
+        loss = cross_entropy(model(idx), y)
         loss.backward()
         decay = 0.5 * (1 + math.cos(math.pi * step / steps))  # cosine to 10% of lr
         opt.set_lr(lr * (0.1 + 0.9 * decay))

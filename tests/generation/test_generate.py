@@ -1,4 +1,5 @@
-"""generate(): greedy decoding against transformers' generate, sampling, eos, streaming.
+"""model.generate for decoder-only models: greedy decoding and beam search against
+transformers' generate, sampling, eos, streaming.
 
 The models are tiny random GPT-2 / GPT-1 heads saved by transformers and loaded by npplm;
 nothing is downloaded.
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 import npplm
-from npplm.generation import choose_next, generate, stream_generate
+from npplm.generation import choose_next
 from npplm.models.gpt import GPT2LMHeadModel, GPTConfig
 
 torch = pytest.importorskip("torch")
@@ -124,12 +125,12 @@ def test_stream_callback_and_iterator_see_every_token(pair):
     _, ours = pair("openai-gpt")
     ids = prompts()
     seen = []
-    out = generate(ours, ids, 5, temperature=0, stream=seen.append)
+    out = ours.generate(ids, 5, temperature=0, stream=seen.append)
     assert len(seen) == 5 and all(s.shape == (2,) for s in seen)
     assert (np.stack(seen, axis=1) == out[:, 6:]).all()
-    steps = list(stream_generate(ours, ids, 5, temperature=0))
+    steps = list(ours.stream_generate(ids, 5, temperature=0))
     assert (np.stack(steps, axis=1) == out[:, 6:]).all()
-    assert generate(ours, ids, 0).shape == (2, 6)
+    assert ours.generate(ids, 0).shape == (2, 6)
 
 
 def test_generate_refuses_bad_arguments():
@@ -144,3 +145,51 @@ def test_generate_refuses_bad_arguments():
         model.generate(np.ones((1, 4), dtype=int), 2, top_p=1.5)
     with pytest.raises(ValueError, match="exceed n_positions=32"):  # 30 + 3 - 1 > 32
         model.generate(np.ones((1, 30), dtype=int), 4)
+
+
+# --- beam search: the same loop as T5's, against transformers' generate ---------------------
+
+BEAMS = {
+    "late": dict(num_beams=3, early_stopping=False),
+    "early": dict(num_beams=3, early_stopping=True),
+    "never": dict(num_beams=2, early_stopping="never", length_penalty=2.0),
+    "two_returned": dict(num_beams=4, num_return_sequences=2, length_penalty=0.5),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Using the model-agnostic default")
+@pytest.mark.parametrize("setting", list(BEAMS))
+@pytest.mark.parametrize("family", list(HF))
+def test_beam_search_equals_transformers_generate(family, setting, pair):
+    hf, ours = pair(family)
+    ids = prompts(2)
+    greedy = ours.generate(ids, 10, temperature=0)
+    eos = int(greedy[0, 9])  # likely enough that some hypotheses end early
+    options = dict(BEAMS[setting], eos_token_id=eos, pad_token_id=0)
+    expected = hf.generate(torch.tensor(ids), attention_mask=torch.ones(ids.shape, dtype=int),
+                           max_new_tokens=10, do_sample=False, **options).numpy()
+    got = ours.generate(ids, 10, temperature=0, **options)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_beam_search_on_a_left_padded_batch_equals_transformers_generate(pair):
+    hf, ours = pair("gpt2")
+    ids = prompts(3)
+    mask = np.ones_like(ids)
+    mask[0, :2] = 0
+    ids[0, :2] = 0
+    options = dict(num_beams=3, pad_token_id=0, eos_token_id=5)
+    expected = hf.generate(torch.tensor(ids), attention_mask=torch.tensor(mask),
+                           max_new_tokens=8, do_sample=False, **options).numpy()
+    got = ours.generate(ids, 8, temperature=0, attention_mask=mask, **options)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_beam_search_refuses_sampling_and_streaming(pair):
+    _, ours = pair("gpt2")
+    with pytest.raises(ValueError, match="temperature must be 0"):
+        ours.generate(prompts(), 4, num_beams=2, temperature=1.0)
+    with pytest.raises(ValueError, match="stream needs num_beams=1"):
+        ours.generate(prompts(), 4, num_beams=2, temperature=0, stream=print)
+    with pytest.raises(ValueError, match="num_return_sequences=2 needs num_beams >= 2"):
+        ours.generate(prompts(), 4, temperature=0, num_return_sequences=2)

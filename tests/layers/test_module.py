@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from autograd import Tensor
-from npplm.layers import Dropout, Embedding, LayerNorm, Linear
-from npplm.module import Module
+from npplm.layers import Dropout, Embedding, LayerNorm, Linear, Module
 
 
 class Block(Module):

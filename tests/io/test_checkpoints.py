@@ -7,7 +7,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import npplm
-from npplm.checkpoints import CheckpointError, read_safetensors, read_weights, write_safetensors
+from npplm.io import CheckpointError, read_safetensors, read_weights, write_safetensors
 
 
 def test_round_trip_keeps_dtypes_and_values(tmp_path):

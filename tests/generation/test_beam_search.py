@@ -8,8 +8,8 @@ transformers on real models is in tests/models/test_t5_generation.py.
 import numpy as np
 import pytest
 
-from npplm.beam_search import BeamHypotheses, beam_search
 from npplm.generation import stream_tokens
+from npplm.generation.beam_search import BeamHypotheses, beam_search
 
 EOS = 1
 

@@ -1,0 +1,88 @@
+"""Which keys a query may read, as booleans and as the additive bias attention adds.
+
+Masks are decided as booleans first ("may attend"), combined with `&`, and turned into a
+bias once, by `additive_mask`: 0 where allowed, the dtype's most negative finite value
+where not. Not -inf, as Hugging Face does: a row with every key masked then gets a uniform
+softmax instead of nan; and never two minima added (that would be -inf again).
+
+Integer bookkeeping stays on the host: masks and positions are NumPy arrays, built from
+the user's 1/0 attention mask; a model moves a bias to its weights' device where it meets
+the scores (or `attention` does, for a CausalMask).
+
+    additive_mask       bool "may attend" -> 0 / dtype min
+    padding_mask        (B, S) 1/0 -> (B, 1, 1, S) bias (encoders: BERT, RoBERTa, ALBERT)
+    causal_mask         (T, S) bias: query t sees keys up to S - T + t
+    CausalMask          causal + padding, described rather than written out, so that a
+                        fused kernel can skip the masked triangle (GPT, LLaMA)
+    causal_bias         a CausalMask written out as a (B, 1, T, S) bias
+    positions_from_mask positions of the real tokens of left-padded rows (GPT, LLaMA)
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from autograd import array_module, as_array, to_numpy
+
+
+def additive_mask(allowed, dtype):
+    """Boolean "may attend" (any shape) -> additive bias of `dtype`: 0, or its minimum."""
+    xp = array_module(allowed)
+    return xp.where(allowed, 0.0, np.finfo(dtype).min).astype(dtype)
+
+
+def padding_mask(attention_mask, batch, length, dtype=np.float32):
+    """A (B, S) 1/0 mask (1 = attend) as an additive (B, 1, 1, S) bias: 0 or the dtype's min."""
+    mask = to_numpy(as_array(attention_mask))
+    if mask.shape != (batch, length):
+        raise ValueError(f"attention_mask has shape {mask.shape} but the input ids have "
+                         f"{(batch, length)}: they must be equal")
+    return additive_mask(mask.astype(bool), dtype)[:, None, None, :]  # (B, S) -> (B, 1, 1, S)
+
+
+def causal_mask(T, S, dtype=np.float32):
+    """(T, S) additive bias letting query t see keys up to S - T + t (the cached prefix too)."""
+    return additive_mask(np.tril(np.ones((T, S), dtype=bool), k=S - T), dtype)
+
+
+@dataclass(frozen=True)
+class CausalMask:
+    """The mask of causal self-attention, described instead of written out as a bias.
+
+    Query t, at absolute position S - T + t (after S - T cached keys), reads keys
+    0 .. S - T + t whose `keep` entry is true. keep: (B, S) 1/0 or bool, 1 = a real token
+    (a Hugging Face attention mask), or None for no padding. `attention` turns it into the
+    dense bias (`causal_bias`) only where no fused kernel runs.
+    """
+
+    keep: object = None
+
+    def keys(self, batch, length, xp=np):
+        """(B, S) bool on the device of `xp`: which keys may be read at all."""
+        if self.keep is None:
+            return xp.ones((batch, length), dtype=bool)
+        keep = to_numpy(as_array(self.keep)) != 0
+        if keep.shape != (batch, length):
+            raise ValueError(f"CausalMask: keep has shape {keep.shape} but attention has "
+                             f"{batch} rows of {length} keys: it must be {(batch, length)}")
+        return xp.asarray(keep)
+
+
+def causal_bias(keep, T, S, dtype):
+    """(B, 1, T, S) additive bias of causal attention over kept keys (B, S): 0 or the min."""
+    xp = array_module(keep)
+    allowed = xp.tril(xp.ones((T, S), dtype=bool), k=S - T)  # (T, S)
+    allowed = allowed & keep[:, None, None, :]  # (T, S) & (B, 1, 1, S) -> (B, 1, T, S)
+    return additive_mask(allowed, dtype)
+
+
+def positions_from_mask(attention_mask, T):
+    """Positions of the last T tokens: (real tokens so far) - 1, 1 at padding (B, S) -> (B, T).
+
+    As Hugging Face's generate computes them: a left-padded prompt then numbers its real
+    tokens 0, 1, 2, ... exactly as the prompt alone. Padding gets 1 (any valid row would
+    do: padding is masked out as a key, and its own outputs are never used).
+    """
+    mask = to_numpy(as_array(attention_mask)) != 0
+    positions = np.cumsum(mask, axis=-1) - 1  # (B, S)
+    return np.where(mask, positions, 1)[:, -T:]  # (B, S) -> (B, T)

@@ -1,0 +1,78 @@
+"""Process settings that make training fast, applied only when asked: `configure()`.
+
+Importing `autograd` or `npplm` changes nothing in the process. The command line and the
+Trainer call `configure()` before they start; a library user who trains in their own loop
+can call it too (once, early: the Numba setting must come before the first kernel runs).
+The benchmarks call it, and the README's figures are measured with it.
+
+1. Keep freed array memory inside the process (glibc's malloc), as PyTorch's allocator
+   does. By default glibc serves every allocation above a threshold (at most 32 MB) with a
+   fresh `mmap` and gives it back to the OS on `free`. A training step allocates and frees
+   the same large temporaries over and over (activations, gradients, an embedding table's
+   gradient of V x C), so every step would fault all of those pages in again, zero-filled
+   by the kernel. In a virtual machine a page fault is expensive: on the 2-core CI machine
+   the gradient of BERT's 30522 x 768 word embeddings took 360 ms to build this way and
+   14 ms from reused memory, and a whole BERT-base training step went from about 6.5 s to
+   5.0 s. `keep_freed_memory()` raises the mmap threshold to 1 GiB and the trim threshold
+   to its maximum, so freed blocks are reused instead. The cost: the process keeps its
+   high-water mark of memory until it exits. NPPLM_KEEP_MEMORY=0 leaves malloc alone;
+   elsewhere than Linux/glibc it does nothing.
+
+2. Numba's thread pool. A training step alternates the Numba kernels (gpu/kernels/) with
+   OpenBLAS's GEMMs, and each thread pool busy-waits for a while after its work is done,
+   on the cores the other one needs next. Numba's default pool on Linux is OpenMP
+   (libgomp), whose idle threads spin: a (2048, 384) x (384, 1536) GEMM right after an
+   attention kernel took 19 ms instead of 12 ms on the 2-core machine. Numba's own
+   "workqueue" pool sleeps when idle (12 ms), and runs the kernels as fast, so
+   `configure()` chooses it, unless NUMBA_THREADING_LAYER says otherwise. (It does not
+   allow kernels launched from several Python threads at once; npplm launches them from
+   one.) Once a parallel kernel has run, the pool is fixed for the process: then this
+   setting is left as it is and `configure()` says so in its result.
+
+OpenBLAS's idle threads spin too, for about 0.1 s after each GEMM, slowing the kernel that
+follows (7 ms -> 14 ms for the attention forward); that can be set only before NumPy loads
+OpenBLAS, from outside: OPENBLAS_THREAD_TIMEOUT=4 (see README, Benchmarks).
+"""
+
+import ctypes
+import os
+import sys
+
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
+M_MMAP_THRESHOLD = -3
+
+_applied = None  # what configure() did, once it has run
+
+
+def keep_freed_memory():
+    """Tune glibc malloc to reuse freed memory; returns True if it applied."""
+    if not sys.platform.startswith("linux") or os.environ.get("NPPLM_KEEP_MEMORY") == "0":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the running process's C library
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def use_sleeping_thread_pool():
+    """Choose Numba's "workqueue" thread pool; returns the layer in effect afterwards."""
+    import numba
+    from numba.np.ufunc import parallel
+
+    started = getattr(parallel, "_is_initialized", False)  # a parallel kernel has run
+    if "NUMBA_THREADING_LAYER" not in os.environ and not started:
+        numba.config.THREADING_LAYER = "workqueue"
+    return numba.config.THREADING_LAYER
+
+
+def configure():
+    """Apply both settings (once; later calls return the first result).
+
+    Returns {"keep_freed_memory": bool, "numba_threading_layer": str}.
+    """
+    global _applied
+    if _applied is None:
+        _applied = {"keep_freed_memory": keep_freed_memory(),
+                    "numba_threading_layer": use_sleeping_thread_pool()}
+    return dict(_applied)
