@@ -26,7 +26,6 @@ import autograd as ag
 import npplm  # (also registers the primitives that npplm's layers define)
 from autograd import REGISTRY, Tensor
 from autograd.graph import toposort
-from npplm import layers
 from npplm.layers import grad_scale
 from npplm.layers.dropout import dropout_with_mask
 from tests.autograd.strategies import array
@@ -209,7 +208,7 @@ def causal_attention(draw):
         # (B, K, G, T, D) @ (B, K, 1, D, S) -> (B, K, G, T, S): batch-broadcast over G
         scores = q @ k.swapaxes(-1, -2) / math.sqrt(d)
         causal = np.tril(np.ones((t, t), dtype=bool))  # (T, S): key s <= query t
-        probs = layers.softmax(ag.where(causal, scores, -math.inf), axis=-1)
+        probs = npplm.layers.softmax(ag.where(causal, scores, -math.inf), axis=-1)
         y = probs @ v  # (B, K, G, T, S) @ (B, K, 1, S, D) -> (B, K, G, T, D)
         y = y.transpose(0, 3, 1, 2, 4).reshape(b, t, c)  # -> (B, T, K, G, D) -> (B, T, C)
         return y @ w_proj
@@ -306,7 +305,7 @@ def tied_lm_head_cross_entropy(draw):
     def ours(wte, wpe, ids, targets):
         h = wte[ids] + wpe[:t]  # (B, T, C)
         logits = h @ wte.T  # (B, T, C) @ (C, V) -> (B, T, V)
-        return layers.cross_entropy(logits, targets, **kw)
+        return npplm.layers.cross_entropy(logits, targets, **kw)
 
     def theirs(wte, wpe, ids, targets):
         h = F.embedding(ids, wte) + wpe[:t]
@@ -345,7 +344,7 @@ def ppo_clipped_objective(draw):
                      advantage=array(draw, (n,), -2.0, 2.0))
 
     def ours(logits, actions, old_logp, advantage):
-        logp = layers.log_softmax(logits)[np.arange(n), actions]  # (N, V) -> (N,)
+        logp = npplm.layers.log_softmax(logits)[np.arange(n), actions]  # (N, V) -> (N,)
         ratio = ag.exp(logp - old_logp)
         clipped = ag.clip(ratio, lo=0.8, hi=1.2)
         return -ag.minimum(ratio * advantage, clipped * advantage).mean()
@@ -394,7 +393,7 @@ def scalar_mix_token_shift_and_cls(draw):
                   cls=array(draw, (c,)), **layers)
 
     def ours(s, gamma, mu, cls, **layers):
-        weights = layers.softmax(s, axis=0).reshape(n_layers, 1, 1, 1)
+        weights = npplm.layers.softmax(s, axis=0).reshape(n_layers, 1, 1, 1)
         stacked = ag.stack(*layers.values(), axis=0)  # (L, B, T, C)
         mixed = (stacked * weights).sum(axis=0) * gamma  # (B, T, C)
         previous = ag.pad(mixed, pad_width=((0, 0), (1, 0), (0, 0)))[:, :-1]  # (B, T, C)

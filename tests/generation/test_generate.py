@@ -165,7 +165,9 @@ def test_beam_search_equals_transformers_generate(family, setting, pair):
     ids = prompts(2)
     greedy = ours.generate(ids, 10, temperature=0)
     eos = int(greedy[0, 9])  # likely enough that some hypotheses end early
-    options = dict(BEAMS[setting], eos_token_id=eos, pad_token_id=0)
+    # pad 1, not 0: transformers fills finished beams with `pad_token_id or eos_token_id`,
+    # so a pad id of 0 would be replaced by eos (tests/models/test_t5_generation.py).
+    options = dict(BEAMS[setting], eos_token_id=eos, pad_token_id=1)
     expected = hf.generate(torch.tensor(ids), attention_mask=torch.ones(ids.shape, dtype=int),
                            max_new_tokens=10, do_sample=False, **options).numpy()
     got = ours.generate(ids, 10, temperature=0, **options)
@@ -178,7 +180,7 @@ def test_beam_search_on_a_left_padded_batch_equals_transformers_generate(pair):
     mask = np.ones_like(ids)
     mask[0, :2] = 0
     ids[0, :2] = 0
-    options = dict(num_beams=3, pad_token_id=0, eos_token_id=5)
+    options = dict(num_beams=3, pad_token_id=1, eos_token_id=int(ids[1, -1]))
     expected = hf.generate(torch.tensor(ids), attention_mask=torch.tensor(mask),
                            max_new_tokens=8, do_sample=False, **options).numpy()
     got = ours.generate(ids, 8, temperature=0, attention_mask=mask, **options)

@@ -391,7 +391,7 @@ def test_bad_inputs_name_the_value_and_the_limit():
         model(ids, attention_mask=np.ones((2, 5)))
     with pytest.raises(ValueError, match=r"token_type_ids has shape \(2, 6\)"):
         model(ids, token_type_ids=np.zeros((2, 6), dtype=np.int64))
-    with pytest.raises(TypeError, match="input_ids must be integers, got dtype float64"):
+    with pytest.raises(TypeError, match="input_ids must hold integers, got dtype float64"):
         model(np.ones((2, 7)))
     with pytest.raises(ValueError, match=r"shape \(batch, length\), got shape \(7,\)"):
         model(np.ones(7, dtype=np.int64))

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autograd import Tensor, gradcheck, no_grad
+from npplm.generation import beam_search
 from npplm.models.glm import (
     IGNORE_INDEX,
     GLMConfig,
@@ -158,6 +159,35 @@ def test_fill_blank_stops_at_eop():
     ln.bias.data[:] = u
     model.transformer.word_embeddings.weight.data[EOP] = 10 * u
     assert fill_blank(model, np.array([[3, MASK, 5], [GMASK, 4, 5]]), 4) == [[], []]
+
+
+def test_fill_blank_beam_search_equals_the_search_over_recomputation():
+    # The beams go through the shared decoding loop with the cache reordered between
+    # steps; the same search whose step recomputes each beam's sequence from scratch must
+    # find the same blanks (checks the reorder and the positions of each beam's tokens).
+    model = tiny_model()
+    part_a = np.array([[3, 4, MASK, 6], [GMASK, 8, 9, 10]])
+    N, B = 3, 2
+    mask_at = np.repeat([2, 0], N)
+    history = np.full((B * N, 1), SOP)  # each row's Part B so far: [S], then its tokens
+
+    def recompute(tokens, rows):
+        nonlocal history
+        if tokens is not None:
+            history = np.concatenate([history[rows], tokens[:, None]], axis=1)
+        n = history.shape[1]
+        ids = np.concatenate([np.repeat(part_a, N, axis=0), history], axis=1)
+        pos = np.stack([np.concatenate([np.tile(np.arange(4), (B * N, 1)),
+                                        np.repeat(mask_at[:, None], n, axis=1)], axis=1),
+                        np.tile(np.r_[np.zeros(4, int), np.arange(1, n + 1)], (B * N, 1))], 1)
+        with no_grad():
+            return model(ids, pos, np.full(B * N, 4)).logits.numpy()[:, -1]
+
+    want = beam_search(recompute, B, N, 5, EOP, pad_token_id=EOP).sequences
+    got = fill_blank(model, part_a, max_new_tokens=5, num_beams=N)
+    for row, tokens in zip(want, got):
+        ends = np.flatnonzero(row == EOP)
+        assert tokens == row[:ends[0] if ends.size else len(row)].tolist()
 
 
 def test_fill_blank_errors():

@@ -186,6 +186,23 @@ def test_left_padded_batch_equals_each_sequence_alone(checkpoints):
     assert_close(cached[mask == 1], batch[mask == 1], "model32")
 
 
+@pytest.mark.filterwarnings("ignore:Using the model-agnostic default")
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generate_equals_transformers_generate(num_beams, checkpoints):
+    # Greedy decoding and beam search of a left-padded GQA batch, through the one decoding
+    # loop (npplm.generation.decode). pad 1: transformers fills finished beams with
+    # `pad_token_id or eos_token_id`, so a pad id of 0 would read as eos.
+    hf, path = checkpoints("gqa")
+    ours = npplm.from_pretrained(path)
+    ids, mask, _, _ = left_padded_batch(seed=5)
+    eos = int(ours.generate(ids, 4, temperature=0, attention_mask=mask)[0, -1])
+    options = dict(num_beams=num_beams, eos_token_id=eos, pad_token_id=1)
+    want = hf.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=8,
+                       do_sample=False, **options).numpy()
+    got = ours.generate(ids, 8, temperature=0, attention_mask=mask, **options)
+    np.testing.assert_array_equal(got, want)
+
+
 # --- training ------------------------------------------------------------------------------
 
 
@@ -288,5 +305,6 @@ def test_bad_input_is_named(tiny_lm):
         with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 1\) but must be "
                                              r"\(B, cache length \+ T\) = \(1, 60 \+ 1\)"):
             tiny_lm(np.ones((1, 1), np.int64), attention_mask=np.ones((1, 1)), cache=cache)
-    with pytest.raises(ValueError, match=r"labels has shape \(1, 3\) but input_ids has"):
+    with pytest.raises(ValueError, match=r"labels has shape \(1, 3\) but the logits are for "
+                                         r"\(1, 4\) positions"):
         tiny_lm(np.ones((1, 4), np.int64), labels=np.ones((1, 3), np.int64))
