@@ -10,7 +10,7 @@ against dL/dx_j ~ (L(x + eps e_j) - L(x - eps e_j)) / (2 eps), one element at a 
 
 import numpy
 
-from autograd import backend
+import autograd.backend as backend
 from autograd.backend import to_numpy
 from autograd.graph import no_grad
 from autograd.tensor import Tensor

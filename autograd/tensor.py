@@ -12,7 +12,7 @@ dtype. Integer and boolean Tensors never require gradients.
 
 import numpy
 
-from autograd import backend
+import autograd.backend as backend
 from autograd.backend import to_numpy
 from autograd.graph import backward as _backward
 

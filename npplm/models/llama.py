@@ -74,7 +74,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autograd import Tensor, array_module, as_array, broadcast_to, to_numpy, where
+from autograd import Tensor, as_array, broadcast_to, to_numpy
 from npplm.generation import GenerationMixin
 from npplm.io import CheckpointError, gguf
 from npplm.layers import (
@@ -311,31 +311,6 @@ def num_parameters(config, with_lm_head=True):
 # --- building blocks ------------------------------------------------------------------------
 
 
-class LlamaEmbedding(Embedding):
-    """Adapted from npplm.layers.embedding: adds torch's `padding_idx`, as in BERT.
-
-    Hugging Face builds the table as nn.Embedding(V, C, padding_idx=pad_token_id): the pad
-    row starts at zero and a lookup sends it no gradient. Most LLaMA configs have no pad
-    token (None), and then this is a plain Embedding.
-    """
-
-    def __init__(self, config, rng):
-        super().__init__(config.vocab_size, config.hidden_size, std=config.initializer_range,
-                         rng=rng, what="token id")
-        self.padding_idx = config.pad_token_id
-        if self.padding_idx is not None:
-            self.weight.data[self.padding_idx] = 0
-
-    def forward(self, ids):
-        rows = super().forward(ids)  # (B, T) -> (B, T, C), ids checked against V
-        if self.padding_idx is None:
-            return rows
-        is_pad = array_module(rows.data).asarray(ids == self.padding_idx)[..., None]  # (B, T, 1)
-        if not is_pad.any():
-            return rows
-        return where(is_pad, self.weight.data[self.padding_idx], rows)  # pad: a constant
-
-
 def repeat_kv(x, n_rep):
     """(B, K, S, D) -> (B, K * n_rep, S, D): each key/value head repeated for its n_rep
     query heads (query head h reads key/value head h // n_rep), as Hugging Face's repeat_kv.
@@ -441,7 +416,11 @@ class LlamaModel(LlamaPreTrainedModel):
     def __init__(self, config, seed=0, rng=None):
         rng = np.random.default_rng(seed) if rng is None else rng
         self.config = config
-        self.embed_tokens = LlamaEmbedding(config, rng)
+        # nn.Embedding(V, C, padding_idx=pad_token_id) in Hugging Face: the pad row starts at
+        # zero and gets no gradient. Most LLaMA configs have no pad token (None).
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size,
+                                      std=config.initializer_range, rng=rng, what="token id",
+                                      padding_idx=config.pad_token_id)
         self.layers = [LlamaDecoderLayer(config, rng) for _ in range(config.num_hidden_layers)]
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         # The RoPE frequencies depend on the config only: computed once, (D/2,) float64.
