@@ -182,13 +182,11 @@ def stream_reply(model, tokenizer, prompt_ids, args):
     """Generate after prompt_ids, printing text as it comes; return the new ids."""
     import numpy as np
 
-    from npplm.generation import stream_generate
-
     eos = tokenizer.token_to_id(tokenizer.eos_token) if tokenizer.eos_token else None
     new, shown = [], ""
-    for step in stream_generate(model, np.array([prompt_ids]), args.max_new_tokens,
-                                temperature=args.temperature, top_k=args.top_k,
-                                top_p=args.top_p, eos_token_id=eos, seed=args.seed):
+    for step in model.stream_generate(np.array([prompt_ids]), args.max_new_tokens,
+                                      temperature=args.temperature, top_k=args.top_k,
+                                      top_p=args.top_p, eos_token_id=eos, seed=args.seed):
         token = int(step[0])
         if token == eos:
             break

@@ -65,12 +65,20 @@ from npplm.layers import (
     int_array,
     merge_heads,
     padding_mask,
-    sequence_classification_loss,
-    span_extraction_loss,
     split_heads,
 )
-from npplm.models.base import PreTrainedModel, check_positive_ints, check_probabilities
-from npplm.models.bert import flatten_choices
+from npplm.models.base import (
+    PreTrainedModel,
+    check_positive_ints,
+    check_probabilities,
+    check_token_ids,
+)
+from npplm.models.bert import (
+    BertForMultipleChoice,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
 from npplm.models.output import ModelOutput
 
 # --- configuration ---------------------------------------------------------------------------
@@ -126,9 +134,7 @@ class AlbertConfig:
         check_probabilities(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
         if self.classifier_dropout_prob is not None:
             check_probabilities(self, "classifier_dropout_prob")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"AlbertConfig: pad_token_id={self.pad_token_id} is outside the "
-                             f"vocabulary of {self.vocab_size}")
+        check_token_ids(self, "pad_token_id", optional=True)
         if self.layer_norm_eps <= 0:
             raise ValueError(f"AlbertConfig: layer_norm_eps={self.layer_norm_eps} must be > 0")
         if self.problem_type not in PROBLEM_TYPES:
@@ -490,100 +496,32 @@ class AlbertForMaskedLM(AlbertPreTrainedModel):
         return ModelOutput(loss=loss, logits=logits)
 
 
-class AlbertForSequenceClassification(AlbertPreTrainedModel):
-    """Pooled first token -> dropout -> linear: (B, T) -> logits (B, num_labels).
-
-    The loss is BERT's (npplm.layers.sequence_classification_loss): mean squared error,
-    cross-entropy, or binary cross-entropy per class, by config.problem_type or, when None,
-    the labels.
-    """
-
-    def __init__(self, config, seed=0):
-        rng = np.random.default_rng(seed)
-        self.config = config
-        self.albert = AlbertModel(config, rng=rng)
-        self.dropout = Dropout(config.classifier_dropout, rng)
-        self.classifier = Linear(config.hidden_size, config.num_labels,
-                                 std=config.initializer_range, rng=rng)
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        out = self.albert(input_ids, attention_mask, token_type_ids)
-        logits = self.classifier(self.dropout(out.pooler_output))  # (B, C) -> (B, n_labels)
-        loss = None if labels is None else sequence_classification_loss(
-            logits, labels, self.config.num_labels, self.config.problem_type)
-        return ModelOutput(loss=loss, logits=logits)
+# The fine-tuning heads are BERT's (npplm/models/bert.py), over ALBERT's encoder.
 
 
-class AlbertForMultipleChoice(AlbertPreTrainedModel):
-    """Each of N choices is scored by a linear map of its pooled token: input_ids
-    (B, N, T) are run as B * N sequences; logits (B, N); loss = cross-entropy with labels
-    (B,) naming the right choice."""
+class AlbertForSequenceClassification(AlbertPreTrainedModel, BertForSequenceClassification):
+    """Pooled first token -> dropout -> linear: logits (B, num_labels); the loss by
+    config.problem_type (npplm.layers.sequence_classification_loss)."""
 
-    def __init__(self, config, seed=0):
-        rng = np.random.default_rng(seed)
-        self.config = config
-        self.albert = AlbertModel(config, rng=rng)
-        self.dropout = Dropout(config.classifier_dropout, rng)
-        self.classifier = Linear(config.hidden_size, 1, std=config.initializer_range, rng=rng)
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        B, N, flat = flatten_choices(input_ids, attention_mask, token_type_ids)
-        out = self.albert(*flat)  # (B N, T) rows
-        scores = self.classifier(self.dropout(out.pooler_output))  # (B * N, C) -> (B * N, 1)
-        logits = scores.reshape(B, N)  # (B * N, 1) -> (B, N)
-        loss = None
-        if labels is not None:
-            loss = cross_entropy(logits, int_array(labels, "labels"))
-        return ModelOutput(loss=loss, logits=logits)
+    backbone_class = AlbertModel
 
 
-class AlbertForTokenClassification(AlbertPreTrainedModel):
-    """Every position -> dropout -> linear: logits (B, T, num_labels); loss = cross-entropy
-    over positions whose label is not -100."""
+class AlbertForMultipleChoice(AlbertPreTrainedModel, BertForMultipleChoice):
+    """Each of N choices scored from its pooled token: input_ids (B, N, T) run as B N
+    sequences; logits (B, N); labels (B,) name the right choice."""
 
-    def __init__(self, config, seed=0):
-        rng = np.random.default_rng(seed)
-        self.config = config
-        self.albert = AlbertModel(config, add_pooling_layer=False, rng=rng)
-        self.dropout = Dropout(config.classifier_dropout, rng)
-        self.classifier = Linear(config.hidden_size, config.num_labels,
-                                 std=config.initializer_range, rng=rng)
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        out = self.albert(input_ids, attention_mask, token_type_ids)
-        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
-        loss = None
-        if labels is not None:
-            n = self.config.num_labels
-            loss = cross_entropy(logits.reshape(-1, n),
-                                 int_array(labels, "labels").reshape(-1))
-        return ModelOutput(loss=loss, logits=logits)
+    backbone_class = AlbertModel
 
 
-class AlbertForQuestionAnswering(AlbertPreTrainedModel):
-    """Extractive QA: a linear map of every position to (start, end) scores; start_logits
-    and end_logits (B, T).
+class AlbertForTokenClassification(AlbertPreTrainedModel, BertForTokenClassification):
+    """Every position -> dropout -> linear: logits (B, T, num_labels); labels (B, T) with
+    -100 where ignored."""
 
-    The loss is the reference's (npplm.layers.span_extraction_loss): positions clamped into
-    [0, T], T itself ignored, (CE(start) + CE(end)) / 2.
-    """
+    backbone_class = AlbertModel
 
-    def __init__(self, config, seed=0):
-        if config.num_labels != 2:
-            raise ValueError(f"AlbertForQuestionAnswering needs num_labels=2 (start, end), "
-                             f"got {config.num_labels}")
-        rng = np.random.default_rng(seed)
-        self.config = config
-        self.albert = AlbertModel(config, add_pooling_layer=False, rng=rng)
-        self.qa_outputs = Linear(config.hidden_size, 2, std=config.initializer_range, rng=rng)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None,
-                start_positions=None, end_positions=None):
-        out = self.albert(input_ids, attention_mask, token_type_ids)
-        logits = self.qa_outputs(out.last_hidden_state)  # (B, T, C) -> (B, T, 2)
-        start_logits, end_logits = logits[..., 0], logits[..., 1]  # (B, T) each
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = span_extraction_loss(start_logits, end_logits, start_positions,
-                                        end_positions)
-        return ModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+class AlbertForQuestionAnswering(AlbertPreTrainedModel, BertForQuestionAnswering):
+    """Extractive QA: start_logits and end_logits (B, T); the loss is
+    npplm.layers.span_extraction_loss."""
+
+    backbone_class = AlbertModel

@@ -124,6 +124,18 @@ def check_optional_positive_int(config, name):
                          "positive integer")
 
 
+def check_token_ids(config, *names, optional=False):
+    """Raise ValueError naming the first field of `names` that is not a token id in
+    [0, vocab_size) (None is allowed when optional: a model without that token)."""
+    for name in names:
+        value = getattr(config, name)
+        if optional and value is None:
+            continue
+        if not isinstance(value, int) or not 0 <= value < config.vocab_size:
+            raise ValueError(f"{type(config).__name__}.{name}={value!r} is outside the "
+                             f"vocabulary (vocab_size={config.vocab_size})")
+
+
 def check_probabilities(config, *names):
     """Raise ValueError naming the first field of `names` outside [0, 1) (dropout rates)."""
     for name in names:

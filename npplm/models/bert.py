@@ -61,7 +61,12 @@ from npplm.layers import (
     span_extraction_loss,
     split_heads,
 )
-from npplm.models.base import PreTrainedModel, check_positive_ints, check_probabilities
+from npplm.models.base import (
+    PreTrainedModel,
+    check_positive_ints,
+    check_probabilities,
+    check_token_ids,
+)
 from npplm.models.output import ModelOutput
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
@@ -107,9 +112,7 @@ class BertConfig:
             raise ValueError(f"BertConfig: layer_norm_eps={self.layer_norm_eps} must be > 0 "
                              f"and initializer_range={self.initializer_range} >= 0")
         activation(self.hidden_act)  # raises ValueError naming the known activations
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"BertConfig: pad_token_id={self.pad_token_id} is outside the "
-                             f"vocabulary (vocab_size={self.vocab_size})")
+        check_token_ids(self, "pad_token_id", optional=True)
         if self.problem_type not in (None, *PROBLEM_TYPES):
             raise ValueError(f"BertConfig: problem_type={self.problem_type!r}; use None or "
                              f"one of {PROBLEM_TYPES}")
@@ -528,11 +531,15 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
 
 
 # --- fine-tuning heads (section 4) ---------------------------------------------------------
+# RoBERTa and ALBERT fine-tune with these same heads over their own encoders (roberta.py,
+# albert.py), as Hugging Face's classes do. A head builds its encoder with `backbone_class`
+# under the attribute `base_model_prefix` (`bert` here, `roberta`, `albert`: the first name
+# of every checkpoint key) and reaches it as `self.backbone`.
 
 
 def classifier_dropout(config, rng):
     """The dropout before a classifier: classifier_dropout, or hidden_dropout_prob when None
-    (Hugging Face's rule, shared by RoBERTa)."""
+    (Hugging Face's rule, shared by RoBERTa; ALBERT's config resolves the None itself)."""
     p = config.classifier_dropout
     return Dropout(config.hidden_dropout_prob if p is None else p, rng)
 
@@ -554,48 +561,69 @@ def flatten_choices(input_ids, attention_mask, token_type_ids):
                                                 (token_type_ids, "token_type_ids"))]
 
 
-class BertForSequenceClassification(BertPreTrainedModel):
+class BertTaskHead(BertPreTrainedModel):
+    """What the fine-tuning heads share: their encoder, built and reached by name."""
+
+    backbone_class = BertModel
+
+    def add_backbone(self, config, rng, add_pooling_layer=True):
+        """Build the encoder under `base_model_prefix` (self.bert = BertModel(...))."""
+        encoder = self.backbone_class(config, add_pooling_layer=add_pooling_layer, rng=rng)
+        setattr(self, self.base_model_prefix, encoder)
+
+    @property
+    def backbone(self):
+        return getattr(self, self.base_model_prefix)
+
+
+class BertForSequenceClassification(BertTaskHead):
     """Sentence(-pair) classification or regression from the pooled [CLS]:
-    logits = W dropout(pooler_output) + b, (B, C) -> (B, num_labels)."""
+    logits = W dropout(pooler_output) + b, (B, C) -> (B, num_labels).
+
+    The loss follows config.problem_type (npplm.layers.sequence_classification_loss): mean
+    squared error, cross-entropy, or binary cross-entropy per class; None: from the labels.
+    """
 
     def __init__(self, config, seed=0):
         rng = np.random.default_rng(seed)
         self.config = config
-        self.bert = BertModel(config, rng=rng)
+        self.add_backbone(config, rng)
         self.dropout = classifier_dropout(config, rng)
         self.classifier = Linear(config.hidden_size, config.num_labels,
                                  std=config.initializer_range, rng=rng)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output
+        pooled = self.backbone(input_ids, attention_mask, token_type_ids).pooler_output
         logits = self.classifier(self.dropout(pooled))  # (B, C) -> (B, num_labels)
         loss = None if labels is None else sequence_classification_loss(
             logits, labels, self.config.num_labels, self.config.problem_type)
         return ModelOutput(loss=loss, logits=logits)
 
 
-class BertForMultipleChoice(BertPreTrainedModel):
+class BertForMultipleChoice(BertTaskHead):
     """One score per (context, choice) pair, softmaxed over the N choices (SWAG).
 
     Inputs are (B, N, T): each choice is encoded separately; logits (B, N); labels (B,).
     """
 
+    choice_dropout = staticmethod(classifier_dropout)  # RoBERTa's differs
+
     def __init__(self, config, seed=0):
         rng = np.random.default_rng(seed)
         self.config = config
-        self.bert = BertModel(config, rng=rng)
-        self.dropout = classifier_dropout(config, rng)
+        self.add_backbone(config, rng)
+        self.dropout = self.choice_dropout(config, rng)
         self.classifier = Linear(config.hidden_size, 1, std=config.initializer_range, rng=rng)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         B, N, flat = flatten_choices(input_ids, attention_mask, token_type_ids)
-        pooled = self.bert(*flat).pooler_output  # (B N, T) -> (B N, C)
-        logits = self.classifier(self.dropout(pooled)).reshape(B, N)  # (B * N, 1) -> (B, N)
+        pooled = self.backbone(*flat).pooler_output  # (B N, T) -> (B N, C)
+        logits = self.classifier(self.dropout(pooled)).reshape(B, N)  # (B N, 1) -> (B, N)
         loss = None if labels is None else cross_entropy(logits, int_array(labels, "labels"))
         return ModelOutput(loss=loss, logits=logits)
 
 
-class BertForTokenClassification(BertPreTrainedModel):
+class BertForTokenClassification(BertTaskHead):
     """A label per position (NER, POS tagging): logits (B, T, num_labels), no pooler;
     labels (B, T) with -100 at positions to ignore (padding, word-piece continuations)."""
 
@@ -604,19 +632,22 @@ class BertForTokenClassification(BertPreTrainedModel):
     def __init__(self, config, seed=0):
         rng = np.random.default_rng(seed)
         self.config = config
-        self.bert = BertModel(config, add_pooling_layer=False, rng=rng)
+        self.add_backbone(config, rng, add_pooling_layer=False)
         self.dropout = classifier_dropout(config, rng)
         self.classifier = Linear(config.hidden_size, config.num_labels,
                                  std=config.initializer_range, rng=rng)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        h = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        h = self.backbone(input_ids, attention_mask, token_type_ids).last_hidden_state
         logits = self.classifier(self.dropout(h))  # (B, T, C) -> (B, T, num_labels)
-        loss = None if labels is None else cross_entropy(logits, int_array(labels, "labels"))
+        loss = None
+        if labels is not None:  # flat, as the reference: (B T, num_labels) against (B T,)
+            loss = cross_entropy(logits.reshape(-1, self.config.num_labels),
+                                 int_array(labels, "labels").reshape(-1))
         return ModelOutput(loss=loss, logits=logits)
 
 
-class BertForQuestionAnswering(BertPreTrainedModel):
+class BertForQuestionAnswering(BertTaskHead):
     """Extractive QA (SQuAD): a start and an end score per position, (B, T, C) -> (B, T) x 2.
 
     The answer is the span [argmax start, argmax end] of the passage. The loss is Hugging
@@ -627,20 +658,19 @@ class BertForQuestionAnswering(BertPreTrainedModel):
 
     def __init__(self, config, seed=0):
         if config.num_labels != 2:
-            raise ValueError(f"BertForQuestionAnswering needs num_labels=2 (start and end), "
-                             f"got {config.num_labels}")
+            raise ValueError(f"{type(self).__name__} needs num_labels=2 (start and end), got "
+                             f"{config.num_labels}")
         rng = np.random.default_rng(seed)
         self.config = config
-        self.bert = BertModel(config, add_pooling_layer=False, rng=rng)
+        self.add_backbone(config, rng, add_pooling_layer=False)
         self.qa_outputs = Linear(config.hidden_size, 2, std=config.initializer_range, rng=rng)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None,
                 start_positions=None, end_positions=None):
-        h = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        h = self.backbone(input_ids, attention_mask, token_type_ids).last_hidden_state
         logits = self.qa_outputs(h)  # (B, T, C) -> (B, T, 2)
         start, end = logits[..., 0], logits[..., 1]  # (B, T, 2) -> (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = span_extraction_loss(start, end, start_positions, end_positions)
         return ModelOutput(loss=loss, start_logits=start, end_logits=end)
-

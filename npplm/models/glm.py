@@ -97,6 +97,7 @@ from npplm.models.base import (
     check_optional_positive_int,
     check_positive_ints,
     check_probabilities,
+    check_token_ids,
 )
 from npplm.models.output import ModelOutput
 
@@ -147,12 +148,8 @@ class GLMConfig:
         if not 0.0 < self.embedding_grad_scale <= 1.0:
             raise ValueError(f"GLMConfig.embedding_grad_scale={self.embedding_grad_scale} "
                              "must be in (0, 1]")
-        for name in ("pad_token_id", "mask_token_id", "gmask_token_id", "sop_token_id",
-                     "eop_token_id"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or not 0 <= value < self.vocab_size:
-                raise ValueError(f"GLMConfig.{name}={value!r} must be a token id in "
-                                 f"[0, vocab_size={self.vocab_size})")
+        check_token_ids(self, "pad_token_id", "mask_token_id", "gmask_token_id",
+                        "sop_token_id", "eop_token_id")
 
     @property
     def head_dim(self):

@@ -93,7 +93,7 @@ from npplm.layers import (
     rope_frequencies,
     silu,
 )
-from npplm.models.base import PreTrainedModel, check_positive_ints
+from npplm.models.base import PreTrainedModel, check_positive_ints, check_token_ids
 from npplm.models.output import ModelOutput
 
 _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor",
@@ -160,9 +160,7 @@ class LlamaConfig:
             raise ValueError(f"LlamaConfig: rms_norm_eps={self.rms_norm_eps} and rope_theta="
                              f"{self.rope_theta} must be > 0, initializer_range="
                              f"{self.initializer_range} >= 0")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"LlamaConfig: pad_token_id={self.pad_token_id} is outside the "
-                             f"vocabulary (vocab_size={self.vocab_size})")
+        check_token_ids(self, "pad_token_id", optional=True)
         if self.rope_scaling is not None:
             scaling = self.rope_parameters
             if scaling.get("rope_type") != "llama3":

@@ -79,16 +79,17 @@ from npplm.layers import (
     int_array,
     padding_mask,
     sequence_classification_loss,
-    span_extraction_loss,
 )
 from npplm.models import bert
 from npplm.models.base import PreTrainedModel, check_positive_ints, check_probabilities
 from npplm.models.bert import (
     PROBLEM_TYPES,
     BertEncoder,
+    BertForMultipleChoice,
+    BertForQuestionAnswering,
+    BertForTokenClassification,
     BertPooler,
     classifier_dropout,
-    flatten_choices,
 )
 from npplm.models.output import ModelOutput
 
@@ -488,74 +489,30 @@ class RobertaForSequenceClassification(RobertaPreTrainedModel):
         return ModelOutput(loss=loss, logits=logits)
 
 
-class RobertaForMultipleChoice(RobertaPreTrainedModel):
-    """Adapted from npplm.models.bert: BertForMultipleChoice; the dropout is always
-    hidden_dropout_prob here (the reference ignores classifier_dropout for this head).
+class RobertaForMultipleChoice(RobertaPreTrainedModel, BertForMultipleChoice):
+    """BERT's multiple-choice head (bert.py) over RoBERTa's encoder, with the pooler: one
+    score per (context, choice) pair from the pooled <s>, softmaxed over the N choices.
+    Inputs (B, N, T); logits (B, N); labels (B,). The dropout is always
+    hidden_dropout_prob here (the reference ignores classifier_dropout for this head)."""
 
-    One score per (context, choice) pair from the pooled <s>, softmaxed over the N choices.
-    Inputs are (B, N, T): each choice is encoded separately; logits (B, N); labels (B,).
-    """
+    backbone_class = RobertaModel
 
-    def __init__(self, config, seed=0):
-        rng = np.random.default_rng(seed)
-        self.config = config
-        self.roberta = RobertaModel(config, rng=rng)
-        self.dropout = Dropout(config.hidden_dropout_prob, rng)
-        self.classifier = Linear(config.hidden_size, 1, std=config.initializer_range, rng=rng)
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        B, N, flat = flatten_choices(input_ids, attention_mask, token_type_ids)
-        pooled = self.roberta(*flat).pooler_output  # (B N, T) -> (B N, C)
-        logits = self.classifier(self.dropout(pooled)).reshape(B, N)  # (B*N, 1) -> (B, N)
-        loss = None if labels is None else cross_entropy(logits, int_array(labels, "labels"))
-        return ModelOutput(loss=loss, logits=logits)
+    @staticmethod
+    def choice_dropout(config, rng):
+        return Dropout(config.hidden_dropout_prob, rng)
 
 
-class RobertaForTokenClassification(RobertaPreTrainedModel):
-    """A label per position (NER, POS tagging): logits (B, T, num_labels), no pooler;
-    labels (B, T) with -100 at positions to ignore (padding, sub-word continuations)."""
+class RobertaForTokenClassification(RobertaPreTrainedModel, BertForTokenClassification):
+    """BERT's token-classification head (bert.py) over RoBERTa's encoder, no pooler:
+    logits (B, T, num_labels); labels (B, T) with -100 where ignored."""
 
+    backbone_class = RobertaModel
     ignore_on_load = (*_BUFFERS, _POOLER)
 
-    def __init__(self, config, seed=0):
-        rng = np.random.default_rng(seed)
-        self.config = config
-        self.roberta = RobertaModel(config, add_pooling_layer=False, rng=rng)
-        self.dropout = classifier_dropout(config, rng)
-        self.classifier = Linear(config.hidden_size, config.num_labels,
-                                 std=config.initializer_range, rng=rng)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        h = self.roberta(input_ids, attention_mask, token_type_ids).last_hidden_state
-        logits = self.classifier(self.dropout(h))  # (B, T, C) -> (B, T, num_labels)
-        loss = None if labels is None else cross_entropy(logits, int_array(labels, "labels"))
-        return ModelOutput(loss=loss, logits=logits)
+class RobertaForQuestionAnswering(RobertaPreTrainedModel, BertForQuestionAnswering):
+    """BERT's extractive-QA head (bert.py) over RoBERTa's encoder: start_logits and
+    end_logits (B, T); the loss is npplm.layers.span_extraction_loss."""
 
-
-class RobertaForQuestionAnswering(RobertaPreTrainedModel):
-    """Adapted from npplm.models.bert: BertForQuestionAnswering (only the backbone differs).
-
-    Extractive QA (SQuAD): a start and an end score per position, (B, T, C) -> (B, T) x 2.
-    The loss is Hugging Face's (npplm.layers.span_extraction_loss).
-    """
-
+    backbone_class = RobertaModel
     ignore_on_load = (*_BUFFERS, _POOLER)
-
-    def __init__(self, config, seed=0):
-        if config.num_labels != 2:
-            raise ValueError(f"RobertaForQuestionAnswering needs num_labels=2 (start and end), "
-                             f"got {config.num_labels}")
-        rng = np.random.default_rng(seed)
-        self.config = config
-        self.roberta = RobertaModel(config, add_pooling_layer=False, rng=rng)
-        self.qa_outputs = Linear(config.hidden_size, 2, std=config.initializer_range, rng=rng)
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None,
-                start_positions=None, end_positions=None):
-        h = self.roberta(input_ids, attention_mask, token_type_ids).last_hidden_state
-        logits = self.qa_outputs(h)  # (B, T, C) -> (B, T, 2)
-        start, end = logits[..., 0], logits[..., 1]  # (B, T, 2) -> (B, T) each
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = span_extraction_loss(start, end, start_positions, end_positions)
-        return ModelOutput(loss=loss, start_logits=start, end_logits=end)

@@ -80,7 +80,12 @@ from npplm.layers import (
     merge_heads,
     split_heads,
 )
-from npplm.models.base import PreTrainedModel, check_positive_ints, check_probabilities
+from npplm.models.base import (
+    PreTrainedModel,
+    check_positive_ints,
+    check_probabilities,
+    check_token_ids,
+)
 from npplm.models.output import ModelOutput
 
 FEED_FORWARD = ("relu", "gated-gelu")
@@ -132,11 +137,7 @@ class T5Config:
         if self.feed_forward_proj not in FEED_FORWARD:
             raise ValueError(f"T5Config.feed_forward_proj={self.feed_forward_proj!r}; "
                              f"implemented: {FEED_FORWARD}")
-        for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or not 0 <= value < self.vocab_size:
-                raise ValueError(f"T5Config: {name}={value!r} is outside the vocabulary "
-                                 f"(vocab_size={self.vocab_size})")
+        check_token_ids(self, "pad_token_id", "eos_token_id", "decoder_start_token_id")
 
     @property
     def is_gated(self):

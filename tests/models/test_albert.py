@@ -362,7 +362,7 @@ def test_config_is_frozen_and_validated():
         (dict(embedding_size=0), r"embedding_size=0 must be a positive integer"),
         (dict(hidden_act="swishy"), r"unknown activation 'swishy'"),
         (dict(hidden_dropout_prob=1.0), r"hidden_dropout_prob=1.0 must be in \[0, 1\)"),
-        (dict(pad_token_id=99), r"pad_token_id=99 is outside the vocabulary of 99"),
+        (dict(pad_token_id=99), r"pad_token_id=99 is outside the vocabulary \(vocab_size=99\)"),
         (dict(problem_type="ranking"), r"problem_type='ranking'"),
     ]
     for overrides, message in bad:

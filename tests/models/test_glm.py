@@ -355,7 +355,7 @@ def test_input_errors_name_the_value_and_the_limit():
     (dict(hidden_size=30), "hidden_size=30 is not divisible by num_attention_heads=4"),
     (dict(num_layers=0), r"num_layers=0 must be a positive integer"),
     (dict(embedding_grad_scale=0.0), r"embedding_grad_scale=0.0 must be in \(0, 1\]"),
-    (dict(sop_token_id=48), r"sop_token_id=48 must be a token id in \[0, vocab_size=48\)"),
+    (dict(sop_token_id=48), r"sop_token_id=48 is outside the vocabulary \(vocab_size=48\)"),
     (dict(output_dropout_prob=1.0), r"output_dropout_prob=1.0 must be in \[0, 1\)"),
 ])
 def test_config_errors(overrides, message):
