@@ -69,8 +69,10 @@ from npplm.layers import (
 )
 from npplm.models.base import (
     PreTrainedModel,
+    check_divides,
     check_positive_ints,
     check_probabilities,
+    check_scales,
     check_token_ids,
 )
 from npplm.models.bert import (
@@ -123,9 +125,7 @@ class AlbertConfig:
                             "num_hidden_layers", "num_hidden_groups", "num_attention_heads",
                             "intermediate_size", "inner_group_num", "max_position_embeddings",
                             "type_vocab_size", "num_labels")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"AlbertConfig: hidden_size={self.hidden_size} is not divisible "
-                             f"by num_attention_heads={self.num_attention_heads}")
+        check_divides(self, "hidden_size", "num_attention_heads")
         if self.num_hidden_groups > self.num_hidden_layers:
             raise ValueError(f"AlbertConfig: num_hidden_groups={self.num_hidden_groups} > "
                              f"num_hidden_layers={self.num_hidden_layers}: some groups would "
@@ -135,8 +135,7 @@ class AlbertConfig:
         if self.classifier_dropout_prob is not None:
             check_probabilities(self, "classifier_dropout_prob")
         check_token_ids(self, "pad_token_id", optional=True)
-        if self.layer_norm_eps <= 0:
-            raise ValueError(f"AlbertConfig: layer_norm_eps={self.layer_norm_eps} must be > 0")
+        check_scales(self, positive=["layer_norm_eps"])
         if self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"AlbertConfig: problem_type={self.problem_type!r}; use one of "
                              f"{PROBLEM_TYPES}")

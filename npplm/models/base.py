@@ -124,6 +124,26 @@ def check_optional_positive_int(config, name):
                          "positive integer")
 
 
+def check_divides(config, whole, part):
+    """Raise ValueError unless field `part` divides field `whole` (heads split the width)."""
+    if getattr(config, whole) % getattr(config, part):
+        raise ValueError(f"{type(config).__name__}: {whole}={getattr(config, whole)} is not "
+                         f"divisible by {part}={getattr(config, part)}")
+
+
+def check_scales(config, positive=(), non_negative=()):
+    """Raise ValueError naming the first field that is not > 0 (an epsilon, a base) among
+    `positive`, or < 0 (an initialisation std) among `non_negative`."""
+    for name in positive:
+        if not getattr(config, name) > 0:
+            raise ValueError(f"{type(config).__name__}.{name}={getattr(config, name)} must "
+                             "be > 0")
+    for name in non_negative:
+        if not getattr(config, name) >= 0:
+            raise ValueError(f"{type(config).__name__}.{name}={getattr(config, name)} must "
+                             "be >= 0")
+
+
 def check_token_ids(config, *names, optional=False):
     """Raise ValueError naming the first field of `names` that is not a token id in
     [0, vocab_size) (None is allowed when optional: a model without that token)."""

@@ -63,8 +63,10 @@ from npplm.layers import (
 )
 from npplm.models.base import (
     PreTrainedModel,
+    check_divides,
     check_positive_ints,
     check_probabilities,
+    check_scales,
     check_token_ids,
 )
 from npplm.models.output import ModelOutput
@@ -102,15 +104,11 @@ class BertConfig:
         check_positive_ints(self, "vocab_size", "hidden_size", "num_hidden_layers",
                             "num_attention_heads", "intermediate_size",
                             "max_position_embeddings", "type_vocab_size", "num_labels")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"BertConfig: hidden_size={self.hidden_size} is not divisible by "
-                             f"num_attention_heads={self.num_attention_heads}")
+        check_divides(self, "hidden_size", "num_attention_heads")
         check_probabilities(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
         if self.classifier_dropout is not None:
             check_probabilities(self, "classifier_dropout")
-        if self.layer_norm_eps <= 0 or self.initializer_range < 0:
-            raise ValueError(f"BertConfig: layer_norm_eps={self.layer_norm_eps} must be > 0 "
-                             f"and initializer_range={self.initializer_range} >= 0")
+        check_scales(self, positive=["layer_norm_eps"], non_negative=["initializer_range"])
         activation(self.hidden_act)  # raises ValueError naming the known activations
         check_token_ids(self, "pad_token_id", optional=True)
         if self.problem_type not in (None, *PROBLEM_TYPES):

@@ -94,9 +94,11 @@ from npplm.layers import (
 )
 from npplm.models.base import (
     PreTrainedModel,
+    check_divides,
     check_optional_positive_int,
     check_positive_ints,
     check_probabilities,
+    check_scales,
     check_token_ids,
 )
 from npplm.models.output import ModelOutput
@@ -137,14 +139,10 @@ class GLMConfig:
         check_positive_ints(self, "vocab_size", "max_sequence_length", "hidden_size",
                             "num_layers", "num_attention_heads")
         check_optional_positive_int(self, "intermediate_size")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"GLMConfig: hidden_size={self.hidden_size} is not divisible by "
-                             f"num_attention_heads={self.num_attention_heads}")
+        check_divides(self, "hidden_size", "num_attention_heads")
         check_probabilities(self, "embedding_dropout_prob", "attention_dropout_prob",
                             "output_dropout_prob")
-        if self.layernorm_epsilon <= 0 or self.initializer_range < 0:
-            raise ValueError(f"GLMConfig: layernorm_epsilon={self.layernorm_epsilon} must be "
-                             f"> 0 and initializer_range={self.initializer_range} >= 0")
+        check_scales(self, positive=["layernorm_epsilon"], non_negative=["initializer_range"])
         if not 0.0 < self.embedding_grad_scale <= 1.0:
             raise ValueError(f"GLMConfig.embedding_grad_scale={self.embedding_grad_scale} "
                              "must be in (0, 1]")

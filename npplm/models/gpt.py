@@ -83,9 +83,11 @@ from npplm.layers import (
 )
 from npplm.models.base import (
     PreTrainedModel,
+    check_divides,
     check_optional_positive_int,
     check_positive_ints,
     check_probabilities,
+    check_scales,
 )
 from npplm.models.output import ModelOutput
 
@@ -136,13 +138,9 @@ class GPTConfig:
         check_positive_ints(self, "vocab_size", "n_positions", "n_embd", "n_layer", "n_head",
                             "local_window")
         check_optional_positive_int(self, "n_inner")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig: n_embd={self.n_embd} is not divisible by "
-                             f"n_head={self.n_head}")
+        check_divides(self, "n_embd", "n_head")
         check_probabilities(self, "resid_pdrop", "embd_pdrop", "attn_pdrop")
-        if self.layer_norm_epsilon <= 0 or self.initializer_range < 0:
-            raise ValueError(f"GPTConfig: layer_norm_epsilon={self.layer_norm_epsilon} must "
-                             f"be > 0 and initializer_range={self.initializer_range} >= 0")
+        check_scales(self, positive=["layer_norm_epsilon"], non_negative=["initializer_range"])
         activation(self.activation_function)  # raises ValueError naming the known ones
         if not self.tie_word_embeddings:
             raise ValueError("GPTConfig: tie_word_embeddings=False is not implemented: every "

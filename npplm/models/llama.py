@@ -93,7 +93,13 @@ from npplm.layers import (
     rope_frequencies,
     silu,
 )
-from npplm.models.base import PreTrainedModel, check_positive_ints, check_token_ids
+from npplm.models.base import (
+    PreTrainedModel,
+    check_divides,
+    check_positive_ints,
+    check_scales,
+    check_token_ids,
+)
 from npplm.models.output import ModelOutput
 
 _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor",
@@ -142,9 +148,7 @@ class LlamaConfig:
                             "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                             "max_position_embeddings")
         if self.head_dim is None:
-            if self.hidden_size % self.num_attention_heads:
-                raise ValueError(f"LlamaConfig: hidden_size={self.hidden_size} is not divisible "
-                                 f"by num_attention_heads={self.num_attention_heads}")
+            check_divides(self, "hidden_size", "num_attention_heads")
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
         if not isinstance(self.head_dim, int) or self.head_dim < 2 or self.head_dim % 2:
             raise ValueError(f"LlamaConfig: head_dim={self.head_dim!r} must be a positive even "
@@ -156,10 +160,8 @@ class LlamaConfig:
         if self.hidden_act != "silu":
             raise ValueError(f"LlamaConfig: hidden_act={self.hidden_act!r} is not implemented "
                              "(LLaMA's SwiGLU uses 'silu')")
-        if self.rms_norm_eps <= 0 or self.initializer_range < 0 or self.rope_theta <= 0:
-            raise ValueError(f"LlamaConfig: rms_norm_eps={self.rms_norm_eps} and rope_theta="
-                             f"{self.rope_theta} must be > 0, initializer_range="
-                             f"{self.initializer_range} >= 0")
+        check_scales(self, positive=["rms_norm_eps", "rope_theta"],
+                     non_negative=["initializer_range"])
         check_token_ids(self, "pad_token_id", optional=True)
         if self.rope_scaling is not None:
             scaling = self.rope_parameters

@@ -81,7 +81,13 @@ from npplm.layers import (
     sequence_classification_loss,
 )
 from npplm.models import bert
-from npplm.models.base import PreTrainedModel, check_positive_ints, check_probabilities
+from npplm.models.base import (
+    PreTrainedModel,
+    check_divides,
+    check_positive_ints,
+    check_probabilities,
+    check_scales,
+)
 from npplm.models.bert import (
     PROBLEM_TYPES,
     BertEncoder,
@@ -135,15 +141,11 @@ class RobertaConfig:
         check_positive_ints(self, "vocab_size", "hidden_size", "num_hidden_layers",
                             "num_attention_heads", "intermediate_size",
                             "max_position_embeddings", "type_vocab_size", "num_labels")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"RobertaConfig: hidden_size={self.hidden_size} is not divisible "
-                             f"by num_attention_heads={self.num_attention_heads}")
+        check_divides(self, "hidden_size", "num_attention_heads")
         check_probabilities(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
         if self.classifier_dropout is not None:
             check_probabilities(self, "classifier_dropout")
-        if self.layer_norm_eps <= 0 or self.initializer_range < 0:
-            raise ValueError(f"RobertaConfig: layer_norm_eps={self.layer_norm_eps} must be > 0 "
-                             f"and initializer_range={self.initializer_range} >= 0")
+        check_scales(self, positive=["layer_norm_eps"], non_negative=["initializer_range"])
         activation(self.hidden_act)  # raises ValueError naming the known activations
         # Positions are counted from the padding index, so RoBERTa cannot do without one.
         if not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < self.vocab_size:

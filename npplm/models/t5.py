@@ -84,6 +84,7 @@ from npplm.models.base import (
     PreTrainedModel,
     check_positive_ints,
     check_probabilities,
+    check_scales,
     check_token_ids,
 )
 from npplm.models.output import ModelOutput
@@ -131,9 +132,7 @@ class T5Config:
             raise ValueError(f"T5Config.relative_attention_num_buckets="
                              f"{self.relative_attention_num_buckets} must be at least 4")
         check_probabilities(self, "dropout_rate")
-        if self.layer_norm_epsilon <= 0 or self.initializer_factor < 0:
-            raise ValueError(f"T5Config: layer_norm_epsilon={self.layer_norm_epsilon} must "
-                             f"be > 0 and initializer_factor={self.initializer_factor} >= 0")
+        check_scales(self, positive=["layer_norm_epsilon"], non_negative=["initializer_factor"])
         if self.feed_forward_proj not in FEED_FORWARD:
             raise ValueError(f"T5Config.feed_forward_proj={self.feed_forward_proj!r}; "
                              f"implemented: {FEED_FORWARD}")
