@@ -11,6 +11,10 @@ asv imports this package, then each `bench_*` module in it, from a temporary fol
 without installing npplm (`--python=same` benchmarks whatever the environment imports). The
 repository root is therefore put on `sys.path` here, once for every benchmark module, so
 `import autograd` finds the working tree these benchmarks sit in.
+
+Every figure is measured with npplm's process settings (`npplm.runtime.configure()`: freed
+memory kept in the process, Numba's sleeping thread pool), applied here once, as the CLI
+and the Trainer apply them.
 """
 
 import sys
@@ -19,3 +23,7 @@ from pathlib import Path
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
+
+from npplm import runtime  # noqa: E402
+
+runtime.configure()

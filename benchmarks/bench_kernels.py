@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_kernels.py     # prints the table once, no asv needed
 
-Each kernel in gpu/kernels/ is timed beside its NumPy reference on the shape that matters
+Each kernel in gpu/numba_cpu/ is timed beside its NumPy reference on the shape that matters
 most: GELU on BERT-base's feed-forward activation, (8, 128, 3072) float32; causal attention
 on the GPT-2 of side_by_side_training.py, B=8, H=6, T=S=256, D=64 float32, forward +
 backward, q, k and v strided views of one (B, T, 3C) projection as the model makes them;
@@ -18,12 +18,12 @@ from unittest import mock
 
 import numpy as np
 
-from gpu.kernels import activations as kernels
-from gpu.kernels import attention as attention_kernels
-from gpu.kernels import normalization as norm_kernels
-from gpu.kernels import optim as optim_kernels
-from gpu.kernels import rotary as rotary_kernels
-from gpu.kernels import softmax as softmax_kernels
+from gpu.numba_cpu import activations as kernels
+from gpu.numba_cpu import attention as attention_kernels
+from gpu.numba_cpu import normalization as norm_kernels
+from gpu.numba_cpu import optim as optim_kernels
+from gpu.numba_cpu import rotary as rotary_kernels
+from gpu.numba_cpu import softmax as softmax_kernels
 from npplm.layers import activations as reference
 from npplm.layers import losses as softmax_reference
 from npplm.layers import normalization as norm_reference
@@ -203,6 +203,10 @@ if __name__ == "__main__":
     from functools import partial
 
     import numba
+
+    from npplm import runtime
+
+    runtime.configure()  # as the CLI and the Trainer: Numba's sleeping thread pool
 
     def report(what, reference, kernel):
         """Medians of 9 timings of each, printed on one line."""

@@ -18,7 +18,7 @@ The benchmarks call it, and the README's figures are measured with it.
    high-water mark of memory until it exits. NPPLM_KEEP_MEMORY=0 leaves malloc alone;
    elsewhere than Linux/glibc it does nothing.
 
-2. Numba's thread pool. A training step alternates the Numba kernels (gpu/kernels/) with
+2. Numba's thread pool. A training step alternates the Numba kernels (gpu/numba_cpu/) with
    OpenBLAS's GEMMs, and each thread pool busy-waits for a while after its work is done,
    on the cores the other one needs next. Numba's default pool on Linux is OpenMP
    (libgomp), whose idle threads spin: a (2048, 384) x (384, 1536) GEMM right after an

@@ -4,7 +4,7 @@ import os
 
 from gpu import cuda_available
 
-# Numba's CUDA kernels (gpu/cuda_kernels/) run on its simulator where there is no device;
+# Numba's CUDA kernels (gpu/numba_cuda/) run on its simulator where there is no device;
 # the variable must be set before numba.cuda is first imported.
 if not cuda_available():
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")

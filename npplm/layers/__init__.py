@@ -16,7 +16,7 @@ parameters and call the functions.
     rotary.py          RoPE: rope_frequencies (incl. LLaMA-3 scaling), rope_cos_sin, apply_rotary
 
 A fused primitive that has a Numba kernel calls it with one visible line in its forward
-or VJP, before the reference code beside it: `gpu/kernels/` on the CPU, `gpu/cuda_kernels/`
+or VJP, before the reference code beside it: `gpu/numba_cpu/` on the CPU, `gpu/numba_cuda/`
 on the GPU. The engine (`autograd`) has no kernels and no hooks: its primitives compute
 the same whatever has been imported.
 """

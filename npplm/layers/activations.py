@@ -3,7 +3,7 @@
 Composed from erf/tanh/mul primitives each would take four to six array passes and keep as
 many intermediates; fused, one pass each way. The composite forms are the test oracles.
 The two GELUs, the largest elementwise op of BERT's and GPT's feed-forward layers, also
-have Numba kernels (gpu/kernels/activations.py) that take large float32 NumPy arrays; the
+have Numba kernels (gpu/numba_cpu/activations.py) that take large float32 NumPy arrays; the
 `*_reference` functions here are what they must equal, and what everything else runs.
 
     gelu       BERT, RoBERTa, ALBERT, GPT-1, GLM   x * Phi(x), the exact (erf) form
@@ -15,7 +15,7 @@ ReLU (T5 v1.0) is the engine's `relu`.
 import math
 
 from autograd import array_module, erf, primitive
-from gpu.kernels import activations as kernels
+from gpu.numba_cpu import activations as kernels
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)

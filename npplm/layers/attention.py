@@ -6,17 +6,17 @@ masks.py the masks.
 
 Causal self-attention (GPT, LLaMA) has a fused primitive of its own, `causal_attention`:
 the same numbers as `attention` with the dense causal + padding bias, but one graph node,
-and on float32 NumPy arrays a Numba kernel (gpu/kernels/attention.py) that computes only
+and on float32 NumPy arrays a Numba kernel (gpu/numba_cpu/attention.py) that computes only
 the scores the mask keeps and stores no (B, H, T, S) array; on float32 CuPy arrays a Numba
-CUDA kernel does the same (gpu/cuda_kernels/attention.py). A family asks for it by passing
+CUDA kernel does the same (gpu/numba_cuda/attention.py). A family asks for it by passing
 a `CausalMask` as the bias.
 """
 
 import math
 
 from autograd import Tensor, array_module, as_array, primitive
-from gpu import cuda_kernels
-from gpu.kernels import attention as kernels
+from gpu.numba_cpu import attention as kernels
+from gpu.numba_cuda import attention as cuda_kernels
 from npplm.layers.masks import CausalMask, causal_bias
 from npplm.layers.softmax import softmax
 
@@ -104,7 +104,7 @@ def causal_attention(q, k, v, keep, *, scale):
     keeps: `attention(q, k, v, CausalMask(keep))` as one node, with each row's lse."""
     if kernels.applies(q, k, v, keep):
         return kernels.attention_forward(q, k, v, keep, scale)  # Numba, float32 NumPy
-    if cuda_kernels.applies(q, k, v) and k.shape == v.shape and k.shape[:2] == q.shape[:2]:
+    if cuda_kernels.applies(q, k, v):
         return cuda_kernels.attention_forward(q, k, v, keep, scale)  # Numba CUDA, CuPy
     return causal_attention_reference(q, k, v, keep, scale)
 
@@ -114,7 +114,7 @@ def causal_attention_vjp(g, out, q, k, v, keep, *, scale):
     (g_out, g_lse), (y, lse) = g, out
     if kernels.applies(q, k, v, keep):
         return (*kernels.attention_backward(g_out, g_lse, q, k, v, keep, y, lse, scale), None)
-    if cuda_kernels.applies(q, k, v) and k.shape == v.shape and k.shape[:2] == q.shape[:2]:
+    if cuda_kernels.applies(q, k, v):
         return (*cuda_kernels.attention_backward(g_out, g_lse, q, k, v, keep, y, lse, scale),
                 None)  # Numba CUDA, float32 CuPy
     return (*causal_attention_grad_reference(g_out, g_lse, q, k, v, keep, scale), None)

@@ -16,8 +16,8 @@ host, and move to the logits' device here, at the one place they meet them.
 import numpy as np
 
 from autograd import Tensor, abs, array_module, as_array, exp, log, maximum, primitive, to_numpy
-from gpu import cuda_kernels
-from gpu.kernels import softmax as kernels
+from gpu.numba_cpu import softmax as kernels
+from gpu.numba_cuda import softmax as cuda_kernels
 from npplm.layers.embedding import int_array
 from npplm.layers.softmax import log_softmax, softmax
 
@@ -86,7 +86,7 @@ def cross_entropy(logits, targets, *, ignore_index=IGNORE_INDEX, label_smoothing
     valid, safe = _check_targets(logits, targets, ignore_index)
     if kernels.applies(-1, logits):
         loss = kernels.cross_entropy_forward(logits, safe, label_smoothing)  # Numba
-    elif cuda_kernels.ROWS.applies(-1, logits):
+    elif cuda_kernels.applies(-1, logits):
         loss = cuda_kernels.cross_entropy_forward(logits, safe, label_smoothing)  # CUDA
     else:
         loss = cross_entropy_reference(logits, safe, label_smoothing)  # (...), per position
@@ -110,7 +110,7 @@ def cross_entropy_vjp(g, out, logits, targets, *, ignore_index=IGNORE_INDEX,
     weight = xp.where(valid, g, 0)  # (...): per-position upstream gradient, 0 if ignored
     if kernels.applies(-1, logits):
         grad = kernels.cross_entropy_backward(logits, safe, weight, label_smoothing)
-    elif cuda_kernels.ROWS.applies(-1, logits):
+    elif cuda_kernels.applies(-1, logits):
         grad = cuda_kernels.cross_entropy_backward(logits, safe, weight, label_smoothing)
     else:
         grad = cross_entropy_grad_reference(logits, safe, weight, label_smoothing)

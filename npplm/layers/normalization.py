@@ -6,9 +6,9 @@ The backward recomputes the normalised input from x, as llm.c's layernorm does f
 saved mean and rstd.
 
 The `*_reference` functions hold the math and run for float64 (the gradient checks), CuPy
-and small arrays; large float32 NumPy arrays take Numba kernels (gpu/kernels/
+and small arrays; large float32 NumPy arrays take Numba kernels (gpu/numba_cpu/
 normalization.py: one parallel pass a row, deterministic parameter-gradient sums), and
-float32 CuPy arrays Numba CUDA kernels (gpu/cuda_kernels/normalization.py), each tested
+float32 CuPy arrays Numba CUDA kernels (gpu/numba_cuda/normalization.py), each tested
 against these references in float64.
 
 Glossary: C is the normalised (last) axis; x has shape (..., C); weight and bias (C,).
@@ -17,8 +17,8 @@ Glossary: C is the normalised (last) axis; x has shape (..., C); weight and bias
 import numpy as np
 
 from autograd import Tensor, array_module, primitive
-from gpu import cuda_kernels
-from gpu.kernels import normalization as kernels
+from gpu.numba_cpu import normalization as kernels
+from gpu.numba_cuda import normalization as cuda_kernels
 from npplm.layers.module import Module
 
 

@@ -31,8 +31,8 @@ The functions:
 Composed from getitem, neg, concatenate, mul and add, apply_rotary would make six graph
 nodes and as many (B, H, T, D) temporaries each way, for q and k of every layer. Fused, it
 is one node; `rotary_reference` and `rotary_grad_reference` hold its readable NumPy
-formula, and on large float32 NumPy arrays a Numba kernel (gpu/kernels/rotary.py), on
-float32 CuPy arrays a Numba CUDA kernel (gpu/cuda_kernels/rotary.py), computes the same
+formula, and on large float32 NumPy arrays a Numba kernel (gpu/numba_cpu/rotary.py), on
+float32 CuPy arrays a Numba CUDA kernel (gpu/numba_cuda/rotary.py), computes the same
 numbers in one pass each way.
 
 The gradient. rope(x) = x * c + R x * s, with R = rotate_half the linear map
@@ -55,8 +55,8 @@ import math
 import numpy as np
 
 from autograd import array_module, concatenate, primitive
-from gpu import cuda_kernels
-from gpu.kernels import rotary as kernels
+from gpu.numba_cpu import rotary as kernels
+from gpu.numba_cuda import rotary as cuda_kernels
 
 ROPE_TYPES = ("default", "llama3")
 
@@ -163,7 +163,7 @@ def apply_rotary(x, cos, sin):
     """
     if kernels.applies(x, cos, sin):
         return kernels.rotary_forward(x, cos, sin)  # Numba, float32 NumPy
-    if cuda_kernels.applies(x, cos, sin) and x.shape[-1] % 2 == 0:
+    if cuda_kernels.applies(x, cos, sin):
         return cuda_kernels.rotary_forward(x, cos, sin)  # Numba CUDA, float32 CuPy
     return rotary_reference(x, cos, sin)
 
@@ -173,6 +173,6 @@ def apply_rotary_vjp(g, out, x, cos, sin):
     # cos and sin are constants of the positions: no gradient (None).
     if kernels.applies(g, cos, sin):
         return kernels.rotary_backward(g, cos, sin), None, None
-    if cuda_kernels.applies(g, cos, sin) and g.shape[-1] % 2 == 0:
+    if cuda_kernels.applies(g, cos, sin):
         return cuda_kernels.rotary_backward(g, cos, sin), None, None  # Numba CUDA
     return rotary_grad_reference(g, cos, sin), None, None

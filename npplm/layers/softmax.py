@@ -10,15 +10,15 @@ their simplest form:
                        dL/dx_j = g_j - softmax(x)_j sum_i g_i
 
 Along the last axis, large float32 NumPy arrays take Numba kernels
-(gpu/kernels/softmax.py) and float32 CuPy arrays Numba CUDA kernels
-(gpu/cuda_kernels/softmax.py): one visible dispatch line each, before the reference that
+(gpu/numba_cpu/softmax.py) and float32 CuPy arrays Numba CUDA kernels
+(gpu/numba_cuda/softmax.py): one visible dispatch line each, before the reference that
 every other array (float64, small, another axis) computes. losses.py's cross-entropy
 reuses them.
 """
 
 from autograd import array_module, primitive
-from gpu import cuda_kernels
-from gpu.kernels import softmax as kernels
+from gpu.numba_cpu import softmax as kernels
+from gpu.numba_cuda import softmax as cuda_kernels
 
 
 def softmax_reference(x, axis=-1):
@@ -38,7 +38,7 @@ def softmax(x, *, axis=-1):
     """softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m), with m = max(x) for stability."""
     if kernels.applies(axis, x):
         return kernels.softmax_forward(x)  # Numba, large float32 NumPy
-    if cuda_kernels.ROWS.applies(axis, x):
+    if cuda_kernels.applies(axis, x):
         return cuda_kernels.softmax_forward(x)  # Numba CUDA, float32 CuPy
     return softmax_reference(x, axis)
 
@@ -49,7 +49,7 @@ def softmax_vjp(g, out, x, *, axis=-1):
     # dL/dx_j = sum_i g_i s_i (delta_ij - s_j) = s_j (g_j - sum_i g_i s_i).
     if kernels.applies(axis, g, out):
         return (kernels.softmax_backward(g, out),)
-    if cuda_kernels.ROWS.applies(axis, g, out):
+    if cuda_kernels.applies(axis, g, out):
         return (cuda_kernels.softmax_backward(g, out),)
     return (out * (g - (g * out).sum(axis=axis, keepdims=True)),)
 
@@ -59,7 +59,7 @@ def log_softmax(x, *, axis=-1):
     """log_softmax(x)_i = x_i - logsumexp(x)."""
     if kernels.applies(axis, x):
         return kernels.log_softmax_forward(x)  # Numba, large float32 NumPy
-    if cuda_kernels.ROWS.applies(axis, x):
+    if cuda_kernels.applies(axis, x):
         return cuda_kernels.log_softmax_forward(x)  # Numba CUDA, float32 CuPy
     return log_softmax_reference(x, axis)
 
@@ -69,7 +69,7 @@ def log_softmax_vjp(g, out, x, *, axis=-1):
     # d(x_i - lse)/dx_j = delta_ij - softmax_j, so dL/dx_j = g_j - softmax_j * sum_i g_i.
     if kernels.applies(axis, g, out):
         return (kernels.log_softmax_backward(g, out),)
-    if cuda_kernels.ROWS.applies(axis, g, out):
+    if cuda_kernels.applies(axis, g, out):
         return (cuda_kernels.log_softmax_backward(g, out),)
     xp = array_module(g)
     return (g - xp.exp(out) * g.sum(axis=axis, keepdims=True),)

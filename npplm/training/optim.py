@@ -27,7 +27,7 @@ RMSNorm gains) do not, since shrinking a gain or an offset towards zero is no
 regularisation of the function's complexity.
 
 Large float32 NumPy parameters take one fused pass per parameter for the AdamW update and
-a parallel float64 sum of squares for the clipping norm (gpu/kernels/optim.py), each
+a parallel float64 sum of squares for the clipping norm (gpu/numba_cpu/optim.py), each
 dispatched on one line below; `adamw_update_reference` and `sum_of_squares_reference`
 here are what they must equal (the update bit for bit, the norm to float64 rounding) and
 what float64, CuPy and small parameters run.
@@ -41,7 +41,7 @@ checkpoint code checks that the model's parameter names and shapes match.
 import math
 
 from autograd import array_module
-from gpu.kernels import optim as kernels
+from gpu.numba_cpu import optim as kernels
 
 
 def _groups(params, defaults):
@@ -152,7 +152,7 @@ def adamw_update_reference(p, g, m, v, lr, betas, eps, weight_decay, t):
     """AdamW's update of one parameter at step t, in place on the arrays p (the parameter),
     m and v (its moments), g its gradient: the module docstring's four lines, in
     torch.optim.AdamW's order of operations. Large float32 NumPy parameters run the same
-    arithmetic in one fused pass instead (gpu/kernels/optim.py), bit for bit equal."""
+    arithmetic in one fused pass instead (gpu/numba_cpu/optim.py), bit for bit equal."""
     b1, b2 = betas
     if weight_decay:
         p *= 1.0 - lr * weight_decay
@@ -232,6 +232,6 @@ def clip_grad_norm(params, max_norm):
 
 def sum_of_squares_reference(g):
     """sum(g ** 2) in float64, as a Python float. Large float32 NumPy gradients take a
-    parallel kernel instead (gpu/kernels/optim.py), whose sum does not depend on the number
+    parallel kernel instead (gpu/numba_cpu/optim.py), whose sum does not depend on the number
     of threads either."""
     return float((g.astype("float64") ** 2).sum())

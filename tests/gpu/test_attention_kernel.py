@@ -1,4 +1,4 @@
-"""The causal attention kernel (gpu/kernels/attention.py) equals its reference, and runs."""
+"""The causal attention kernel (gpu/numba_cpu/attention.py) equals its reference, and runs."""
 
 import numba
 import numpy as np
@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autograd import Tensor
-from gpu.kernels import attention as kernels
+from gpu.numba_cpu import attention as kernels
 from npplm.layers.attention import (
     CausalMask,
     attention,

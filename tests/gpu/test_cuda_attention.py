@@ -1,4 +1,4 @@
-"""The causal attention CUDA kernel (gpu/cuda_kernels/attention.py) against its reference.
+"""The causal attention CUDA kernel (gpu/numba_cuda/attention.py) against its reference.
 
 As in test_cuda_kernels.py: CuPy arrays on a device, NumPy arrays on Numba's CUDA simulator
 elsewhere (tests/conftest.py). The simulator runs each CUDA thread (here one a query row)
@@ -10,8 +10,8 @@ all, a cached prefix, fewer keys than queries, and strided inputs.
 import numpy as np
 import pytest
 
-import gpu.cuda_kernels as cuda_kernels
-from gpu.cuda_kernels.attention import MAX_HEAD_DIM
+from gpu.numba_cuda import attention as cuda_attention
+from gpu.numba_cuda.attention import MAX_HEAD_DIM
 from npplm.layers.attention import causal_attention_grad_reference, causal_attention_reference
 from tests.gpu.test_cuda_kernels import device, f64, host, random
 from tests.tolerances import assert_close
@@ -59,7 +59,7 @@ def test_forward_and_backward_equal_the_reference(case):
     B, H = 2, 2
     q, k, v = projections(B, H, T, S, D, seed=len(case), strided=strided)
     scale = 1 / np.sqrt(D)
-    out, lse = (host(a) for a in cuda_kernels.attention_forward(
+    out, lse = (host(a) for a in cuda_attention.attention_forward(
         device(q), device(k), device(v), device(keep), scale))
     want_out, want_lse = causal_attention_reference(f64(q), f64(k), f64(v), keep, scale)
     assert out.dtype == lse.dtype == np.float32
@@ -73,7 +73,7 @@ def test_forward_and_backward_equal_the_reference(case):
     assert_close(lse[~empty], want_lse[~empty], "float32")
 
     g_out, g_lse = random(out.shape, 20, 1.0), random(lse.shape, 21, 1.0)
-    got = cuda_kernels.attention_backward(
+    got = cuda_attention.attention_backward(
         device(g_out), device(g_lse), device(q), device(k), device(v), device(keep),
         device(out), device(lse), scale)
     want = causal_attention_grad_reference(f64(g_out), f64(g_lse), f64(q), f64(k), f64(v),
@@ -96,7 +96,7 @@ def test_the_cases_have_rows_that_read_nothing():
 def test_a_nan_makes_its_row_nan_and_no_earlier_one():
     q, k, v = projections(1, 1, 4, 4, 4, seed=0, strided=False)
     q[0, 0, 2, 1] = np.nan
-    out, lse = (host(a) for a in cuda_kernels.attention_forward(
+    out, lse = (host(a) for a in cuda_attention.attention_forward(
         device(q), device(k), device(v), device(np.ones((1, 4), bool)), 0.5))
     assert np.isnan(out[0, 0, 2]).all() and np.isnan(lse[0, 0, 2])
     assert np.isfinite(out[0, 0, :2]).all() and np.isfinite(lse[0, 0, :2]).all()
@@ -107,6 +107,6 @@ def test_a_head_too_wide_for_the_accumulators_is_named():
     q = np.zeros((1, 1, 1, D), np.float32)
     keep = np.ones((1, 1), bool)
     with pytest.raises(ValueError, match=f"MAX_HEAD_DIM = {MAX_HEAD_DIM}, not D = {D}"):
-        cuda_kernels.attention_forward(q, q, q, keep, 1.0)
+        cuda_attention.attention_forward(q, q, q, keep, 1.0)
     with pytest.raises(ValueError, match=f"not D = {D}"):
-        cuda_kernels.attention_backward(q, q[..., 0], q, q, q, keep, q, q[..., 0], 1.0)
+        cuda_attention.attention_backward(q, q[..., 0], q, q, q, keep, q, q[..., 0], 1.0)

@@ -22,8 +22,8 @@ import json, types as pytypes
 import numba.cuda.dispatcher as dispatcher
 from numba import cuda, types as t
 dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=(9, 0))
-import gpu.cuda_kernels.attention as A, gpu.cuda_kernels.normalization as N
-import gpu.cuda_kernels.rotary as R, gpu.cuda_kernels.softmax as S
+import gpu.numba_cuda.attention as A, gpu.numba_cuda.normalization as N
+import gpu.numba_cuda.rotary as R, gpu.numba_cuda.softmax as S
 f = t.float32
 a1, a2, a3, a4 = t.float32[:], t.float32[:, :], t.float32[:, :, :], t.float32[:, :, :, :]
 ids, keep = t.int64[:], t.boolean[:, :]

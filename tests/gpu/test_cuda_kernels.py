@@ -1,4 +1,4 @@
-"""The Numba CUDA kernels of gpu/cuda_kernels/ against their float64 references.
+"""The Numba CUDA kernels of gpu/numba_cuda/ against their float64 references.
 
 On a machine with a CUDA device and CuPy the kernels run there on CuPy arrays; elsewhere
 on Numba's CUDA simulator (tests/conftest.py sets NUMBA_ENABLE_CUDASIM=1), which executes
@@ -10,9 +10,9 @@ over several rounds. The attention kernel has its own file, test_cuda_attention.
 import numpy as np
 import pytest
 
-import gpu.cuda_kernels as cuda_kernels
 from gpu import cuda_available
-from gpu.cuda_kernels import THREADS
+from gpu.numba_cuda import THREADS, float32_cupy, normalization, rotary
+from gpu.numba_cuda import softmax as cuda_softmax
 from npplm.layers import log_softmax, losses, softmax
 from npplm.layers.normalization import (
     layer_norm_grad_reference,
@@ -55,15 +55,15 @@ SHAPES = [(3, 2 * THREADS + 5), (2, 3), (2, 2, THREADS + 1)]
 @pytest.mark.parametrize("shape", SHAPES)
 def test_softmax_and_log_softmax_equal_the_reference(shape):
     x, g = random(shape, 0), random(shape, 1, 1.0)
-    y = host(cuda_kernels.softmax_forward(device(x)))
-    ly = host(cuda_kernels.log_softmax_forward(device(x)))
+    y = host(cuda_softmax.softmax_forward(device(x)))
+    ly = host(cuda_softmax.log_softmax_forward(device(x)))
     assert y.dtype == ly.dtype == np.float32 and y.shape == ly.shape == shape
     assert_close(y, softmax.fun(f64(x)), "float32")
     assert_close(ly, log_softmax.fun(f64(x)), "float32")
 
-    dx = host(cuda_kernels.softmax_backward(device(g), device(y)))
+    dx = host(cuda_softmax.softmax_backward(device(g), device(y)))
     assert_close(dx, softmax_vjp(f64(g), f64(y), f64(x))[0], "float32")
-    dlx = host(cuda_kernels.log_softmax_backward(device(g), device(ly)))
+    dlx = host(cuda_softmax.log_softmax_backward(device(g), device(ly)))
     assert_close(dlx, log_softmax_vjp(f64(g), f64(ly), f64(x))[0], "float32")
 
 
@@ -73,10 +73,10 @@ def test_cross_entropy_equals_the_reference(eps):
     x = random((n, c), 2)
     targets = np.array([0, c - 1, 7, 3])
     weight = np.array([0.25, 0.0, 1.0, 0.5], dtype=np.float32)  # 0: an ignored position
-    loss = host(cuda_kernels.cross_entropy_forward(device(x), device(targets), eps))
+    loss = host(cuda_softmax.cross_entropy_forward(device(x), device(targets), eps))
     assert loss.dtype == np.float32 and loss.shape == (n,)
     assert_close(loss, losses.cross_entropy_reference(f64(x), targets, eps), "float32")
-    grad = host(cuda_kernels.cross_entropy_backward(device(x), device(targets),
+    grad = host(cuda_softmax.cross_entropy_backward(device(x), device(targets),
                                                     device(weight), eps))
     want = losses.cross_entropy_grad_reference(f64(x), targets, f64(weight), eps)
     assert grad.dtype == np.float32
@@ -86,7 +86,7 @@ def test_cross_entropy_equals_the_reference(eps):
 def test_a_nan_makes_its_row_nan_and_leaves_the_others():
     x = random((2, THREADS + 3), 3)
     x[1, 5] = np.nan
-    y = host(cuda_kernels.softmax_forward(device(x)))
+    y = host(cuda_softmax.softmax_forward(device(x)))
     assert np.isnan(y[1]).all() and np.isfinite(y[0]).all()
 
 
@@ -94,10 +94,10 @@ def test_a_nan_makes_its_row_nan_and_leaves_the_others():
 def test_rms_norm_equals_the_reference(shape):
     x, g = random(shape, 4), random(shape, 5, 1.0)
     w = random(shape[-1:], 6, 1.0)
-    y = host(cuda_kernels.rms_norm_forward(device(x), device(w), 1e-6))
+    y = host(normalization.rms_norm_forward(device(x), device(w), 1e-6))
     assert y.dtype == np.float32 and y.shape == shape
     assert_close(y, rms_norm_reference(f64(x), f64(w), 1e-6), "float32")
-    dx, dw = (host(a) for a in cuda_kernels.rms_norm_backward(device(g), device(x),
+    dx, dw = (host(a) for a in normalization.rms_norm_backward(device(g), device(x),
                                                              device(w), 1e-6))
     want_dx, want_dw = rms_norm_grad_reference(f64(g), f64(x), f64(w), 1e-6)
     assert dx.shape == shape and dw.shape == w.shape and dx.dtype == dw.dtype == np.float32
@@ -109,10 +109,10 @@ def test_rms_norm_equals_the_reference(shape):
 def test_layer_norm_equals_the_reference(shape):
     x, g = random(shape, 10) + 2.0, random(shape, 11, 1.0)  # an offset for the mean to remove
     w, b = random(shape[-1:], 12, 1.0), random(shape[-1:], 13, 1.0)
-    y = host(cuda_kernels.layer_norm_forward(device(x), device(w), device(b), 1e-5))
+    y = host(normalization.layer_norm_forward(device(x), device(w), device(b), 1e-5))
     assert y.dtype == np.float32 and y.shape == shape
     assert_close(y, layer_norm_reference(f64(x), f64(w), f64(b), 1e-5), "float32")
-    dx, dw, db = (host(a) for a in cuda_kernels.layer_norm_backward(device(g), device(x),
+    dx, dw, db = (host(a) for a in normalization.layer_norm_backward(device(g), device(x),
                                                                    device(w), 1e-5))
     want = layer_norm_grad_reference(f64(g), f64(x), f64(w), 1e-5)
     for got, expected in zip((dx, dw, db), want, strict=True):
@@ -131,25 +131,24 @@ def test_rotary_equals_the_reference_on_a_strided_view(per_sequence):
     cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
     if not per_sequence:
         cos, sin = cos[0], sin[0]  # (T, D), shared by the batch
-    y = host(cuda_kernels.rotary_forward(device(q), device(cos), device(sin)))
+    y = host(rotary.rotary_forward(device(q), device(cos), device(sin)))
     assert y.dtype == np.float32 and y.shape == (B, H, T, D)
     assert_close(y, rotary_reference(f64(q), f64(cos), f64(sin)), "float32")
-    dx = host(cuda_kernels.rotary_backward(device(g), device(cos), device(sin)))
+    dx = host(rotary.rotary_backward(device(g), device(cos), device(sin)))
     assert_close(dx, rotary_grad_reference(f64(g), f64(cos), f64(sin)), "float32")
 
 
 def test_applies_only_to_float32_cupy_arrays():
     x = np.zeros((4, 4), np.float32)
-    assert not cuda_kernels.applies(x)  # NumPy arrays take gpu/kernels/ or the reference
-    assert not cuda_kernels.applies(None)  # nothing that is not a CuPy array
+    assert not float32_cupy(x)  # NumPy arrays take gpu/numba_cpu/ or the reference
+    assert not float32_cupy(None)  # nothing that is not a CuPy array
+    assert not cuda_softmax.applies(-1, x) and not normalization.applies(x, x[0])
     if ON_DEVICE:
         import cupy
 
-        assert cuda_kernels.applies(cupy.asarray(x), None)
-        assert not cuda_kernels.applies(cupy.asarray(x, dtype=np.float64))
-        assert not cuda_kernels.applies(cupy.asarray(x), x)
-
-
-def test_unknown_names_are_an_attribute_error():
-    with pytest.raises(AttributeError, match="no attribute 'gelu_forward'"):
-        cuda_kernels.gelu_forward  # noqa: B018
+        c = cupy.asarray(x)
+        assert float32_cupy(c, None) and cuda_softmax.applies(-1, c)
+        assert not cuda_softmax.applies(0, c)
+        assert not float32_cupy(cupy.asarray(x, dtype=np.float64))
+        assert not float32_cupy(c, x)
+        assert rotary.applies(c[None, None], c, c) and not rotary.applies(c[:, :3], c, c)

@@ -1,4 +1,4 @@
-"""Every Numba kernel equals the reference it replaces (gpu/kernels/)."""
+"""Every Numba kernel equals the reference it replaces (gpu/numba_cpu/)."""
 
 import math
 
@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gpu.kernels import activations as kernels
+from gpu.numba_cpu import activations as kernels
 from npplm.layers import activations as reference
 
 FORMS = [

@@ -1,4 +1,4 @@
-"""The LayerNorm and RMSNorm kernels (gpu/kernels/normalization.py) equal their references:
+"""The LayerNorm and RMSNorm kernels (gpu/numba_cpu/normalization.py) equal their references:
 the NumPy code of npplm/layers/normalization.py, run in float64 on the same inputs."""
 
 import numba
@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autograd import Tensor
-from gpu.kernels import normalization as kernels
+from gpu.numba_cpu import normalization as kernels
 from npplm.layers import layer_norm, rms_norm
 from npplm.layers import normalization as reference
 from tests.tolerances import assert_close

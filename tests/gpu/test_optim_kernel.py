@@ -1,4 +1,4 @@
-"""The AdamW and gradient-norm kernels (gpu/kernels/optim.py) equal their references in
+"""The AdamW and gradient-norm kernels (gpu/numba_cpu/optim.py) equal their references in
 npplm.training.optim: the update bit for bit, the norm to float64 rounding, and neither
 depends on the number of threads."""
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from autograd import Tensor
-from gpu.kernels import optim as kernels
+from gpu.numba_cpu import optim as kernels
 from npplm.training import AdamW, clip_grad_norm
 from npplm.training.optim import adamw_update_reference, sum_of_squares_reference
 from tests.tolerances import assert_close

@@ -1,4 +1,4 @@
-"""The RoPE kernel (gpu/kernels/rotary.py) equals its reference, bit for bit, and runs."""
+"""The RoPE kernel (gpu/numba_cpu/rotary.py) equals its reference, bit for bit, and runs."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autograd import Tensor
-from gpu.kernels import rotary as kernels
+from gpu.numba_cpu import rotary as kernels
 from npplm.layers.rotary import (
     apply_rotary,
     rope_cos_sin,

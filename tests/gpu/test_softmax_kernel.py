@@ -1,4 +1,4 @@
-"""The softmax, log-softmax and cross-entropy kernels (gpu/kernels/softmax.py) equal their
+"""The softmax, log-softmax and cross-entropy kernels (gpu/numba_cpu/softmax.py) equal their
 references: the NumPy code of npplm/layers/softmax.py and losses.py, run in float64 on the
 same inputs."""
 
@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autograd import Tensor
-from gpu.kernels import softmax as kernels
+from gpu.numba_cpu import softmax as kernels
 from npplm.layers import cross_entropy, log_softmax, losses, softmax
 from npplm.layers.softmax import log_softmax_vjp, softmax_vjp
 from tests.tolerances import assert_close

@@ -1,7 +1,7 @@
 """LayerNorm and RMSNorm forward and backward as Numba CUDA kernels, float32.
 
 The references are the `*_reference` functions of npplm/layers/normalization.py
-(gpu/kernels/normalization.py does the same on the CPU).
+(gpu/numba_cpu/normalization.py does the same on the CPU).
 A row of x (the last axis, the model width C) is one block; its threads stride along the
 row and meet in a shared-memory tree sum (softmax.py's `block_sum`):
 
@@ -29,8 +29,8 @@ import numpy as np
 from numba import cuda
 
 from autograd.backend import array_module
-from gpu.cuda_kernels import THREADS
-from gpu.cuda_kernels.softmax import block_sum, rows
+from gpu.numba_cuda import THREADS, float32_cupy
+from gpu.numba_cuda.softmax import block_sum, rows
 
 f32 = numba.float32
 
@@ -136,7 +136,12 @@ def weight_grad_columns(g, x, mean, rstd, dw, db):
             db[c] = total_g
 
 
-# --- wrappers: the signatures of gpu/kernels/normalization.py ------------------------------
+# --- wrappers: the signatures of gpu/numba_cpu/normalization.py ----------------------------
+
+
+def applies(*arrays):
+    """Use these kernels: x, the weight (and bias): float32 CuPy arrays."""
+    return float32_cupy(*arrays)
 
 
 def layer_norm_forward(x, weight, bias, eps):

@@ -48,7 +48,7 @@ import math
 import numba
 import numpy as np
 
-# gpu/kernels/softmax.py's flags: fused multiply-adds, sums that may be regrouped (so that
+# gpu/numba_cpu/softmax.py's flags: fused multiply-adds, sums that may be regrouped (so that
 # the row sums vectorise; the grouping is fixed when compiling, the same on every thread),
 # nothing that would turn a nan into a number.
 FLAGS = {"contract", "nsz", "reassoc"}

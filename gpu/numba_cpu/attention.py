@@ -52,7 +52,7 @@ benchmarks/side_by_side_training.py's GPT-2, B=8, H=6, T=S=256, D=64, float32, f
 backward (causal, no padding); on the 2-core CI-sized machine, 2026-12-03, shared, medians
 of 9 (three runs): 59 ms -> 37 ms on 2 threads (1.4x to 1.7x), 69 ms -> 49 ms on 1 (1.4x).
 In the whole GPT-2 training step the gain is smaller, because OpenBLAS's idle threads spin
-for about 0.1 s after each GEMM on the cores this kernel needs (gpu/kernels/__init__.py):
+for about 0.1 s after each GEMM on the cores this kernel needs (gpu/numba_cpu/__init__.py):
 alternating steps with and without it in one process, 2354 -> 2288 ms a step on 1 BLAS
 thread, 1578 -> 1504 ms on 2 with OPENBLAS_THREAD_TIMEOUT=4, and no gain (1502 -> 1537 ms)
 on 2 with OpenBLAS's default spin.
@@ -71,7 +71,7 @@ ZERO, HALF, ONE = f32(0.0), f32(0.5), f32(1.0)
 MIN32 = f32(np.finfo(np.float32).min)  # the dense bias' "masked" value
 NEG_INF = f32(-np.inf)
 
-# gpu/kernels/activations.py's flags plus "reassoc" (see above): no approximate
+# gpu/numba_cpu/activations.py's flags plus "reassoc" (see above): no approximate
 # reciprocals, and a nan stays a nan.
 FLAGS = {"contract", "nsz", "reassoc"}
 

@@ -2,7 +2,7 @@
 
 The reference is `causal_attention_reference` (and its `_grad_`) in npplm.layers.attention:
 softmax(q k^T * scale + bias) v with the dense (B, 1, T, S) causal + padding bias, and
-each query row's log-sum-exp. gpu/kernels/attention.py does the same on the CPU, with the
+each query row's log-sum-exp. gpu/numba_cpu/attention.py does the same on the CPU, with the
 same signatures and the same handling of the edge cases below; its docstring derives the
 backward in full.
 
@@ -61,7 +61,7 @@ import numpy as np
 from numba import cuda
 
 from autograd.backend import array_module
-from gpu.cuda_kernels import THREADS
+from gpu.numba_cuda import THREADS, float32_cupy
 
 f32 = numba.float32
 MIN32 = np.float32(np.finfo(np.float32).min)  # the dense bias' "masked" value
@@ -196,7 +196,13 @@ def check_head_dim(D):
                          f"MAX_HEAD_DIM = {MAX_HEAD_DIM}, not D = {D}")
 
 
-# --- wrappers: the signatures of gpu/kernels/attention.py -----------------------------------
+# --- wrappers: the signatures of gpu/numba_cpu/attention.py ---------------------------------
+
+
+def applies(q, k, v):
+    """Use these kernels: float32 CuPy arrays, k and v alike, as many rows and heads as q
+    (grouped-query heads are repeated before attention)."""
+    return float32_cupy(q, k, v) and k.shape == v.shape and k.shape[:2] == q.shape[:2]
 
 
 def attention_forward(q, k, v, keep, scale):

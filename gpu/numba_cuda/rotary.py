@@ -1,7 +1,7 @@
 """RoPE forward and backward as Numba CUDA kernels, float32.
 
 The reference is `rotary_reference` / `rotary_grad_reference` in npplm/layers/rotary.py
-(where the rotation and its VJP are derived; gpu/kernels/rotary.py is the CPU kernel).
+(where the rotation and its VJP are derived; gpu/numba_cpu/rotary.py is the CPU kernel).
 With half = D / 2, each pair (x_j, x_{j+half}) of a head vector turns by its angle:
 
     y_j        = x_j cos_j - x_{j+half} sin_j
@@ -21,7 +21,7 @@ import numpy as np
 from numba import cuda
 
 from autograd.backend import array_module
-from gpu.cuda_kernels import THREADS
+from gpu.numba_cuda import THREADS, float32_cupy
 
 
 @cuda.jit
@@ -56,7 +56,12 @@ def rotate(x, cos, sin, sign):
     return y
 
 
-# --- wrappers: the signatures of gpu/kernels/rotary.py --------------------------------------
+# --- wrappers: the signatures of gpu/numba_cpu/rotary.py ------------------------------------
+
+
+def applies(x, cos, sin):
+    """Use these kernels: float32 CuPy arrays, head vectors of pairs (an even last axis)."""
+    return float32_cupy(x, cos, sin) and x.shape[-1] % 2 == 0
 
 
 def rotary_forward(x, cos, sin):

@@ -1,6 +1,6 @@
 """Row-wise softmax, log-softmax and cross-entropy as Numba CUDA kernels, float32.
 
-The references are the primitives in autograd/ops/nn.py; gpu/kernels/softmax.py is the
+The references are npplm/layers/softmax.py and losses.py; gpu/numba_cpu/softmax.py is the
 same work as parallel loops on the CPU. Here a row (the last axis: classes, or keys) is one
 block of THREADS threads. Each thread walks the row with a stride of THREADS, so
 neighbouring threads read neighbouring floats, and the block combines the threads'
@@ -31,7 +31,7 @@ import numpy as np
 from numba import cuda
 
 from autograd.backend import array_module
-from gpu.cuda_kernels import THREADS
+from gpu.numba_cuda import THREADS, float32_cupy
 
 f32 = numba.float32
 
@@ -143,7 +143,12 @@ def cross_entropy_backward_rows(logits, targets, weight, eps, grad):
         grad[row, c] = w * (math.exp(logits[row, c] - lse) - q)
 
 
-# --- wrappers: the signatures of gpu/kernels/softmax.py ------------------------------------
+# --- wrappers: the signatures of gpu/numba_cpu/softmax.py ----------------------------------
+
+
+def applies(axis, *arrays):
+    """Use these kernels: along the last axis, float32 CuPy arrays."""
+    return axis in (-1, arrays[0].ndim - 1) and float32_cupy(*arrays)
 
 
 def rows(a):

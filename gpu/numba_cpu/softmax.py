@@ -30,7 +30,7 @@ import math
 import numba
 import numpy as np
 
-from gpu.kernels.attention import exp32  # the same float32 exp as the attention kernel
+from gpu.numba_cpu.attention import exp32  # the same float32 exp as the attention kernel
 
 f32 = np.float32
 ONE = f32(1.0)
