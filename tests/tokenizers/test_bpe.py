@@ -134,6 +134,20 @@ def test_decode_of_any_ids_matches(pair_of, data):
 
 
 @needs_oracle
+def test_a_token_matched_after_normalization_is_named_by_its_normalized_form(tmp_path):
+    data = _train_hf("gpt1")  # BERT's lowercasing normalizer
+    data["added_tokens"].append({"id": len(data["model"]["vocab"]), "content": "New York",
+                                 "single_word": False, "lstrip": False, "rstrip": False,
+                                 "normalized": True, "special": False})
+    theirs, ours = load_both(data, tmp_path)
+    ids = theirs.encode("I love New York, NEW YORK!").ids
+    assert ours.encode("I love New York, NEW YORK!").ids == ids
+    assert ours.convert_ids_to_tokens(ids) == [theirs.id_to_token(i) for i in ids]
+    assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=False)
+    assert "new york" in ours.decode(ids)
+
+
+@needs_oracle
 def test_padded_truncated_batches_match(pair_of):
     _, theirs, ours = pair_of
     assert_same_batch(theirs, ours, CORPUS[:8], max_length=12)
