@@ -36,6 +36,8 @@ The models, each with its trainer, and the tokenizers built from them:
                    GGUF file
     chat_template.py   chat templates rendered with Jinja2's sandbox
 
+decode(ids) keeps special tokens unless skip_special_tokens=True, as transformers' does.
+
 Hugging Face `tokenizers` is the oracle the tests compare with, id for id; nothing here
 imports it.
 """

@@ -221,12 +221,13 @@ class BaseTokenizer:
 
     # -- decoding ---------------------------------------------------------------------------
 
-    def decode(self, ids, skip_special_tokens=True):
+    def decode(self, ids, skip_special_tokens=False):
         """The text of a sequence of ids (a list or a 1-D array).
 
-        skip_special_tokens: leave the special tokens out. Special tokens are skipped by id;
-        tokenizers compares strings, and so keeps a special token that is matched after
-        normalization when normalizing changes it.
+        skip_special_tokens: leave the special tokens out. False by default, as in
+        transformers' decode (tokenizers' own Tokenizer.decode defaults to True).
+        Special tokens are skipped by id; tokenizers compares strings, and so keeps a
+        special token that is matched after normalization when normalizing changes it.
         Out-of-range ids raise IndexError naming the id (tokenizers drops them silently).
         """
         ids = [int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)]
@@ -234,7 +235,7 @@ class BaseTokenizer:
                   if not (skip_special_tokens and i in self._special_ids)]
         return self._text_of(tokens)
 
-    def decode_batch(self, rows, skip_special_tokens=True):
+    def decode_batch(self, rows, skip_special_tokens=False):
         """[decode(row) for row in rows]: the texts of a (B, T) array or a list of rows."""
         return [self.decode(row, skip_special_tokens) for row in rows]
 

