@@ -191,7 +191,7 @@ def stream_reply(model, tokenizer, prompt_ids, args):
         if token == eos:
             break
         new.append(token)
-        text = tokenizer.decode(new)
+        text = tokenizer.decode(new, skip_special_tokens=True)
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
             print(text[len(shown):], end="", flush=True)
             shown = text
@@ -227,7 +227,8 @@ def cmd_chat(args):
         messages.append({"role": "user", "content": text})
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
         reply = stream_reply(model, tokenizer, tokenizer.encode(prompt).ids, args)
-        messages.append({"role": "assistant", "content": tokenizer.decode(reply)})
+        answer = tokenizer.decode(reply, skip_special_tokens=True)
+        messages.append({"role": "assistant", "content": answer})
 
 
 def add_sampling_flags(parser):

@@ -1,15 +1,16 @@
 """What every tokenizer shares: ids and tokens, templates, truncation, batches, files.
 
 WordPieceTokenizer (wordpiece.py), ByteLevelBPETokenizer (byte_level_bpe.py) and the
-pipeline Tokenizer (pipeline.py) differ only in how one text becomes ids and ids become
+pipeline Tokenizer (pipeline.py) differ only in how one text becomes ids and tokens become
 text. A subclass sets up its vocabulary with `_set_vocabulary` and defines
 
     _encode_one(text) -> [ids]      the text's ids, without special tokens
-    decode(ids) -> str
+    _text_of(tokens) -> str         the text of a list of tokens (its decoder)
     to_tokenizer_json() -> dict      the Hugging Face tokenizer.json it saves
 
 and gets the rest from here: token_to_id / id_to_token, tokenize, encode (template and
-truncation), encode_batch (padding, the (B, T) arrays), save and equality.
+truncation), encode_batch (padding, the (B, T) arrays), decode, save and equality.
+WordCache is the word -> ids cache every subclass puts in front of its model.
 
 A template is a tuple of items ("$A" | "$B" | a special token, token_type_id): BERT's
 single text is (("[CLS]", 0), ("$A", 0), ("[SEP]", 0)), a pair adds ("$B", 1), ("[SEP]", 1).
@@ -51,6 +52,25 @@ def truncate_longest_first(a, b, max_length):
     return a[:n1], b[:n2]
 
 
+class WordCache(dict):
+    """word -> tuple of ids, filled on first sight (dict.__missing__); emptied when full.
+
+    Running text repeats its words (1 MB of English docstrings has 7.4k distinct words in
+    233k), so a tokenizer's model runs once per distinct word and the rest is a dict lookup.
+    """
+
+    def __init__(self, word_to_ids, capacity=1 << 20):
+        super().__init__()
+        self.word_to_ids = word_to_ids
+        self.capacity = capacity
+
+    def __missing__(self, word):
+        if len(self) >= self.capacity:
+            self.clear()
+        ids = self[word] = self.word_to_ids(word)
+        return ids
+
+
 def template_json(items):
     """A template as tokenizer.json's TemplateProcessing writes it."""
     return [{"Sequence": {"id": name[1], "type_id": t}} if name in ("$A", "$B")
@@ -60,19 +80,24 @@ def template_json(items):
 class BaseTokenizer:
     """The shared half of every tokenizer (see the module docstring)."""
 
-    def _set_vocabulary(self, vocab, added_tokens, single, pair, pad_token, model_max_length):
+    def _set_vocabulary(self, vocab, added_tokens, single, pair, pad_token, model_max_length,
+                        normalize=None):
         """vocab token -> id; added_tokens AddedTokens; single, pair templates (None: no
-        special tokens); pad_token (None: id 0, tokenizers' default)."""
+        special tokens); pad_token (None: id 0, tokenizers' default); normalize: the
+        tokenizer's normalizer (str -> str), None when it has none."""
         self.vocab = dict(vocab)
         self.added_tokens = sorted(added_tokens, key=lambda t: t.id)
         self._added_by_content = {t.content: t for t in self.added_tokens}
-        # id -> token; the added tokens win over the model's vocabulary, as in tokenizers.
+        # id -> token; the added tokens win over the model's vocabulary, as in tokenizers,
+        # which also names a token matched after normalization by its normalized form
+        # ("New York" -> "new york" for a lowercasing normalizer), in tokens and decoding.
         size = max([*self.vocab.values(), *(t.id for t in self.added_tokens)]) + 1
         self._id_to_token = [None] * size
         for token, i in self.vocab.items():
             self._id_to_token[i] = token
         for t in self.added_tokens:
-            self._id_to_token[t.id] = t.content
+            normalized = normalize(t.content) if normalize and t.normalized else None
+            self._id_to_token[t.id] = normalized or t.content
         self.special_tokens = {t.content for t in self.added_tokens if t.special}
         self._special_ids = {t.id for t in self.added_tokens if t.special}
         self.single = tuple((n, int(t)) for n, t in (single or (("$A", 0),)))
@@ -194,7 +219,24 @@ class BaseTokenizer:
 
     __call__ = encode_batch
 
-    def decode_batch(self, rows, skip_special_tokens=True):
+    # -- decoding ---------------------------------------------------------------------------
+
+    def decode(self, ids, skip_special_tokens=False):
+        """The text of a sequence of ids (a list or a 1-D array).
+
+        skip_special_tokens: leave the special tokens out. False by default, as in
+        transformers' decode (tokenizers' own Tokenizer.decode defaults to True).
+        Special tokens are skipped by id; tokenizers compares strings, and so keeps a
+        special token that is matched after normalization when normalizing changes it.
+        Out-of-range ids raise IndexError naming the id (tokenizers drops them silently).
+        """
+        ids = [int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)]
+        tokens = [self.id_to_token(i) for i in ids
+                  if not (skip_special_tokens and i in self._special_ids)]
+        return self._text_of(tokens)
+
+    def decode_batch(self, rows, skip_special_tokens=False):
+        """[decode(row) for row in rows]: the texts of a (B, T) array or a list of rows."""
         return [self.decode(row, skip_special_tokens) for row in rows]
 
     # -- saving -----------------------------------------------------------------------------

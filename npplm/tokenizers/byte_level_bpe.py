@@ -10,7 +10,7 @@ and a "ByteLevel" pre-tokenizer and decoder.
 Encoding one text goes through four steps:
 
   1. added tokens   "<|endoftext|>", "<s>", ... are cut out of the raw text first (the same
-                    matching as WordPiece's: npplm.tokenizers.wordpiece._split_on_added).
+                    matching as every tokenizer's: added_tokens.split_on_added).
   2. pre-tokenize   cut each remaining piece into "words" with a regex, so merges never
                     cross a word boundary (GPT-2: letters, digits, punctuation runs, each
                     with at most one leading space; LLaMA-3's regex also caps digit runs at
@@ -27,7 +27,8 @@ Encoding one text goes through four steps:
 Decoding maps each token's characters back to bytes and decodes the bytes as UTF-8, with
 U+FFFD for invalid sequences (a prefix of a multi-byte character cut by max_length).
 
-A word's ids are cached (word -> ids), so step 4 is paid once per distinct word.
+A word's ids are cached (base.WordCache: word -> ids), so step 4 is paid once per distinct
+word.
 
 Training (`ByteLevelBPETrainer`) is character-level BPE training (npplm/tokenizers/bpe.py)
 on words spelled in byte characters.
@@ -38,18 +39,10 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
-import regex
-
-from npplm.tokenizers.base import BaseTokenizer
+from npplm.tokenizers.added_tokens import AddedToken, added_token_pattern, split_on_added
+from npplm.tokenizers.base import BaseTokenizer, WordCache
 from npplm.tokenizers.bpe import BPETrainer, merge_pair
-from npplm.tokenizers.wordpiece import (
-    AddedToken,
-    _added_token_pattern,
-    _parse_ranges,
-    _split_on_added,
-    _WordIds,
-)
+from npplm.tokenizers.unicode import onig_compatible
 
 # --- Step 3: bytes as printable characters -------------------------------------------------
 
@@ -115,36 +108,7 @@ LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{
 
 
 # tokenizers runs these regexes with Oniguruma, whose Unicode tables are older than those of
-# the `regex` package (Unicode 17 in regex 2026.11): code points assigned since are letters
-# or digits to us and not to it. We take them out of \p{L} and \p{N}; the lists come from
-# comparing every code point with tokenizers 0.23 (the tests repeat the comparison).
-_LETTERS_AFTER_ONIG = """
-    0558 058B-058C 088F 0C5C 0CDC 208F 209D-209F A7CE-A7CF A7D2 A7D4 A7DD A7E2 A7F1 AB6C-AB6D
-    107BB-107BF 10940-10959 10EC5-10EC7 10ED9-10EEE 11B0A 11DB0-11DDB 11DF1 16EA0-16EB8
-    16EBB-16ED3 16FF2-16FF3 187F8-187FF 18CD6-18CDA 18D09-18D20 18D80-18DF2 18E00-19191
-    191A0-191D2 1B123-1B128 1B168 1D6A6 1DF1F-1DF24 1DF2B-1DF81 1DF90-1DF96 1DFCD-1DFFF
-    1E6C0-1E6DE 1E6E0-1E6E2 1E6E4-1E6E5 1E6E7-1E6ED 1E6F0-1E6F4 1E6FE-1E6FF 2B73A-2B73F 2B81E
-    2CEA2-2CEAD 323B0-33479 3D000-3FC3F
-"""
-_DIGITS_AFTER_ONIG = "11DE0-11DE9 1246F 12475-1247F 12550-12686 16FF4-16FF6"
-
-
-def _set(ranges):
-    return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}"
-                   for a, b in _parse_ranges(ranges))
-
-
-def onig_compatible(pattern):
-    """Compile a tokenizers regex with \\p{L} and \\p{N} cut to Oniguruma's Unicode tables.
-
-    Uses the `regex` package's version 1 set syntax, [\\p{L}--[...]], which is valid both
-    inside and outside a character class. A textual replacement: an escaped "\\\\p{L}" in a
-    pattern would be rewritten too (no tokenizer we know writes one).
-    """
-    letters = f"[\\p{{L}}--[{_set(_LETTERS_AFTER_ONIG)}]]"
-    digits = f"[\\p{{N}}--[{_set(_DIGITS_AFTER_ONIG)}]]"
-    pattern = pattern.replace("\\p{L}", letters).replace("\\p{N}", digits)
-    return regex.compile(pattern, regex.VERSION1)
+# the `regex` package: unicode.onig_compatible compiles them with Oniguruma's \p{L}, \p{N}.
 
 
 @dataclass(frozen=True)
@@ -301,7 +265,8 @@ class ByteLevelBPETokenizer(BaseTokenizer):
 
     The public interface is BaseTokenizer's (base.py): encode(text, pair) -> Encoding;
     encode_batch(texts) (or calling the tokenizer) -> {"input_ids", "attention_mask",
-    "token_type_ids"} int64 (B, T) arrays; decode(ids); tokenize(text); save(path), and
+    "token_type_ids"} int64 (B, T) arrays; decode(ids, skip_special_tokens=False) (special
+    tokens kept by default, as in transformers); tokenize(text); save(path), and
     npplm.load_tokenizer.
     """
 
@@ -323,8 +288,8 @@ class ByteLevelBPETokenizer(BaseTokenizer):
         if not self.pre_tokenizer or not isinstance(self.pre_tokenizer[-1], ByteLevel):
             raise ValueError("the last pre-tokenizer step must be a ByteLevel")
         # No normalizer: tokens matched "after normalization" match the raw text too.
-        self._added = _added_token_pattern(self.added_tokens)
-        self._word_ids = _WordIds(self._ids_of_word)
+        self._added = added_token_pattern(self.added_tokens)
+        self._word_ids = WordCache(self._ids_of_word)
 
     @property
     def merges(self):
@@ -340,21 +305,14 @@ class ByteLevelBPETokenizer(BaseTokenizer):
         word_ids = self._word_ids.__getitem__
         chain = itertools.chain.from_iterable
         ids = []
-        for piece, token in _split_on_added(text, *(self._added or ())):
+        for piece, token in split_on_added(text, self._added):
             if token is not None:
                 ids.append(token.id)
             elif piece:
                 ids.extend(chain(map(word_ids, pre_tokenize(self.pre_tokenizer, piece))))
         return ids
 
-    def decode(self, ids, skip_special_tokens=True):
-        """The text of a sequence of ids (a list or a 1-D array).
-
-        Out-of-range ids raise IndexError naming the id (tokenizers drops them silently).
-        """
-        ids = [int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)]
-        tokens = [self.id_to_token(i) for i in ids
-                  if not (skip_special_tokens and i in self._special_ids)]
+    def _text_of(self, tokens):
         return from_byte_level(tokens)
 
     # -- saving -----------------------------------------------------------------------------

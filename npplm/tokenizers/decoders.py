@@ -12,13 +12,13 @@ to_json() and a FROM_JSON entry. LLaMA-1/2's chain, on ["▁Hi", "<0xE4>", "<0xB
     Strip(" ", 1, 0)    ["Hi世"]                (the space the normalizer prepended)
 
 Metaspace turns "▁" into spaces (T5's single decoder), BPEDecoder "</w>" suffixes into
-spaces (GPT-1's), WordPiece glues "##" pieces.
+spaces (GPT-1's), WordPiece glues "##" pieces (BERT's, and a BPE's with a "##" prefix).
 """
 
 from dataclasses import dataclass
 
-from npplm.tokenizers.normalizers import _pattern_from_json, _pattern_json
-from npplm.tokenizers.wordpiece import WordPieceDecoder
+import npplm.tokenizers.normalizers as normalizers
+import npplm.tokenizers.pre_tokenizers as pre_tokenizers
 
 
 @dataclass(frozen=True)
@@ -30,20 +30,19 @@ class Replace:
     regex: bool = False
 
     def __post_init__(self):
-        from npplm.tokenizers.normalizers import Replace as Rewrite
-
-        object.__setattr__(self, "_rewrite", Rewrite(self.pattern, self.content, self.regex))
+        rewrite = normalizers.Replace(self.pattern, self.content, self.regex)
+        object.__setattr__(self, "_rewrite", rewrite)
 
     def __call__(self, tokens):
         return [self._rewrite(t) for t in tokens]
 
     def to_json(self):
-        return {"type": "Replace", "pattern": _pattern_json(self.pattern, self.regex),
+        return {"type": "Replace", "pattern": normalizers.pattern_json(self.pattern, self.regex),
                 "content": self.content}
 
     @classmethod
     def from_json(cls, entry):
-        pattern, is_regex = _pattern_from_json(entry["pattern"])
+        pattern, is_regex = normalizers.pattern_from_json(entry["pattern"])
         return cls(pattern, entry["content"], is_regex)
 
 
@@ -152,10 +151,9 @@ class Metaspace:
 
     @classmethod
     def from_json(cls, entry):
-        scheme = entry.get("prepend_scheme")
-        if scheme is None:
-            scheme = "always" if entry.get("add_prefix_space", True) else "never"
-        return cls(entry.get("replacement", "▁"), scheme, entry.get("split", True))
+        # The same fields as the pre-tokenizer's, read (and checked) the same way.
+        step = pre_tokenizers.Metaspace.from_json(entry)
+        return cls(step.replacement, step.prepend_scheme, step.split)
 
 
 @dataclass(frozen=True)
@@ -178,14 +176,33 @@ class BPEDecoder:
 
 @dataclass(frozen=True)
 class WordPiece:
-    """"##" pieces glued to the one before, a space before the others, then the clean-up
-    of wordpiece.WordPieceDecoder (a BPE with a "##" continuing-subword prefix uses it)."""
+    """"##" pieces glued to the piece before, the others after a space (BERT's decoder).
+
+    cleanup: then delete the space in " .", " ?", " !", " ,", " ' ", " n't", " 'm", " 's",
+    " 've", " 're", and turn " do not" into " don't", in each token, as tokenizers does
+    (so " ' " and " do not", which span tokens, never match).
+
+        ["un", "##aff", "##able", ",", "he", "said", "."] -> "unaffable, he said."
+    """
 
     prefix: str = "##"
     cleanup: bool = True
 
+    _CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+                 (" n't", "n't"), (" 'm", "'m"), (" do not", " don't"), (" 's", "'s"),
+                 (" 've", "'ve"), (" 're", "'re"))
+
     def __call__(self, tokens):
-        return [WordPieceDecoder(self.prefix, self.cleanup).decode(tokens)] if tokens else []
+        out = []
+        for i, token in enumerate(tokens):
+            if i:
+                token = (token[len(self.prefix):] if token.startswith(self.prefix)
+                         else " " + token)
+            if self.cleanup:
+                for dirty, clean in self._CLEANUPS:
+                    token = token.replace(dirty, clean)
+            out.append(token)
+        return out
 
     def to_json(self):
         return {"type": "WordPiece", "prefix": self.prefix, "cleanup": self.cleanup}

@@ -39,19 +39,16 @@ import pathlib
 
 import regex
 
-from npplm.tokenizers import byte_level_bpe, decoders, normalizers, pre_tokenizers
+import npplm.tokenizers.byte_level_bpe as byte_level_bpe
+import npplm.tokenizers.decoders as decoders
+import npplm.tokenizers.normalizers as normalizers
+import npplm.tokenizers.pre_tokenizers as pre_tokenizers
+from npplm.tokenizers.added_tokens import AddedToken
 from npplm.tokenizers.bpe import BPE
 from npplm.tokenizers.byte_level_bpe import ByteLevel, ByteLevelBPETokenizer, Digits, Split
 from npplm.tokenizers.pipeline import Tokenizer
 from npplm.tokenizers.unigram import Unigram, json_float
-from npplm.tokenizers.wordpiece import (
-    BERT_PAIR,
-    BERT_SINGLE,
-    AddedToken,
-    BasicTokenizer,
-    WordPieceDecoder,
-    WordPieceTokenizer,
-)
+from npplm.tokenizers.wordpiece import BERT_PAIR, BERT_SINGLE, BasicTokenizer, WordPieceTokenizer
 
 
 class TokenizerFormatError(ValueError):
@@ -204,8 +201,7 @@ def _build_from_json(path, data, config):
     if kind is None:
         decoder = None
     elif kind == "WordPiece":
-        d = data["decoder"]
-        decoder = WordPieceDecoder(prefix=d.get("prefix", "##"), cleanup=d.get("cleanup", True))
+        decoder = decoders.WordPiece.from_json(data["decoder"])
     else:
         raise _unsupported(path, "decoder", kind, "WordPiece or null")
 
@@ -308,7 +304,7 @@ def _from_vocab_file(path, config):
     return WordPieceTokenizer(
         vocab, basic=basic, unk_token=names["unk_token"], added_tokens=added, single=single,
         pair=pair, pad_token=names["pad_token"],
-        decoder=WordPieceDecoder(cleanup=config.get("clean_up_tokenization_spaces", True)),
+        decoder=decoders.WordPiece(cleanup=config.get("clean_up_tokenization_spaces", True)),
         model_max_length=config.get("model_max_length", 512))
 
 

@@ -12,11 +12,13 @@ SentencePiece vocabularies need:
                            in precompiled.py with the double-array trie it reads
     Lowercase(), Strip()   per-character lowercasing; trimming whitespace
     StripAccents()         delete combining marks (ALBERT: after NFKD, "é" -> "e")
-    BertNormalizer(...)    BERT's clean-up, CJK spacing, accents and case (wordpiece.py),
-                           as GPT-1's character-level BPE uses it
+    BertNormalizer(...)    BERT's: delete control characters, spaces around CJK ideographs,
+                           strip accents, lowercase (BERT's tokenizer, and GPT-1's BPE)
 
-Python's unicodedata (Unicode 14.0 in Python 3.11) and the Rust crates of `tokenizers`
-(Unicode 15 and 16) may normalize characters assigned since 14.0 differently.
+The character classes they use (whitespace, accents, control, CJK, lowercasing) are those
+of tokenizers 0.23, in unicode.py. Python's NFC / NFKC tables (Unicode 14.0 in Python
+3.11) and those of tokenizers' Rust crates may still normalize characters assigned since
+14.0 differently.
 """
 
 import functools
@@ -24,22 +26,24 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from npplm.tokenizers.byte_level_bpe import onig_compatible
 from npplm.tokenizers.precompiled import Precompiled
-from npplm.tokenizers.wordpiece import (
-    _NEWER_LOWERCASE,
-    _WHITESPACE_CHARS,
-    BasicTokenizer,
-    _char_class,
-    _parse_ranges,
+from npplm.tokenizers.unicode import (
+    CJK,
+    WHITESPACE,
+    WHITESPACE_CHARS,
+    character_classes,
+    lowercase,
+    nfd,
+    onig_compatible,
 )
 
 
-def _pattern_json(pattern, is_regex):
+def pattern_json(pattern, is_regex):
+    """tokenizer.json's spelling of a pattern: {"Regex": ...} or {"String": ...}."""
     return {"Regex": pattern} if is_regex else {"String": pattern}
 
 
-def _pattern_from_json(entry):
+def pattern_from_json(entry):
     """(pattern, is_regex) of a tokenizer.json {"String": ...} or {"Regex": ...}."""
     if "Regex" in entry:
         return entry["Regex"], True
@@ -81,12 +85,12 @@ class Replace:
         return self._regex.sub(lambda _: self.content, text)
 
     def to_json(self):
-        return {"type": "Replace", "pattern": _pattern_json(self.pattern, self.regex),
+        return {"type": "Replace", "pattern": pattern_json(self.pattern, self.regex),
                 "content": self.content}
 
     @classmethod
     def from_json(cls, entry):
-        pattern, is_regex = _pattern_from_json(entry["pattern"])
+        pattern, is_regex = pattern_from_json(entry["pattern"])
         return cls(pattern, entry["content"], is_regex)
 
 
@@ -116,8 +120,7 @@ class Lowercase:
     """Lowercase each character on its own, as Rust does (a final "Σ" becomes "σ")."""
 
     def __call__(self, text):
-        text = text.replace("\u03a3", "\u03c3").lower()
-        return text.translate(_NEWER_LOWERCASE) if not text.isascii() else text
+        return lowercase(text)
 
     def to_json(self):
         return {"type": "Lowercase"}
@@ -136,9 +139,9 @@ class Strip:
 
     def __call__(self, text):
         if self.left:
-            text = text.lstrip(_WHITESPACE_CHARS)
+            text = text.lstrip(WHITESPACE_CHARS)
         if self.right:
-            text = text.rstrip(_WHITESPACE_CHARS)
+            text = text.rstrip(WHITESPACE_CHARS)
         return text
 
     def to_json(self):
@@ -149,34 +152,9 @@ class Strip:
         return cls(entry.get("strip_left", True), entry.get("strip_right", True))
 
 
-# Combining marks (General_Category M: Mn, Mc, Me) as tokenizers' StripAccents draws them:
-# from a Rust crate frozen at Unicode 9.0. Relative to Python 3.11's Unicode 14.0, these
-# became marks after 9.0, so tokenizers keeps them ...
-_MARKS_AFTER_9 = _parse_ranges("""
-    07FD 0898-089F 08CA-08D3 09FE 0AFA-0AFF 0B55 0C04 0C3C 0D00 0D3B-0D3C 0D81 0EBA 1715
-    180F 1ABF-1ACE 1CF7 1DF6-1DFA A82C A8FF 10D24-10D27 10EAB-10EAC 10F46-10F50 10F82-10F85
-    11070 11073-11074 110C2 11145-11146 111C9 111CE-111CF 1133B 1145E 1182C-1183A
-    11930-11935 11937-11938 1193B-1193E 11940 11942-11943 119D1-119D7 119DA-119E0 119E4
-    11A01-11A0A 11A33-11A39 11A3B-11A3E 11A47 11A51-11A5B 11A8A-11A99 11D31-11D36 11D3A
-    11D3C-11D3D 11D3F-11D45 11D47 11D8A-11D8E 11D90-11D91 11D93-11D97 11EF3-11EF6 16F4F
-    16F7F-16F87 16FE4 16FF0-16FF1 1CF00-1CF2D 1CF30-1CF46 1E130-1E136 1E2AE 1E2EC-1E2EF
-""")
-# ... and these two Vedic signs were marks (Mc) in 9.0 and are letters now.
-_MARKS_IN_9 = _parse_ranges("1CF2-1CF3")
-
-
 @functools.cache
 def _combining_marks():
-    """The regex of the characters StripAccents deletes (built once: ~0.2 s)."""
-    marks = bytearray(0x110000)
-    for cp in range(0x110000):
-        if unicodedata.category(chr(cp))[0] == "M":
-            marks[cp] = 1
-    for ranges, flag in ((_MARKS_AFTER_9, 0), (_MARKS_IN_9, 1)):
-        for a, b in ranges:
-            marks[a:b + 1] = bytes([flag]) * (b - a + 1)
-    runs = [(m.start(), m.end() - 1) for m in re.finditer(b"\x01+", marks)]
-    return re.compile(f"[{_char_class(runs)}]+")
+    return re.compile(f"[{character_classes().combining_mark}]+")
 
 
 @dataclass(frozen=True)
@@ -184,7 +162,8 @@ class StripAccents:
     """Delete every combining mark ("e\u0301" -> "e"; NFKD first splits "é" into those).
 
     Marks are General_Category M (Mn, Mc and Me), not only BERT's nonspacing Mn: Thai's
-    "ำ" loses its vowel sign after NFKD too, as in tokenizers.
+    "ำ" loses its vowel sign after NFKD too, as in tokenizers (whose marks are Unicode
+    9.0's: unicode.character_classes().combining_mark).
     """
 
     def __call__(self, text):
@@ -198,22 +177,67 @@ class StripAccents:
         return cls()
 
 
+# ASCII text (the common case) skips the big tables: BERT's clean-up cut to ASCII deletes
+# the control characters and turns \t \n \r into spaces.
+_ASCII_CLEAN = {cp: None for cp in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]}
+_ASCII_CLEAN.update({0x09: " ", 0x0A: " ", 0x0D: " "})
+_BERT_WHITESPACE = re.compile(f"[{WHITESPACE}]")
+_BERT_CJK = re.compile(f"[{CJK}]")
+
+
+@functools.cache
+def _bert_deleted():
+    """(control characters, nonspacing marks): what BERT's normalizer deletes."""
+    classes = character_classes()
+    return re.compile(f"[{classes.control}]+"), re.compile(f"[{classes.nonspacing}]+")
+
+
 @dataclass(frozen=True)
 class BertNormalizer:
-    """BERT's normalization (npplm.tokenizers.wordpiece.BasicTokenizer.normalize)."""
+    """BERT's normalization, as tokenizers' BertNormalizer does it.
+
+    clean_text            delete control characters, NUL and U+FFFD; whitespace -> " "
+    handle_chinese_chars  put spaces around CJK ideographs, so each is a word
+    strip_accents         NFD-decompose and drop nonspacing marks (é -> e); None: follow
+                          `lowercase`, as BERT and tokenizers do
+    lowercase             lowercase the text (an "uncased" vocabulary)
+
+    BertNormalizer()("Crème  brûlée\\t!") == "creme  brulee !"
+
+    The order is tokenizers': clean, CJK, strip accents, lowercase (BERT's tokenization.py
+    lowercases first). Lowercasing is per character, as in Rust, so a word-final "Σ"
+    becomes "σ", not the "ς" Python's str.lower() gives. The reference is BERT's
+    `tokenization.py` (BasicTokenizer: _clean_text, _tokenize_chinese_chars,
+    _run_strip_accents), arXiv:1810.04805.
+    """
 
     clean_text: bool = True
     handle_chinese_chars: bool = True
-    strip_accents: bool | None = None
+    strip_accents: bool | None = None   # kept as given, for saving
     lowercase: bool = True
 
     def __post_init__(self):
-        object.__setattr__(self, "_basic", BasicTokenizer(
-            lowercase=self.lowercase, strip_accents=self.strip_accents,
-            clean_text=self.clean_text, handle_chinese_chars=self.handle_chinese_chars))
+        for name in ("clean_text", "handle_chinese_chars", "lowercase"):
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        strip = self.lowercase if self.strip_accents is None else bool(self.strip_accents)
+        object.__setattr__(self, "_strip", strip)
 
     def __call__(self, text):
-        return self._basic.normalize(text)
+        if text.isascii():  # no CJK, no accents, and str.lower() is per character
+            if self.clean_text:
+                text = text.translate(_ASCII_CLEAN)
+            return text.lower() if self.lowercase else text
+        if self.clean_text:
+            control, _ = _bert_deleted()
+            text = _BERT_WHITESPACE.sub(" ", control.sub("", text))
+        if self.handle_chinese_chars:
+            text = _BERT_CJK.sub(r" \g<0> ", text)
+        if self._strip:
+            _, nonspacing = _bert_deleted()
+            text = nonspacing.sub("", nfd(text))
+        if self.lowercase:
+            text = lowercase(text)
+        return text
 
     def to_json(self):
         return {"type": "BertNormalizer", "clean_text": self.clean_text,

@@ -4,8 +4,8 @@ A Hugging Face tokenizer.json describes a tokenizer as five stages, and `Tokeniz
 them in the same order as the `tokenizers` library (whose ids we match):
 
   1. added tokens   "<s>", "</s>", "[CLS]" ... are cut out of the raw text first
-                    (wordpiece._split_on_added); those marked normalized=True are cut from
-                    the normalized text instead.
+                    (added_tokens.py); those marked normalized=True are cut from the
+                    normalized text instead.
   2. normalizer     each remaining piece is rewritten (normalizers.py): LLaMA-2 prepends
                     "▁" and turns spaces into "▁": "Hi there" -> "▁Hi▁there".
   3. pre-tokenizer  the piece is cut into words (pre_tokenizers.py): T5's Metaspace gives
@@ -17,10 +17,10 @@ them in the same order as the `tokenizers` library (whose ids we match):
 Decoding maps ids to tokens (skipping special tokens if asked) and runs the decoder chain
 (decoders.py).
 
-A word's ids are cached (word -> ids). A BPE model without pre-tokenizer (LLaMA-2) sees
-whole lines as words; when no vocabulary entry holds a "▁" after another character, no
-merge can join across the start of a "▁word", so we cut lines there first and cache the
-words: the ids are the same, the cache is what makes it fast.
+A word's ids are cached (base.WordCache: word -> ids). A BPE model without pre-tokenizer
+(LLaMA-2) sees whole lines as words; when no vocabulary entry holds a "▁" after another
+character, no merge can join across the start of a "▁word", so we cut lines there first and
+cache the words: the ids are the same, the cache is what makes it fast.
 
 Recipes at the end train the layouts of GPT-1 (train_bpe), LLaMA-2 (train_sentencepiece_bpe)
 and T5 (train_unigram) in a few lines.
@@ -30,18 +30,13 @@ import itertools
 import re
 from collections import Counter
 
-import numpy as np
-
-from npplm.tokenizers import decoders, normalizers, pre_tokenizers
-from npplm.tokenizers.base import BaseTokenizer
+import npplm.tokenizers.decoders as decoders
+import npplm.tokenizers.normalizers as normalizers
+import npplm.tokenizers.pre_tokenizers as pre_tokenizers
+from npplm.tokenizers.added_tokens import AddedToken, added_token_pattern, split_on_added
+from npplm.tokenizers.base import BaseTokenizer, WordCache
 from npplm.tokenizers.bpe import BPE, BYTE_FALLBACK_TOKENS, BPETrainer
 from npplm.tokenizers.unigram import Unigram, UnigramTrainer, stable_float
-from npplm.tokenizers.wordpiece import (
-    AddedToken,
-    _added_token_pattern,
-    _split_on_added,
-    _WordIds,
-)
 
 
 class Tokenizer(BaseTokenizer):
@@ -52,14 +47,15 @@ class Tokenizer(BaseTokenizer):
     normalizer       normalizer steps, applied in order (default: none)
     pre_tokenizer    pre-tokenizer steps, applied in order (default: none, one word)
     decoder          decoder steps (a chain), or None to join tokens with spaces
-    added_tokens     AddedTokens (wordpiece.AddedToken) cut from the text first
+    added_tokens     AddedTokens (added_tokens.AddedToken) cut from the text first
     single, pair     templates as in WordPieceTokenizer: ("$A" | "$B" | token, type id)
     pad_token        the token padding fills batches with (None: id 0, as in tokenizers)
     model_max_length what truncation=True cuts to when no max_length is given
 
     The public interface is BaseTokenizer's (base.py): encode(text, pair) -> Encoding;
     encode_batch(texts) (or calling the tokenizer) -> {"input_ids", "attention_mask",
-    "token_type_ids"} int64 (B, T) arrays; decode(ids); tokenize(text); save(path), and
+    "token_type_ids"} int64 (B, T) arrays; decode(ids, skip_special_tokens=False) (special
+    tokens kept by default, as in transformers); tokenize(text); save(path), and
     npplm.load_tokenizer reads it back.
     """
 
@@ -67,16 +63,16 @@ class Tokenizer(BaseTokenizer):
                  added_tokens=(), single=None, pair=None, pad_token=None,
                  model_max_length=512):
         self.model = model
-        self._set_vocabulary(model.vocab, added_tokens, single, pair, pad_token,
-                             model_max_length)
         self.normalizer = tuple(normalizer)
         self.pre_tokenizer = tuple(pre_tokenizer)
         self.decoder = None if decoder is None else tuple(decoder)
-        self._raw_added = _added_token_pattern([t for t in self.added_tokens
-                                                if not t.normalized])
-        self._normalized_added = _added_token_pattern(
+        self._set_vocabulary(model.vocab, added_tokens, single, pair, pad_token,
+                             model_max_length, normalize=self._normalize)
+        self._raw_added = added_token_pattern([t for t in self.added_tokens
+                                               if not t.normalized])
+        self._normalized_added = added_token_pattern(
             [t for t in self.added_tokens if t.normalized], self._normalize)
-        self._word_ids = _WordIds(lambda word: tuple(self.model.segment(word)))
+        self._word_ids = WordCache(lambda word: tuple(self.model.segment(word)))
         self._cut = _word_starts(model, self.pre_tokenizer)
 
     def _normalize(self, text):
@@ -85,14 +81,13 @@ class Tokenizer(BaseTokenizer):
     def _segments(self, text):
         """Steps 1 and 2: [(normalized piece, AddedToken or None, starts the text)]."""
         out = []
-        for piece, token in _split_on_added(text, *(self._raw_added or ())):
+        for piece, token in split_on_added(text, self._raw_added):
             if token is not None:
                 out.append((piece, token, False))
                 continue
             at_start = not out
             piece = self._normalize(piece)
-            for i, (part, t) in enumerate(_split_on_added(piece, *(self._normalized_added
-                                                                   or ()))):
+            for i, (part, t) in enumerate(split_on_added(piece, self._normalized_added)):
                 out.append((part, t, at_start and i == 0))
         return out
 
@@ -122,14 +117,7 @@ class Tokenizer(BaseTokenizer):
                     ids.extend(word_ids(word))
         return ids
 
-    def decode(self, ids, skip_special_tokens=True):
-        """The text of a sequence of ids (a list or a 1-D array).
-
-        Out-of-range ids raise IndexError naming the id (tokenizers drops them silently).
-        """
-        ids = [int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)]
-        tokens = [self.id_to_token(i) for i in ids
-                  if not (skip_special_tokens and i in self._special_ids)]
+    def _text_of(self, tokens):
         return decoders.decode(self.decoder, tokens)
 
     # -- saving -----------------------------------------------------------------------------

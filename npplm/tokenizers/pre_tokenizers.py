@@ -10,7 +10,8 @@ returning its pieces, with to_json() and a from_json entry in FROM_JSON.
     WhitespaceSplit()   cut on whitespace, dropped: "Hey  you" -> "Hey", "you"
     Whitespace()        runs of word characters or of other non-space characters:
                         "Hey, you!" -> "Hey", ",", "you", "!"
-    BertPreTokenizer()  BERT's split (whitespace, each punctuation mark alone); GPT-1's
+    BertPreTokenizer()  BERT's split: on whitespace, each punctuation mark alone:
+                        "Don't!" -> "Don", "'", "t", "!" (BERT's tokenizer, GPT-1's BPE)
     Split, Digits       regex splits (defined in byte_level_bpe.py)
 
 Metaspace's prepend_scheme "first" puts "▁" only before the piece that starts the text:
@@ -18,28 +19,14 @@ not after an added token, nor after leading whitespace cut by an earlier step. A
 taken to start its parent when it is the first one cut from it and a prefix of it.
 """
 
+import functools
 import re
 from dataclasses import dataclass
 
 import regex
 
-from npplm.tokenizers.byte_level_bpe import Digits, Split, _set
-from npplm.tokenizers.wordpiece import _WHITESPACE_CHARS, BasicTokenizer
-
-# tokenizers' Whitespace pre-tokenizer runs \w+|[^\w\s]+ with Rust's regex crate, whose
-# Unicode tables are older than those of the `regex` package: these code points, assigned
-# since, are word characters to us and not to it (found by comparing every code point with
-# tokenizers 0.23; tests/tokenizers/test_pipeline.py repeats it).
-_WORD_AFTER_RUST = """
-    0558 058B-058C 05C8-05C9 088F 0B53-0B54 0C5C 0CDC 1ACF-1AF0 208F 209D-209F A7CE-A7CF
-    A7D2 A7D4 A7DD A7E2 A7F1 AB6C-AB6D 107BB-107BF 10940-10959 10EC5-10EC7 10ECB-10ECF
-    10ED9-10EEE 10EF0-10EFB 11B0A 11B60-11B67 11DB0-11DDB 11DE0-11DE9 11DF0-11DF1 1246F
-    12475-1247F 12550-12686 16EA0-16EB8 16EBB-16ED3 16FF2-16FF6 187F8-187FF 18CD6-18CDA
-    18D09-18D20 18D80-18DF2 18E00-19191 191A0-191D2 1B123-1B128 1B168 1D127-1D128
-    1D250-1D252 1D25B-1D25C 1D25F 1D280-1D281 1D6A6 1DF1F-1DF24 1DF2B-1DF81 1DF90-1DF96
-    1DFCD-1DFFF 1E6C0-1E6DE 1E6E0-1E6F5 1E6FE-1E6FF 2B73A-2B73F 2B81E 2CEA2-2CEAD
-    323B0-33479 3D000-3FC3F
-"""
+from npplm.tokenizers.byte_level_bpe import Digits, Split
+from npplm.tokenizers.unicode import RUST_WORD, WHITESPACE, character_classes
 
 
 @dataclass(frozen=True)
@@ -107,7 +94,7 @@ class WhitespaceSplit:
 
 
 # (str.split() would also cut on U+001C..U+001F, which Rust does not count as whitespace.)
-_non_whitespace_runs = re.compile(f"[^{re.escape(_WHITESPACE_CHARS)}]+").findall
+_non_whitespace_runs = re.compile(f"[^{WHITESPACE}]+").findall
 
 
 @dataclass(frozen=True)
@@ -125,16 +112,24 @@ class Whitespace:
         return cls()
 
 
-_WORD = f"[\\w--[{_set(_WORD_AFTER_RUST)}]]"
-_whitespace_words = regex.compile(f"{_WORD}+|[^{_WORD}\\s]+", regex.VERSION1).findall
+# \w as Rust's regex crate draws it (unicode.RUST_WORD), in tokenizers' pattern \w+|[^\w\s]+.
+_whitespace_words = regex.compile(f"{RUST_WORD}+|[^{RUST_WORD}\\s]+", regex.VERSION1).findall
 
 
 @dataclass(frozen=True)
 class BertPreTokenizer:
-    """BERT's split: on whitespace, and each punctuation character on its own."""
+    """BERT's split: cut on whitespace (dropped) and around punctuation (each punctuation
+    character a word of its own). "don't!" -> "don", "'", "t", "!".
+
+    BERT's `tokenization.py` (BasicTokenizer._run_split_on_punc, whitespace_tokenize);
+    punctuation is Unicode's P* plus every ASCII printable that is not a letter or digit
+    ("$", "+", "^"), as tokenizers 0.23 draws it (unicode.character_classes()).
+    """
 
     def __call__(self, piece):
-        return _BERT_SPLIT(piece)
+        if piece.isascii():  # the common case skips the big tables
+            return _ascii_bert_words(piece)
+        return _bert_words()(piece)
 
     def to_json(self):
         return {"type": "BertPreTokenizer"}
@@ -144,7 +139,14 @@ class BertPreTokenizer:
         return cls()
 
 
-_BERT_SPLIT = BasicTokenizer().split
+# Runs of characters that are neither whitespace nor punctuation, or one punctuation mark.
+_ascii_bert_words = re.compile(r"[^\t-\r !-/:-@\[-`{-~]+|[!-/:-@\[-`{-~]").findall
+
+
+@functools.cache
+def _bert_words():
+    punctuation = character_classes().punctuation
+    return re.compile(f"[^{WHITESPACE}{punctuation}]+|[{punctuation}]").findall
 
 
 def _split_json(step):

@@ -407,7 +407,7 @@ def text_sampler(tokenizer, first_val_block, block_size, prompt=None, seed=0, ne
 
     def sample(model):
         out = model.generate(ids[None], new, temperature=0.8, top_k=40, seed=seed)
-        return tokenizer.decode(out[0])
+        return tokenizer.decode(out[0], skip_special_tokens=True)
 
     return sample
 

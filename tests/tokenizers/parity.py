@@ -1,5 +1,5 @@
-"""What the tokenizer parity tests share: a varied corpus, and loading one tokenizer.json in
-both libraries.
+"""What the tokenizer parity tests share: a varied corpus, loading one tokenizer.json in
+both libraries, and comparing decode's defaults with transformers'.
 
 The corpus: English, Chinese, Japanese, Korean, accented and combining Latin, Greek,
 emoji (4-byte characters, ZWJ sequences, flags), mathematical letters, code, numbers,
@@ -36,6 +36,10 @@ CORPUS = [
     "I'M YOU'RE we've They'D she'll IT's don't",
 ]
 TRAIN = CORPUS * 3 + [" ".join(CORPUS[:2]) * 5]
+# Special tokens of every kind of tokenizer, in text and in a pair (matched as added tokens
+# where the vocabulary has them), among spaces and punctuation the decoders clean up.
+SPECIAL_TEXT = ("Hello <s>world</s> , isn't it? <pad> do not . [MASK] end",
+                "second <|endoftext|> <unk> [CLS]")
 
 
 def load_both(data, directory):
@@ -48,6 +52,24 @@ def load_both(data, directory):
     (directory / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False),
                                               encoding="utf-8")
     return Tokenizer.from_file(str(directory / "tokenizer.json")), load_tokenizer(directory)
+
+
+def assert_decode_like_transformers(ours, theirs, ids):
+    """decode(ids) keeps the special tokens, decode(ids, skip_special_tokens=True) drops them,
+    and both texts are transformers': `theirs` is a transformers tokenizer, or a tokenizers
+    Tokenizer that transformers' PreTrainedTokenizerFast wraps (its interface, defaults
+    included, is the one ours follows)."""
+    from tokenizers import Tokenizer
+
+    if isinstance(theirs, Tokenizer):
+        from transformers import PreTrainedTokenizerFast
+
+        theirs = PreTrainedTokenizerFast(tokenizer_object=theirs)
+    kept, skipped = ours.decode(ids), ours.decode(ids, skip_special_tokens=True)
+    assert kept == theirs.decode(ids)
+    assert skipped == theirs.decode(ids, skip_special_tokens=True)
+    assert kept != skipped, "the ids hold no special token"
+    assert ours.decode_batch([ids, ids[:1]]) == theirs.batch_decode([ids, ids[:1]])
 
 
 def assert_same_ids(theirs, ours, texts):

