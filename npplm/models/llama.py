@@ -445,7 +445,7 @@ class LlamaModel(LlamaPreTrainedModel):
         # The mask: causal, query t (absolute position past + t) reads keys 0..past + t,
         # and only real tokens. `attention` turns it into the additive bias (0 where query t
         # may read key s, the dtype's most negative value where not) where no fused kernel
-        # runs (npplm.layers.attention.causal_bias).
+        # runs (npplm.layers.masks.causal_bias).
         mask = None
         if attention_mask is not None:
             mask = to_numpy(as_array(attention_mask)) != 0  # (B, S) 1/0, bool or float
