@@ -10,9 +10,11 @@ floors, each importing only those below it:
     tokenizers/   WordPiece, BPE, byte-level BPE, Unigram; tokenizer.json and GGUF vocabularies
     models/       one file per family (read gpt.py first), `from_pretrained`
     objectives/   the pre-training objectives as data collators
-    training/     optimizers, schedule, data, the Trainer, scaling laws
+    training/     optimizers, schedule, data, the Trainer, run folders, held-out metrics,
+                  scaling laws
+    inference/    text in, text out for every family that generates
     runtime.py    configure(): process settings for speed, applied only when asked
-    cli.py        the `npplm` command
+    cli/          the `npplm` command, a module per command, each thin over the floors above
 """
 
 import autograd

@@ -118,7 +118,33 @@ def test_the_only_cycle_in_the_tree_is_the_engines_late_import():
 
 def test_npplm_top_level_holds_packages_and_the_entry_points_only():
     loose = sorted(p.name for p in (ROOT / "npplm").glob("*.py"))
-    assert loose == ["__init__.py", "__main__.py", "cli.py", "runtime.py"], loose
+    assert loose == ["__init__.py", "__main__.py", "runtime.py"], loose
+
+
+# The floors, lowest first: a module may import its own floor and those below, never above.
+# (npplm/__init__.py, the package's front door, gathers names from every floor.)
+FLOORS = [["autograd"], ["gpu"], ["npplm.runtime"], ["npplm.layers"], ["npplm.generation"],
+          ["npplm.io", "npplm.tokenizers"], ["npplm.models"], ["npplm.objectives"],
+          ["npplm.training"], ["npplm.inference"], ["npplm.cli", "npplm.__main__"]]
+
+
+def floor_of(module):
+    for level, names in enumerate(FLOORS):
+        if any(module == n or module.startswith(n + ".") for n in names):
+            return level
+    return None
+
+
+def test_every_import_goes_to_the_same_floor_or_below():
+    graph = import_graph("autograd", "gpu", "npplm")
+    upward = []
+    for module, targets in graph.items():
+        if module == "npplm":
+            continue
+        assert floor_of(module) is not None, f"{module} is on no floor: add it to FLOORS"
+        upward += [f"{module} -> {t}" for t in targets
+                   if t != "npplm" and floor_of(t) > floor_of(module)]
+    assert upward == []
 
 
 def test_engine_primitives_compute_the_same_whether_or_not_npplm_is_imported():

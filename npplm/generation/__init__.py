@@ -16,7 +16,7 @@ step and call `decode`), so it sits below npplm.models.
 from npplm.generation.beam_search import BeamSearchOutput, beam_search
 from npplm.generation.generate import GenerationMixin, check_prompt, decode
 from npplm.generation.kv_cache import KVCache
-from npplm.generation.sampling import choose_next, stream_tokens
+from npplm.generation.sampling import check_sampling, choose_next, stream_tokens
 
 __all__ = ["BeamSearchOutput", "GenerationMixin", "KVCache", "beam_search", "check_prompt",
-           "choose_next", "decode", "stream_tokens"]
+           "check_sampling", "choose_next", "decode", "stream_tokens"]

@@ -26,7 +26,7 @@ import numpy as np
 
 from autograd import no_grad, to_numpy
 from npplm.generation.beam_search import EARLY_STOPPING, beam_search
-from npplm.generation.sampling import stream_tokens
+from npplm.generation.sampling import check_sampling, stream_tokens
 
 
 def check_prompt(input_ids, attention_mask):
@@ -54,8 +54,10 @@ def check_prompt(input_ids, attention_mask):
     return ids.astype(np.int64), mask
 
 
-def check_options(max_new_tokens, num_beams=1, temperature=0.0, num_return_sequences=1):
+def check_options(max_new_tokens, num_beams=1, temperature=0.0, num_return_sequences=1,
+                  top_k=None, top_p=None):
     """Validate what every generate shares, naming the value at fault."""
+    check_sampling(temperature, top_k, top_p)
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a non-negative integer")
     if not isinstance(num_beams, (int, np.integer)) or num_beams < 1:
@@ -85,7 +87,7 @@ def decode(step, batch_size, max_new_tokens, *, num_beams=1, temperature=0.0, to
     stream        called with each step's (B,) tokens as they come (num_beams=1 only).
     n <= max_new_tokens: decoding stops early once every row is finished.
     """
-    check_options(max_new_tokens, num_beams, temperature, num_return_sequences)
+    check_options(max_new_tokens, num_beams, temperature, num_return_sequences, top_k, top_p)
     if early_stopping not in EARLY_STOPPING:
         raise ValueError(f"early_stopping={early_stopping!r} must be one of {EARLY_STOPPING}")
     if num_beams > 1:
@@ -153,7 +155,8 @@ class GenerationMixin:
         Each row is its prompt, then its new tokens (r rows per prompt with beams).
         """
         ids, mask = check_prompt(input_ids, attention_mask)
-        check_options(max_new_tokens, num_beams, temperature, num_return_sequences)
+        check_options(max_new_tokens, num_beams, temperature, num_return_sequences, top_k,
+                      top_p)
         with no_grad():
             step = causal_lm_step(self, ids, mask, max_new_tokens, num_beams)
             new = decode(step, ids.shape[0], max_new_tokens, num_beams=num_beams,
@@ -170,7 +173,7 @@ class GenerationMixin:
         """An iterator of each step's new tokens, (B,) int64: `generate` without beams, for
         showing text as it comes."""
         ids, mask = check_prompt(input_ids, attention_mask)
-        check_options(max_new_tokens)
+        check_options(max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
         with no_grad():
             step = causal_lm_step(self, ids, mask, max_new_tokens)
             yield from stream_tokens(step, ids.shape[0], max_new_tokens, temperature, top_k,

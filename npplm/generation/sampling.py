@@ -18,7 +18,23 @@ A row that emits an eos id is finished: it receives `pad_token_id` from then on,
 loop stops once every row is finished (as Hugging Face's generate does).
 """
 
+import math
+
 import numpy as np
+
+
+def check_sampling(temperature=1.0, top_k=None, top_p=None):
+    """ValueError naming a sampling option that is not a number in its range; checked at
+    every temperature (a top_p of 1.5 is a mistake even when greedy decoding ignores it)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
+            or not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature={temperature} must be a finite number >= 0 (0: greedy)")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
+                              or top_k < 1):
+        raise ValueError(f"top_k={top_k} must be a positive integer")
+    if top_p is not None and not (isinstance(top_p, (int, float, np.number))
+                                  and 0.0 < top_p <= 1.0):
+        raise ValueError(f"top_p={top_p} must be in (0, 1]")
 
 
 def choose_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
@@ -29,24 +45,19 @@ def choose_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
     tokens whose probabilities add up to top_p (the nucleus, Holtzman et al.,
     arXiv:1904.09751), renormalised, then one draw per row from `rng`.
     """
+    check_sampling(temperature, top_k, top_p)
     logits = np.asarray(logits, dtype=np.float64)  # (B, V): sampling in float64
     if temperature == 0:
         return logits.argmax(axis=-1)
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0 (0: greedy)")
     B, V = logits.shape
     logits = logits / temperature
     if top_k is not None:
-        if not isinstance(top_k, (int, np.integer)) or top_k < 1:
-            raise ValueError(f"top_k={top_k} must be a positive integer")
         if top_k < V:
             kth = np.partition(logits, V - top_k, axis=-1)[:, V - top_k, None]  # (B, 1)
             logits = np.where(logits < kth, -np.inf, logits)
     probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probs /= probs.sum(axis=-1, keepdims=True)  # (B, V)
     if top_p is not None:
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p={top_p} must be in (0, 1]")
         order = np.argsort(-probs, axis=-1, kind="stable")  # most likely first
         sorted_p = np.take_along_axis(probs, order, axis=-1)  # (B, V)
         before = np.cumsum(sorted_p, axis=-1) - sorted_p  # mass of the more likely tokens

@@ -106,6 +106,9 @@ from npplm.models.output import ModelOutput
 # --- configuration -------------------------------------------------------------------------
 
 
+MODEL_TYPE = "npplm-glm"  # config.json's model_type (see GLMConfig.to_hf)
+
+
 @dataclass(frozen=True)
 class GLMConfig:
     """GLM hyperparameters, named as in THUDM's GLM `config.json`.
@@ -198,15 +201,17 @@ class GLMConfig:
                              pad_token_id=0, mask_token_id=44, gmask_token_id=45,
                              sop_token_id=46, eop_token_id=47), **overrides})
 
-    # config.json in and out. No Hugging Face class reads GLM; the file holds these fields
-    # (THUDM's names) and model_type "glm", so that models npplm trains load back.
+    # config.json in and out. transformers has no class for the 2021 GLM (THUDM shipped it
+    # as remote code), and its own model_type "glm" is the unrelated GLM-4: the file holds
+    # these fields (THUDM's names) and a model_type of our own, MODEL_TYPE, so that
+    # transformers refuses it by name instead of misreading it. npplm reads both.
     @classmethod
     def from_hf(cls, hf):
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in hf.items() if k in names})
 
     def to_hf(self):
-        return {**dataclasses.asdict(self), "model_type": "glm"}
+        return {**dataclasses.asdict(self), "model_type": MODEL_TYPE}
 
 
 def num_parameters(config):
@@ -473,7 +478,7 @@ class GLMForConditionalGeneration(PreTrainedModel):
 
 
 def fill_blank(model, part_a, max_new_tokens, *, temperature=0.0, top_k=None, top_p=None,
-               seed=None, num_beams=1, length_penalty=1.0, early_stopping=False):
+               seed=None, num_beams=1, length_penalty=1.0, early_stopping=False, stream=None):
     """Fill the first [MASK] or [gMASK] of each row of Part A, one token at a time.
 
     part_a (B, T_A): rows of the same length, each holding a [MASK] or [gMASK] (for long
@@ -481,7 +486,8 @@ def fill_blank(model, part_a, max_new_tokens, *, temperature=0.0, top_k=None, to
     KV cache; then [S] is fed at (position of the mask, block position 1), and each chosen
     token at block positions 2, 3, ..., until every row has produced [E] or
     max_new_tokens tokens were chosen. temperature 0 is greedy; num_beams > 1 searches
-    beams (npplm.generation.decode, the loop every family shares).
+    beams (npplm.generation.decode, the loop every family shares). stream is called with
+    each step's (B,) tokens as they come (num_beams=1).
     Returns a list of B lists of new ids, each without [E]. The model runs under no_grad;
     call .eval() first if it was training (dropout).
     """
@@ -525,7 +531,8 @@ def fill_blank(model, part_a, max_new_tokens, *, temperature=0.0, top_k=None, to
         new = decode(step, B, max_new_tokens, num_beams=num_beams, temperature=temperature,
                      top_k=top_k, top_p=top_p, eos_token_id=config.eop_token_id,
                      pad_token_id=config.eop_token_id, seed=seed,
-                     length_penalty=length_penalty, early_stopping=early_stopping)
+                     length_penalty=length_penalty, early_stopping=early_stopping,
+                     stream=stream)
     out = []
     for row in new:  # (n,) new tokens: keep those before [E] (after it: padding)
         ends = np.flatnonzero(row == config.eop_token_id)

@@ -715,7 +715,8 @@ class T5ForConditionalGeneration(T5Model):
     def generate(self, input_ids, attention_mask=None, max_new_tokens=None, max_length=None,
                  num_beams=1, temperature=0.0, top_k=None, top_p=None, seed=None,
                  length_penalty=1.0, early_stopping=False, num_return_sequences=1,
-                 eos_token_id=None, pad_token_id=None, decoder_start_token_id=None):
+                 eos_token_id=None, pad_token_id=None, decoder_start_token_id=None,
+                 stream=None):
         """Write the output text of each input: (B, 1 + n) int64, the start token first.
 
         The encoder reads input_ids (B, S) (or (S,) for one input; attention_mask (B, S)
@@ -735,6 +736,7 @@ class T5ForConditionalGeneration(T5Model):
                           each input's best first. Beam search is deterministic:
                           temperature must stay 0.
         eos_token_id, pad_token_id, decoder_start_token_id: None takes the config's.
+        stream            called with each step's (B,) tokens as they come (num_beams=1).
         The model is run under no_grad; call .eval() first if it was training (dropout).
         """
         config = self.config
@@ -753,7 +755,7 @@ class T5ForConditionalGeneration(T5Model):
                 raise ValueError(f"{name}={value!r} is outside the vocabulary "
                                  f"(vocab_size={config.vocab_size})")
             special[name] = int(value)
-        check_options(n, num_beams, temperature, num_return_sequences)
+        check_options(n, num_beams, temperature, num_return_sequences, top_k, top_p)
         start = special["decoder_start_token_id"]
         with no_grad():
             cache = self.prefill(ids, attention_mask, max_length=max(n, 1), num_beams=num_beams)
@@ -770,6 +772,6 @@ class T5ForConditionalGeneration(T5Model):
                          top_k=top_k, top_p=top_p, eos_token_id=special["eos_token_id"],
                          pad_token_id=special["pad_token_id"], seed=seed,
                          length_penalty=length_penalty, early_stopping=early_stopping,
-                         num_return_sequences=num_return_sequences)  # (B r, n)
+                         num_return_sequences=num_return_sequences, stream=stream)  # (B r, n)
         starts = np.full((new.shape[0], 1), start, dtype=np.int64)
         return np.concatenate([starts, new], axis=1)  # (B r, 1 + n)

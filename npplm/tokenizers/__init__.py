@@ -32,6 +32,9 @@ The models, each with its trainer, and the tokenizers built from them:
     pipeline.py    Tokenizer: added tokens, normalizer, pre-tokenizer, a BPE or Unigram
                    model, template, decoder; recipes train_bpe (GPT-1),
                    train_sentencepiece_bpe (LLaMA-1/2) and train_unigram (T5)
+    templates.py   the special tokens each family's tokenizer adds ("<s> $A </s>") and
+                   the role of each (bos_token, eos_token, ...): Template, and GPT2, LLAMA,
+                   BERT, ROBERTA, ALBERT, T5, GLM, which every trainer takes (template=...)
     loading.py     load_tokenizer(path): a Hugging Face tokenizer.json, a vocab.txt or a
                    GGUF file
     chat_template.py   chat templates rendered with Jinja2's sandbox
@@ -58,6 +61,7 @@ from npplm.tokenizers.pipeline import (
     train_sentencepiece_bpe,
     train_unigram,
 )
+from npplm.tokenizers.templates import Template
 from npplm.tokenizers.unigram import Unigram, UnigramTrainer
 from npplm.tokenizers.wordpiece import (
     BasicTokenizer,
@@ -68,7 +72,7 @@ from npplm.tokenizers.wordpiece import (
 )
 
 __all__ = ["BPE", "AddedToken", "BPETrainer", "BasicTokenizer", "ByteLevelBPETokenizer",
-           "ByteLevelBPETrainer", "Encoding", "Tokenizer", "TokenizerFormatError", "Unigram",
-           "UnigramTrainer", "WordPiece", "WordPieceDecoder", "WordPieceTokenizer",
+           "ByteLevelBPETrainer", "Encoding", "Template", "Tokenizer", "TokenizerFormatError",
+           "Unigram", "UnigramTrainer", "WordPiece", "WordPieceDecoder", "WordPieceTokenizer",
            "WordPieceTrainer", "load_tokenizer", "train_bpe", "train_byte_level_bpe",
            "train_sentencepiece_bpe", "train_unigram", "train_wordpiece"]

@@ -13,7 +13,12 @@ truncation), encode_batch (padding, the (B, T) arrays), decode, save and equalit
 WordCache is the word -> ids cache every subclass puts in front of its model.
 
 A template is a tuple of items ("$A" | "$B" | a special token, token_type_id): BERT's
-single text is (("[CLS]", 0), ("$A", 0), ("[SEP]", 0)), a pair adds ("$B", 1), ("[SEP]", 1).
+single text is (("[CLS]", 0), ("$A", 0), ("[SEP]", 0)), a pair adds ("$B", 1), ("[SEP]", 1);
+parse_template reads tokenizers' shorthand for it, "[CLS] $A [SEP] $B:1 [SEP]:1".
+
+Special tokens also play roles, named as transformers names them (SPECIAL_TOKEN_ROLES):
+tok.bos_token, tok.eos_token, tok.pad_token ... are the tokens playing them, or None. They
+are read from and saved to tokenizer_config.json, where transformers looks for them.
 """
 
 import itertools
@@ -71,6 +76,27 @@ class WordCache(dict):
         return ids
 
 
+# The roles a special token can play, by transformers' names (tokenizer_config.json's keys).
+SPECIAL_TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
+                       "cls_token", "mask_token")
+
+
+def parse_template(text):
+    """A template from tokenizers' shorthand: items apart by spaces, each "$A", "$B" or a
+    special token, with ":<type id>" after it when that is not 0.
+
+    "[CLS] $A [SEP] $B:1 [SEP]:1" -> (("[CLS]", 0), ("$A", 0), ("[SEP]", 0), ("$B", 1),
+    ("[SEP]", 1)).
+    """
+    items = []
+    for item in text.split():
+        name, colon, type_id = item.rpartition(":")
+        if not (colon and name and type_id.isdigit()):
+            name, type_id = item, "0"
+        items.append((name, int(type_id)))
+    return tuple(items)
+
+
 def template_json(items):
     """A template as tokenizer.json's TemplateProcessing writes it."""
     return [{"Sequence": {"id": name[1], "type_id": t}} if name in ("$A", "$B")
@@ -81,10 +107,11 @@ class BaseTokenizer:
     """The shared half of every tokenizer (see the module docstring)."""
 
     def _set_vocabulary(self, vocab, added_tokens, single, pair, pad_token, model_max_length,
-                        normalize=None):
+                        normalize=None, roles=None):
         """vocab token -> id; added_tokens AddedTokens; single, pair templates (None: no
         special tokens); pad_token (None: id 0, tokenizers' default); normalize: the
-        tokenizer's normalizer (str -> str), None when it has none."""
+        tokenizer's normalizer (str -> str), None when it has none; roles {role: token}
+        for the other SPECIAL_TOKEN_ROLES (a role left out: None)."""
         self.vocab = dict(vocab)
         self.added_tokens = sorted(added_tokens, key=lambda t: t.id)
         self._added_by_content = {t.content: t for t in self.added_tokens}
@@ -109,9 +136,27 @@ class BaseTokenizer:
         self.pad_id = self.token_to_id(pad_token) if pad_token is not None else None
         if self.pad_id is None:
             self.pad_id = 0
+        # The other roles only name tokens; padding also sets pad_id, so it has its argument.
+        roles = dict(roles or {})
+        for role, token in roles.items():
+            if role not in SPECIAL_TOKEN_ROLES or role == "pad_token":
+                raise ValueError(f"roles: {role!r} is not bos_token, eos_token, unk_token, "
+                                 "sep_token, cls_token or mask_token (the pad token is its "
+                                 "own argument, pad_token)")
+            if token is not None and self.token_to_id(token) is None:
+                raise ValueError(f"the {role} {token!r} is not in the vocabulary")
+        for role in SPECIAL_TOKEN_ROLES:
+            if role != "pad_token":
+                setattr(self, role, roles.get(role))
         self.model_max_length = model_max_length
 
     # -- vocabulary -------------------------------------------------------------------------
+
+    @property
+    def special_tokens_map(self):
+        """{role: token} for the SPECIAL_TOKEN_ROLES this tokenizer fills, as in transformers."""
+        return {role: getattr(self, role) for role in SPECIAL_TOKEN_ROLES
+                if getattr(self, role) is not None}
 
     @property
     def vocab_size(self):
@@ -163,12 +208,16 @@ class BaseTokenizer:
         return self._apply_template(a, b, add_special_tokens)
 
     def _apply_template(self, a, b, add_special_tokens):
-        if not add_special_tokens:  # tokenizers gives B type id 1 even then
-            ids = a + (b or [])
-            return Encoding(ids, [0] * len(a) + [1] * len(b or []))
+        """The template's items in order; without special tokens, only its texts, which
+        keep their type ids (as tokenizers' TemplateProcessing does: T5's second text is 0)."""
         ids, type_ids = [], []
         for name, type_id in (self.single if b is None else self.pair):
-            part = a if name == "$A" else b if name == "$B" else [self.token_to_id(name)]
+            if name in ("$A", "$B"):
+                part = a if name == "$A" else b
+            elif add_special_tokens:
+                part = [self.token_to_id(name)]
+            else:
+                continue
             ids += part
             type_ids += [type_id] * len(part)
         return Encoding(ids, type_ids)
@@ -254,11 +303,11 @@ class BaseTokenizer:
                                    for n in specials}}
 
     def _tokenizer_config(self):
-        """tokenizer_config.json: what tokenizer.json does not say."""
-        config = {"model_max_length": self.model_max_length}
-        if self.pad_token is not None:
-            config["pad_token"] = self.pad_token
-        return config
+        """tokenizer_config.json: what tokenizer.json does not say, the roles of the special
+        tokens above all. transformers' PreTrainedTokenizerFast (AutoTokenizer's choice for
+        this class) runs tokenizer.json as it is written, template included."""
+        return {"tokenizer_class": "PreTrainedTokenizerFast",
+                "model_max_length": self.model_max_length, **self.special_tokens_map}
 
     def _files(self):
         """{file name: text} that save writes."""
@@ -283,7 +332,7 @@ class BaseTokenizer:
         if type(other) is not type(self):
             return NotImplemented
         return (self.to_tokenizer_json() == other.to_tokenizer_json()
-                and self.pad_token == other.pad_token
+                and self.special_tokens_map == other.special_tokens_map
                 and self.model_max_length == other.model_max_length)
 
     __hash__ = None

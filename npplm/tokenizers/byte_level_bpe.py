@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from npplm.tokenizers.added_tokens import AddedToken, added_token_pattern, split_on_added
 from npplm.tokenizers.base import BaseTokenizer, WordCache
 from npplm.tokenizers.bpe import BPETrainer, merge_pair
+from npplm.tokenizers.templates import Template
 from npplm.tokenizers.unicode import onig_compatible
 
 # --- Step 3: bytes as printable characters -------------------------------------------------
@@ -252,8 +253,8 @@ class BytePairEncoding:
 class ByteLevelBPETokenizer(BaseTokenizer):
     """Byte-level BPE: added tokens, pre-tokenization, bytes, merges, template.
 
-    chat_template (with bos_token and eos_token) is set by loaders that find one (GGUF
-    metadata); apply_chat_template renders it (npplm/tokenizers/chat_template.py).
+    chat_template is set by loaders that find one (GGUF metadata); apply_chat_template
+    renders it with bos_token and eos_token (npplm/tokenizers/chat_template.py).
 
     vocab, merges, ignore_merges   see BytePairEncoding
     pre_tokenizer    the steps of step 2 (Split, Digits, ByteLevel), applied in order; the
@@ -262,6 +263,8 @@ class ByteLevelBPETokenizer(BaseTokenizer):
     single, pair     templates as in WordPieceTokenizer; default: no special tokens
     pad_token        the token padding fills batches with (None: id 0, as in tokenizers)
     model_max_length what truncation=True cuts to when no max_length is given
+    roles            {role: token} for bos_token, eos_token, unk_token, sep_token,
+                     cls_token, mask_token (base.SPECIAL_TOKEN_ROLES); the others are None
 
     The public interface is BaseTokenizer's (base.py): encode(text, pair) -> Encoding;
     encode_batch(texts) (or calling the tokenizer) -> {"input_ids", "attention_mask",
@@ -270,7 +273,7 @@ class ByteLevelBPETokenizer(BaseTokenizer):
     npplm.load_tokenizer.
     """
 
-    chat_template = bos_token = eos_token = None
+    chat_template = None
 
     def apply_chat_template(self, messages, add_generation_prompt=True):
         """The prompt text of a conversation, laid out by the model's own template."""
@@ -280,8 +283,10 @@ class ByteLevelBPETokenizer(BaseTokenizer):
                            bos_token=self.bos_token, eos_token=self.eos_token)
 
     def __init__(self, vocab, merges, *, pre_tokenizer=None, added_tokens=(), single=None,
-                 pair=None, pad_token=None, model_max_length=1024, ignore_merges=False):
-        self._set_vocabulary(vocab, added_tokens, single, pair, pad_token, model_max_length)
+                 pair=None, pad_token=None, model_max_length=1024, ignore_merges=False,
+                 roles=None):
+        self._set_vocabulary(vocab, added_tokens, single, pair, pad_token, model_max_length,
+                             roles=roles)
         self.model = BytePairEncoding(self.vocab, merges, ignore_merges)
         self.pre_tokenizer = tuple(gpt2_pre_tokenizer() if pre_tokenizer is None
                                    else pre_tokenizer)
@@ -385,14 +390,18 @@ class ByteLevelBPETrainer:
 
 
 def train_byte_level_bpe(texts, vocab_size=50257, *, min_frequency=2, special_tokens=(),
-                         pre_tokenizer=None):
+                         pre_tokenizer=None, template=None):
     """A ByteLevelBPETokenizer whose vocabulary and merges are learned from `texts`.
 
-    The special tokens get the first ids and are matched whole in the text.
+    The special tokens get the first ids and are matched whole in the text. template: the
+    special tokens encode adds and their roles (templates.py: GPT2, ROBERTA, GLM); None
+    adds none and names no role.
     """
+    template = Template() if template is None else template
     steps = tuple(gpt2_pre_tokenizer() if pre_tokenizer is None else pre_tokenizer)
     trainer = ByteLevelBPETrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                   special_tokens=tuple(special_tokens))
     vocab, merges = trainer.train(texts, steps)
     added = [AddedToken(t, vocab[t]) for t in dict.fromkeys(special_tokens)]
-    return ByteLevelBPETokenizer(vocab, merges, pre_tokenizer=steps, added_tokens=added)
+    return ByteLevelBPETokenizer(vocab, merges, pre_tokenizer=steps, added_tokens=added,
+                                 **template.arguments())

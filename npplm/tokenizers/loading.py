@@ -28,6 +28,12 @@ strip_accents, tokenize_chinese_chars, the special tokens, model_max_length,
 clean_up_tokenization_spaces), else BERT's defaults: uncased, [UNK] [CLS] [SEP] [PAD]
 [MASK]. `never_split` is not read.
 
+The roles of the special tokens (tok.bos_token, tok.eos_token ..., base.SPECIAL_TOKEN_ROLES)
+are those the same two files name, for every format but GGUF, whose metadata names its bos
+and eos tokens; a role they do not name is None (WordPiece: BERT's where the vocabulary has
+them). A role naming a token outside the vocabulary is not read: transformers would add
+that token to the vocabulary, npplm does not.
+
 model_max_length (the length truncation=True cuts to) is tokenizer_config.json's when
 present, as in transformers, else the max_length of tokenizer.json's "truncation", else 512
 (1024 for byte-level BPE). tokenizer.json's "padding" is not read: padding is chosen per
@@ -44,6 +50,7 @@ import npplm.tokenizers.decoders as decoders
 import npplm.tokenizers.normalizers as normalizers
 import npplm.tokenizers.pre_tokenizers as pre_tokenizers
 from npplm.tokenizers.added_tokens import AddedToken
+from npplm.tokenizers.base import SPECIAL_TOKEN_ROLES
 from npplm.tokenizers.bpe import BPE
 from npplm.tokenizers.byte_level_bpe import ByteLevel, ByteLevelBPETokenizer, Digits, Split
 from npplm.tokenizers.pipeline import Tokenizer
@@ -100,14 +107,13 @@ def _from_gguf(path):
     added = [AddedToken(t, i, special=k == _GGUF_CONTROL) for i, (t, k) in
              enumerate(zip(tokens, types)) if k in (_GGUF_CONTROL, _GGUF_USER_DEFINED)]
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
-    pad_id = meta.get("tokenizer.ggml.padding_token_id")
+    named = {role: meta.get(f"tokenizer.ggml.{name}_token_id") for role, name in
+             (("pad_token", "padding"), ("bos_token", "bos"), ("eos_token", "eos"))}
+    named = {role: tokens[i] for role, i in named.items() if i is not None}
     tokenizer = byte_level_bpe.ByteLevelBPETokenizer(
         {t: i for i, t in enumerate(tokens)}, merges, pre_tokenizer=_GGUF_PRE_TOKENIZERS[pre](),
-        added_tokens=added, pad_token=tokens[pad_id] if pad_id is not None else None)
+        added_tokens=added, pad_token=named.pop("pad_token", None), roles=named)
     tokenizer.chat_template = meta.get("tokenizer.chat_template")
-    for name in ("bos", "eos"):
-        token_id = meta.get(f"tokenizer.ggml.{name}_token_id")
-        setattr(tokenizer, f"{name}_token", tokens[token_id] if token_id is not None else None)
     return tokenizer
 
 
@@ -131,6 +137,15 @@ def _transformers_config(directory):
         if key.endswith("_token") and isinstance(value, dict) and "content" in value:
             config[key] = value["content"]
     return config
+
+
+def _roles(config, vocab, added=()):
+    """{role: token} of the roles but padding (its own argument) that config names with a
+    token of the vocabulary (token -> id) or of the added tokens."""
+    known = {*vocab, *(t.content for t in added)}
+    named = {role: config.get(role) for role in SPECIAL_TOKEN_ROLES if role != "pad_token"}
+    return {role: token for role, token in named.items()
+            if isinstance(token, str) and token in known}
 
 
 def _kind(path, data, stage):
@@ -207,13 +222,16 @@ def _build_from_json(path, data, config):
 
     padding = data.get("padding") or {}
     truncation = data.get("truncation") or {}
+    # A config naming no role but padding leaves WordPieceTokenizer's default: BERT's.
+    named = any(config.get(role) for role in SPECIAL_TOKEN_ROLES if role != "pad_token")
     return WordPieceTokenizer(
         vocab, basic=basic, unk_token=model.get("unk_token", "[UNK]"),
         continuing_subword_prefix=model.get("continuing_subword_prefix", "##"),
         max_input_chars_per_word=model.get("max_input_chars_per_word", 100),
         added_tokens=added, single=single, pair=pair,
         pad_token=config.get("pad_token", padding.get("pad_token", "[PAD]")), decoder=decoder,
-        model_max_length=config.get("model_max_length", truncation.get("max_length", 512)))
+        model_max_length=config.get("model_max_length", truncation.get("max_length", 512)),
+        roles=_roles(config, vocab, added) if named else None)
 
 
 def _added_tokens(entries, vocab):
@@ -305,7 +323,8 @@ def _from_vocab_file(path, config):
         vocab, basic=basic, unk_token=names["unk_token"], added_tokens=added, single=single,
         pair=pair, pad_token=names["pad_token"],
         decoder=decoders.WordPiece(cleanup=config.get("clean_up_tokenization_spaces", True)),
-        model_max_length=config.get("model_max_length", 512))
+        model_max_length=config.get("model_max_length", 512),
+        roles=_roles({**config, **names}, vocab))
 
 
 # --- Byte-level BPE (GPT-2, RoBERTa, LLaMA-3, SmolLM2) --------------------------------------
@@ -344,7 +363,8 @@ def _byte_level_bpe_from_json(path, data, config):
         vocab, merges, pre_tokenizer=steps, added_tokens=added, single=single, pair=pair,
         pad_token=config.get("pad_token", padding.get("pad_token")),
         model_max_length=config.get("model_max_length", truncation.get("max_length", 1024)),
-        ignore_merges=bool(model.get("ignore_merges", False)))
+        ignore_merges=bool(model.get("ignore_merges", False)),
+        roles=_roles(config, vocab, added))
 
 
 def _merges(path, model):
@@ -500,4 +520,5 @@ def _pipeline_from_json(path, data, config):
                      added_tokens=added, single=single, pair=pair,
                      pad_token=config.get("pad_token", padding.get("pad_token")),
                      model_max_length=config.get("model_max_length",
-                                                 truncation.get("max_length", 512)))
+                                                 truncation.get("max_length", 512)),
+                     roles=_roles(config, model.vocab, added))

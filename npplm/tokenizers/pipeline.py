@@ -36,6 +36,7 @@ import npplm.tokenizers.pre_tokenizers as pre_tokenizers
 from npplm.tokenizers.added_tokens import AddedToken, added_token_pattern, split_on_added
 from npplm.tokenizers.base import BaseTokenizer, WordCache
 from npplm.tokenizers.bpe import BPE, BYTE_FALLBACK_TOKENS, BPETrainer
+from npplm.tokenizers.templates import Template
 from npplm.tokenizers.unigram import Unigram, UnigramTrainer, stable_float
 
 
@@ -51,6 +52,8 @@ class Tokenizer(BaseTokenizer):
     single, pair     templates as in WordPieceTokenizer: ("$A" | "$B" | token, type id)
     pad_token        the token padding fills batches with (None: id 0, as in tokenizers)
     model_max_length what truncation=True cuts to when no max_length is given
+    roles            {role: token} for bos_token, eos_token, unk_token, sep_token,
+                     cls_token, mask_token (base.SPECIAL_TOKEN_ROLES); the others are None
 
     The public interface is BaseTokenizer's (base.py): encode(text, pair) -> Encoding;
     encode_batch(texts) (or calling the tokenizer) -> {"input_ids", "attention_mask",
@@ -61,13 +64,13 @@ class Tokenizer(BaseTokenizer):
 
     def __init__(self, model, *, normalizer=(), pre_tokenizer=(), decoder=None,
                  added_tokens=(), single=None, pair=None, pad_token=None,
-                 model_max_length=512):
+                 model_max_length=512, roles=None):
         self.model = model
         self.normalizer = tuple(normalizer)
         self.pre_tokenizer = tuple(pre_tokenizer)
         self.decoder = None if decoder is None else tuple(decoder)
         self._set_vocabulary(model.vocab, added_tokens, single, pair, pad_token,
-                             model_max_length, normalize=self._normalize)
+                             model_max_length, normalize=self._normalize, roles=roles)
         self._raw_added = added_token_pattern([t for t in self.added_tokens
                                                if not t.normalized])
         self._normalized_added = added_token_pattern(
@@ -194,12 +197,15 @@ def train_bpe(texts, vocab_size=40478, *, lowercase=True, end_of_word_suffix="</
 
 def train_sentencepiece_bpe(texts, vocab_size=32000, *, special_tokens=("<unk>", "<s>", "</s>"),
                             unk_token="<unk>", bos_token="<s>", min_frequency=2,
-                            byte_fallback=True):
+                            byte_fallback=True, template=None):
     """LLaMA-1/2's layout: "▁" for spaces, BPE with byte fallback, "<s>" before the text.
 
     The vocabulary is the special tokens, the 256 byte pieces "<0x00>" ... "<0xFF>" (with
     byte_fallback), then the characters and merges BPETrainer learns from the words of the
     normalized text cut before each "▁" (SentencePiece trains on such words too).
+
+    template: the special tokens encode adds and their roles (templates.LLAMA). Without
+    one, bos_token goes before each text (nothing when it is None) and no role is named.
     """
     normalizer = (normalizers.Prepend("▁"), normalizers.Replace(" ", "▁"))
     cut = (pre_tokenizers.Metaspace(prepend_scheme="never"),)
@@ -210,19 +216,27 @@ def train_sentencepiece_bpe(texts, vocab_size=32000, *, special_tokens=("<unk>",
     model = BPE(vocab, merges, unk_token=unk_token, fuse_unk=True, byte_fallback=byte_fallback)
     decoder = (decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                decoders.Strip(" ", 1, 0))
-    single = ((bos_token, 0), ("$A", 0)) if bos_token else None
-    pair = ((bos_token, 0), ("$A", 0), (bos_token, 1), ("$B", 1)) if bos_token else None
-    return Tokenizer(model, normalizer=normalizer, decoder=decoder, single=single, pair=pair,
-                     added_tokens=_added(vocab, special_tokens))
+    if template is None and not bos_token:
+        template = Template()
+    elif template is None:  # LLaMA's template, without its roles
+        template = Template(((bos_token, 0), ("$A", 0)),
+                            ((bos_token, 0), ("$A", 0), (bos_token, 1), ("$B", 1)))
+    return Tokenizer(model, normalizer=normalizer, decoder=decoder,
+                     added_tokens=_added(vocab, special_tokens), **template.arguments())
 
 
 def train_unigram(texts, vocab_size=32000, *, special_tokens=("<pad>", "</s>", "<unk>"),
-                  unk_token="<unk>", eos_token="</s>", pad_token="<pad>", normalizer=()):
+                  unk_token="<unk>", eos_token="</s>", pad_token="<pad>", normalizer=(),
+                  template=None):
     """T5's layout: whitespace split, Metaspace, a Unigram model, "</s>" after the text.
 
     (T5's own files normalize with SentencePiece's compiled nmt_nfkc table,
     normalizers.Precompiled, which only a SentencePiece model provides; pass
     normalizer=(normalizers.UnicodeForm("NFKC"),) for a close one.)
+
+    template: the special tokens encode adds and their roles (templates.T5,
+    templates.ALBERT). Without one, eos_token goes after each text (nothing when it is
+    None), pad_token pads, and no other role is named.
     """
     pre_tokenizer = (pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace())
     trainer = UnigramTrainer(vocab_size=vocab_size, special_tokens=tuple(special_tokens),
@@ -230,11 +244,15 @@ def train_unigram(texts, vocab_size=32000, *, special_tokens=("<pad>", "</s>", "
     pieces, unk_id = trainer.train(_word_counts(texts, normalizer, pre_tokenizer))
     # Scores that a saved tokenizer.json gives back exactly, to us and to tokenizers.
     model = Unigram([(t, stable_float(s)) for t, s in pieces], unk_id)
-    single = (("$A", 0), (eos_token, 0)) if eos_token else None
-    pair = (("$A", 0), (eos_token, 0), ("$B", 0), (eos_token, 0)) if eos_token else None
+    if template is None and not eos_token:
+        template = Template(pad_token=pad_token)
+    elif template is None:  # T5's template, with its pad token only
+        template = Template((("$A", 0), (eos_token, 0)),
+                            (("$A", 0), (eos_token, 0), ("$B", 0), (eos_token, 0)),
+                            pad_token=pad_token)
     return Tokenizer(model, normalizer=normalizer, pre_tokenizer=pre_tokenizer,
-                     decoder=(decoders.Metaspace(),), single=single, pair=pair,
-                     added_tokens=_added(model.vocab, special_tokens), pad_token=pad_token)
+                     decoder=(decoders.Metaspace(),),
+                     added_tokens=_added(model.vocab, special_tokens), **template.arguments())
 
 
 def _word_counts(texts, normalizer, pre_tokenizer):

@@ -50,6 +50,7 @@ from npplm.tokenizers.base import BaseTokenizer, WordCache
 from npplm.tokenizers.bpe import merge_pair
 from npplm.tokenizers.normalizers import BertNormalizer
 from npplm.tokenizers.pre_tokenizers import BertPreTokenizer
+from npplm.tokenizers.templates import BERT
 
 # --- Steps 2 and 3 together: BERT's basic tokenizer ------------------------------------------
 
@@ -153,9 +154,9 @@ class WordPiece:
 
 # --- The tokenizer: steps 1 to 5 -------------------------------------------------------------
 
-# A template item: ("$A" | "$B" | a special token, token_type_id).
-BERT_SINGLE = (("[CLS]", 0), ("$A", 0), ("[SEP]", 0))
-BERT_PAIR = (("[CLS]", 0), ("$A", 0), ("[SEP]", 0), ("$B", 1), ("[SEP]", 1))
+# A template item: ("$A" | "$B" | a special token, token_type_id). "[CLS] $A [SEP]", and
+# "[CLS] $A [SEP] $B:1 [SEP]:1" for a pair.
+BERT_SINGLE, BERT_PAIR = BERT.single, BERT.pair
 BERT_DECODER = decoders.WordPiece(prefix="##", cleanup=True)
 
 
@@ -172,6 +173,9 @@ class WordPieceTokenizer(BaseTokenizer):
     pad_token              the token right-padding fills batches with
     decoder                a decoders.WordPiece, or None to join tokens with spaces
     model_max_length       what truncation=True cuts to when no max_length is given
+    roles                  {role: token} for bos_token, eos_token, unk_token, sep_token,
+                           cls_token, mask_token (base.SPECIAL_TOKEN_ROLES); default: BERT's
+                           unk_token, [CLS], [SEP] and [MASK], those in `vocab`
 
     encode(text, pair) -> Encoding(ids, token_type_ids); encode_batch(texts) (or calling
     the tokenizer) -> {"input_ids", "attention_mask", "token_type_ids"}: int64 (B, T) arrays;
@@ -181,11 +185,15 @@ class WordPieceTokenizer(BaseTokenizer):
 
     def __init__(self, vocab, *, basic=None, unk_token="[UNK]", continuing_subword_prefix="##",
                  max_input_chars_per_word=100, added_tokens=None, single=None, pair=None,
-                 pad_token="[PAD]", decoder=BERT_DECODER, model_max_length=512):
+                 pad_token="[PAD]", decoder=BERT_DECODER, model_max_length=512, roles=None):
         vocab = dict(vocab)
         if added_tokens is None:
             added_tokens = [AddedToken(t, vocab[t]) for t in
                             ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in vocab]
+        if roles is None:
+            roles = {role: token for role, token in (
+                ("unk_token", unk_token), ("cls_token", "[CLS]"), ("sep_token", "[SEP]"),
+                ("mask_token", "[MASK]")) if token in vocab}
         has_bert_specials = "[CLS]" in vocab and "[SEP]" in vocab
         if single is None and has_bert_specials:
             single = BERT_SINGLE
@@ -195,7 +203,7 @@ class WordPieceTokenizer(BaseTokenizer):
         # The stages themselves, called directly on the hot path.
         self._normalizer, self._pre_tokenizer = self.basic.normalizer, self.basic.pre_tokenizer
         self._set_vocabulary(vocab, added_tokens, single, pair, pad_token, model_max_length,
-                             normalize=self._normalizer)
+                             normalize=self._normalizer, roles=roles)
         self.model = WordPiece(self.vocab, unk_token, continuing_subword_prefix,
                                max_input_chars_per_word)
         self.decoder = decoder
@@ -269,16 +277,11 @@ class WordPieceTokenizer(BaseTokenizer):
         if any("\n" in token for token, _ in by_id):
             raise ValueError("vocab.txt cannot hold a token containing a newline")
         normalizer = self._normalizer
-        config = {"tokenizer_class": "BertTokenizer", "do_lower_case": normalizer.lowercase,
+        config = {**self._tokenizer_config(), "tokenizer_class": "BertTokenizer",
+                  "do_lower_case": normalizer.lowercase,
                   "strip_accents": normalizer.strip_accents,
                   "tokenize_chinese_chars": normalizer.handle_chinese_chars,
-                  "model_max_length": self.model_max_length,
                   "clean_up_tokenization_spaces": bool(self.decoder and self.decoder.cleanup)}
-        for key, token in (("unk_token", self.model.unk_token), ("pad_token", self.pad_token),
-                           ("cls_token", "[CLS]"), ("sep_token", "[SEP]"),
-                           ("mask_token", "[MASK]")):
-            if token is not None and self.token_to_id(token) is not None:
-                config[key] = token
         return {"tokenizer.json": self.to_tokenizer_json(),
                 "vocab.txt": "".join(token + "\n" for token, _ in by_id),
                 "tokenizer_config.json": config}
@@ -413,11 +416,18 @@ class WordPieceTrainer:
 
 def train_wordpiece(texts, vocab_size=30522, *, lowercase=True, strip_accents=None,
                     min_frequency=2, special_tokens=("[PAD]", "[UNK]", "[CLS]", "[SEP]",
-                                                     "[MASK]"), limit_alphabet=None):
-    """A WordPieceTokenizer whose vocabulary is learned from `texts` (see WordPieceTrainer)."""
+                                                     "[MASK]"), limit_alphabet=None,
+                    template=None):
+    """A WordPieceTokenizer whose vocabulary is learned from `texts` (see WordPieceTrainer).
+
+    template: the special tokens encode adds and their roles (templates.BERT); default:
+    WordPieceTokenizer's, BERT's where the special tokens allow it.
+    """
     basic = BasicTokenizer(lowercase=lowercase, strip_accents=strip_accents)
     trainer = WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                special_tokens=tuple(special_tokens),
                                limit_alphabet=limit_alphabet)
-    vocab = trainer.train(texts, basic)
-    return WordPieceTokenizer({token: i for i, token in enumerate(vocab)}, basic=basic)
+    vocab = {token: i for i, token in enumerate(trainer.train(texts, basic))}
+    if template is None:
+        return WordPieceTokenizer(vocab, basic=basic)
+    return WordPieceTokenizer(vocab, basic=basic, **template.arguments())

@@ -83,7 +83,9 @@ def load_model_weights(model, directory):
         raise CheckpointError(f"{directory} is a checkpoint of {names[0]}, not of "
                               f"{type(model).__name__}")
     own = model.config.to_hf()
-    differ = sorted(k for k in (set(own) | set(saved)) - {"architectures"}
+    # model_type only names the family, which the architecture has checked (and GLM's
+    # changed from "glm" to "npplm-glm": older GLM runs still resume).
+    differ = sorted(k for k in (set(own) | set(saved)) - {"architectures", "model_type"}
                     if _plain(saved.get(k)) != _plain(own.get(k)))
     if differ:
         detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, model {own.get(k)!r}"

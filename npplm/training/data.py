@@ -112,10 +112,21 @@ def split_documents(docs, val_fraction=0.1, seed=0, min_val_docs=1):
             [docs[i] for i in sorted(chosen)])
 
 
-def tokenize_documents(tokenizer, docs):
-    """Each document to a 1-D int64 array of ids, with no special tokens added."""
-    return [np.asarray(tokenizer.encode(d, add_special_tokens=False).ids, dtype=np.int64)
-            for d in docs]
+def tokenize_documents(tokenizer, docs, add_special_tokens=False):
+    """Each document to a 1-D int64 array of ids; add_special_tokens: with the tokenizer's
+    template (LLaMA's <s> before each document), else none."""
+    return [np.asarray(tokenizer.encode(d, add_special_tokens=add_special_tokens).ids,
+                       dtype=np.int64) for d in docs]
+
+
+def join(documents, separator_id=None):
+    """The documents (1-D id arrays) as one stream, `separator_id` after each."""
+    parts = []
+    for doc in documents:
+        parts.append(doc)
+        if separator_id is not None:
+            parts.append(np.array([separator_id], dtype=np.int64))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def pack(documents, block_size, separator_id=None, what="corpus"):
@@ -126,12 +137,7 @@ def pack(documents, block_size, separator_id=None, what="corpus"):
     """
     if block_size < 2:
         raise ValueError(f"block_size={block_size} must be at least 2")
-    parts = []
-    for doc in documents:
-        parts.append(doc)
-        if separator_id is not None:
-            parts.append(np.array([separator_id], dtype=np.int64))
-    stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    stream = join(documents, separator_id)
     n = len(stream) // block_size
     if n == 0:
         raise DataError(f"the {what} has {len(stream)} tokens, fewer than one block of "

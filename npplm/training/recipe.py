@@ -1,7 +1,8 @@
 """Recipes: a model family, a preset and an objective turned into everything a run needs.
 
-`npplm train --model FAMILY --preset NAME --objective OBJ --data PATH` calls `build_run`,
-which, in order:
+`npplm train --model FAMILY --preset NAME --objective OBJ --data PATH` calls
+`resolve_request`, which fills in the defaults and checks every value before anything is
+read or trained, then `build_run`, which, in order:
 
     1. reads the documents (data.py) and splits them into train and validation;
     2. trains the family's kind of tokenizer on the training documents (or loads one
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from npplm.tokenizers import templates
 from npplm.training.data import (
     DataError,
     pack,
@@ -34,7 +36,7 @@ from npplm.training.data import (
     tokenize_documents,
 )
 
-EOT = "<|endoftext|>"  # GPT-2's document separator, also BOS/EOS of our trained tokenizers
+EOT = templates.EOT  # GPT-2's document separator, also BOS/EOS of our trained tokenizers
 T5_SENTINELS = tuple(f"<extra_id_{i}>" for i in range(100))  # T5's 100 span sentinels
 
 # The special tokens each family's tokenizer is trained with (they get the first ids, in
@@ -52,8 +54,10 @@ class Family:
     """One model family as `npplm train` sees it.
 
     objectives    objective -> model class name in npplm.models.<module>
-    tokenizer     (algorithm, its special tokens): "byte-level-bpe" (GPT-2, RoBERTa),
-                  "sentencepiece-bpe" (LLaMA-1/2), "wordpiece" (BERT), "unigram" (T5, ALBERT)
+    tokenizer     (algorithm, its special tokens, its Template): algorithm "byte-level-bpe"
+                  (GPT-2, RoBERTa), "sentencepiece-bpe" (LLaMA-1/2), "wordpiece" (BERT),
+                  "unigram" (T5, ALBERT); the template (npplm.tokenizers.templates) is what
+                  encode adds to a text, as the family's published tokenizer does
     roles         what the objective needs: "separator" (between packed documents), "pad",
                   and for MLM "cls", "sep", "mask"
     positions     the config field limiting the sequence length (None: T5, relative only),
@@ -88,35 +92,37 @@ class Family:
 
 FAMILIES = {
     "gpt": Family("gpt", "GPTConfig", "gpt2", {"clm": "GPT2LMHeadModel"},
-                  ("byte-level-bpe", (EOT,)), "n_positions",
+                  ("byte-level-bpe", (EOT,), templates.GPT2), "n_positions",
                   {"bos_token_id": EOT, "eos_token_id": EOT}, {"separator": EOT, "pad": EOT}),
     "llama": Family("llama", "LlamaConfig", "llama2_7b", {"clm": "LlamaForCausalLM"},
-                    ("sentencepiece-bpe", LLAMA_SPECIALS), "max_position_embeddings",
+                    ("sentencepiece-bpe", LLAMA_SPECIALS, templates.LLAMA),
+                    "max_position_embeddings",
                     {"bos_token_id": "<s>", "eos_token_id": "</s>"},
                     {"separator": "</s>", "pad": "</s>"}),
     "bert": Family("bert", "BertConfig", "base",
                    {"mlm+nsp": "BertForPreTraining", "mlm": "BertForMaskedLM"},
-                   ("wordpiece", BERT_SPECIALS), "max_position_embeddings",
+                   ("wordpiece", BERT_SPECIALS, templates.BERT), "max_position_embeddings",
                    {"pad_token_id": "[PAD]"},
                    {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}),
     "roberta": Family("roberta", "RobertaConfig", "base", {"mlm": "RobertaForMaskedLM"},
-                      ("byte-level-bpe", ROBERTA_SPECIALS), "max_position_embeddings",
+                      ("byte-level-bpe", ROBERTA_SPECIALS, templates.ROBERTA),
+                      "max_position_embeddings",
                       {"pad_token_id": "<pad>", "bos_token_id": "<s>", "eos_token_id": "</s>"},
                       {"pad": "<pad>", "cls": "<s>", "sep": "</s>", "mask": "<mask>"},
                       position_offset=2),  # positions count from pad_token_id + 1 = 2
     "albert": Family("albert", "AlbertConfig", "base",
                      {"mlm+sop": "AlbertForPreTraining", "mlm": "AlbertForMaskedLM"},
-                     ("unigram", ALBERT_SPECIALS), "max_position_embeddings",
+                     ("unigram", ALBERT_SPECIALS, templates.ALBERT), "max_position_embeddings",
                      {"pad_token_id": "<pad>", "bos_token_id": "[CLS]",
                       "eos_token_id": "[SEP]"},
                      {"pad": "<pad>", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}),
     "t5": Family("t5", "T5Config", "t5_small", {"span": "T5ForConditionalGeneration"},
-                 ("unigram", T5_SPECIALS), None,
+                 ("unigram", T5_SPECIALS, templates.T5), None,
                  {"pad_token_id": "<pad>", "eos_token_id": "</s>",
                   "decoder_start_token_id": "<pad>"}, {"separator": "</s>"}),
     "glm": Family("glm", "GLMConfig", "base",
                   {"blank": "GLMForConditionalGeneration", "gmask": "GLMForConditionalGeneration"},
-                  ("byte-level-bpe", GLM_SPECIALS), "max_sequence_length",
+                  ("byte-level-bpe", GLM_SPECIALS, templates.GLM), "max_sequence_length",
                   {"pad_token_id": "<pad>", "mask_token_id": "[MASK]",
                    "gmask_token_id": "[gMASK]", "sop_token_id": "[S]", "eop_token_id": "[E]"},
                   position_offset=1),  # GLM's text may hold no special token: no separator
@@ -198,6 +204,9 @@ def make_examples(family, objective, tok, docs, block_size, seed, what):
         if not pairs:
             raise DataError(f"the {what} gives no sentence pairs: give more text")
         return pairs
+    if objective == "clm":
+        documents, separator = causal_documents(family, tok, docs)
+        return pack(documents, block_size, separator, what)
     ids = tokenize_documents(tok, docs)
     if objective == "mlm":  # [CLS] block [SEP] (BERT, ALBERT) or <s> block </s> (RoBERTa)
         cls, sep = special_id(tok, roles["cls"]), special_id(tok, roles["sep"])
@@ -207,6 +216,15 @@ def make_examples(family, objective, tok, docs, block_size, seed, what):
     separator = roles.get("separator")
     return pack(ids, block_size, None if separator is None else special_id(tok, separator),
                 what)
+
+
+def causal_documents(family, tok, docs):
+    """(documents as id arrays, separator id) of a causal LM's text, as it trains on it and
+    is scored on it: each document as the tokenizer's template writes it (LLaMA: <s> first,
+    GPT-2: as it is), then the family's separator (</s>, <|endoftext|>) after it."""
+    separator = FAMILIES[family].roles.get("separator")
+    sep = tok.token_to_id(separator) if separator else None
+    return tokenize_documents(tok, docs, add_special_tokens=True), sep
 
 
 PERPLEXITY = {"clm": True, "mlm": True, "span": True, "blank": True, "gmask": True,
@@ -244,19 +262,23 @@ def parse_overrides(items):
     return out
 
 
-def make_config(family, preset, overrides):
-    """The preset's config with `overrides`; unknown presets and fields are named."""
+def check_preset(family, preset, overrides):
+    """ValueError naming an unknown preset or config field of the family."""
     fam = FAMILIES[family]
-    cls = fam.config_class()
     if preset not in fam.presets():
-        raise ValueError(f"--preset {preset!r} is not a {cls.__name__} preset; choose one of "
+        raise ValueError(f"--preset {preset!r} is not a {fam.config} preset; choose one of "
                          f"{', '.join(fam.presets())}")
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name for f in dataclasses.fields(fam.config_class())}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"--set {unknown[0]}: {cls.__name__} has no such field; it has "
+        raise ValueError(f"--set {unknown[0]}: {fam.config} has no such field; it has "
                          f"{', '.join(sorted(fields))}")
-    return getattr(cls, preset)(**overrides)
+
+
+def make_config(family, preset, overrides):
+    """The preset's config with `overrides`; unknown presets and fields are named."""
+    check_preset(family, preset, overrides)
+    return getattr(FAMILIES[family].config_class(), preset)(**overrides)
 
 
 def check_memory(family, config):
@@ -278,48 +300,66 @@ def check_memory(family, config):
 
 
 def train_tokenizer(kind, docs, vocab_size, log=print):
-    """A tokenizer learned from the training documents: kind = (algorithm, special tokens).
+    """A tokenizer learned from the training documents: kind = (algorithm, special tokens,
+    template), a Family's `tokenizer`.
 
     WordPiece is trained cased (lowercase=False): the default corpus is code, where case
     carries meaning, and BERT's cased models keep it too. Unigram (T5, ALBERT) splits on
     whitespace as SentencePiece's T5 models do, so it loses newlines and indentation.
     """
-    algorithm, specials = kind
+    algorithm, specials, template = kind
     lines = [line for doc in docs for line in doc.splitlines(keepends=True)]
     log(f"training a {algorithm} tokenizer ({vocab_size} ids) on {len(lines):,} lines ...")
     if algorithm == "byte-level-bpe":
         from npplm.tokenizers import train_byte_level_bpe
 
-        return train_byte_level_bpe(lines, vocab_size=vocab_size, special_tokens=specials)
+        return train_byte_level_bpe(lines, vocab_size=vocab_size, special_tokens=specials,
+                                    template=template)
     if algorithm == "wordpiece":
         from npplm.tokenizers import train_wordpiece
 
         return train_wordpiece(lines, vocab_size=vocab_size, lowercase=False,
-                               special_tokens=specials)
+                               special_tokens=specials, template=template)
     if algorithm == "sentencepiece-bpe":
         from npplm.tokenizers import train_sentencepiece_bpe
 
-        return train_sentencepiece_bpe(lines, vocab_size=vocab_size, special_tokens=specials)
+        return train_sentencepiece_bpe(lines, vocab_size=vocab_size, special_tokens=specials,
+                                       template=template)
     if algorithm == "unigram":
         from npplm.tokenizers import train_unigram
 
         return train_unigram(lines, vocab_size=vocab_size, special_tokens=specials,
-                             unk_token="<unk>", pad_token="<pad>",
-                             eos_token="</s>" if "</s>" in specials else None)
+                             unk_token="<unk>", template=template)
     raise ValueError(f"no trainer for tokenizers of kind {algorithm!r}")
 
 
-def build_run(family=DEFAULT_FAMILY, preset=None, objective=None, data=None, *,
-              block_size=128, vocab_size=2048, overrides=None, tokenizer=None,
-              max_chars=None, val_fraction=0.1, seed=0, run_dir=None, sample_prompt=None,
-              masking=None, log=print):
-    """Documents, tokenizer, config, model, collator and blocks for one run (see above).
+# What a run is asked for: the keys run.json's "recipe" starts with. A run folder is resumed
+# only when these are equal; the rest of the recipe (vocabulary, parameters, architecture)
+# follows from them.
+REQUEST_KEYS = ("family", "preset", "objective", "overrides", "block_size", "vocab_size",
+                "tokenizer", "corpus", "max_chars", "val_fraction", "seed", "masking")
+MLM_OBJECTIVES = ("mlm", "mlm+nsp", "mlm+sop")
+STDLIB_CORPUS = "the Python standard library's source"
 
-    tokenizer  a path for npplm.load_tokenizer, or None: train one (saved to
-               run_dir/tokenizer/), or reuse run_dir/tokenizer/ when it exists (a resumed run)
-    overrides  config fields over the preset (None: the family's laptop-sized LAPTOP
-               fields when the preset is the family's default, else none)
-    masking    MLM only: "static" (BERT's default) or "dynamic" (RoBERTa's)
+
+def min_vocab_size(family):
+    """The smallest vocabulary the family's tokenizer can have: its special tokens, plus
+    the 256 byte tokens for byte-level BPE and byte fallback, plus one learned token."""
+    algorithm, specials, _ = FAMILIES[family].tokenizer
+    bytes_ = 256 if algorithm in ("byte-level-bpe", "sentencepiece-bpe") else 0
+    return len(specials) + bytes_ + 1
+
+
+def resolve_request(family=DEFAULT_FAMILY, preset=None, objective=None, data=None, *,
+                    block_size=128, vocab_size=2048, overrides=None, tokenizer=None,
+                    max_chars=None, val_fraction=0.1, seed=0, masking=None):
+    """The run's request (the REQUEST_KEYS of run.json), with defaults filled in and every
+    value checked, before anything is read or trained: a bad value raises ValueError (or
+    FileNotFoundError for a path) naming the flag and the value.
+
+    overrides  config fields (--set) over the preset; on the family's default preset they
+               adjust its laptop shape (LAPTOP), so --set n_layer=2 is the same small
+               model with two layers.
     """
     if family not in FAMILIES:
         raise ValueError(f"--model {family!r} is not a family npplm can train; choose one of "
@@ -330,31 +370,89 @@ def build_run(family=DEFAULT_FAMILY, preset=None, objective=None, data=None, *,
         raise ValueError(f"--objective {objective!r} does not train {family}; its objectives: "
                          f"{', '.join(fam.objectives)}")
     preset = preset or fam.default_preset
-    if overrides is None:
-        overrides = dict(LAPTOP[family]) if preset == fam.default_preset else {}
+    overrides = dict(overrides or {})
+    check_preset(family, preset, overrides)
+    if preset == fam.default_preset:
+        overrides = {**LAPTOP[family], **overrides}
+    if not isinstance(block_size, int) or block_size < (4 if objective in MLM_OBJECTIVES else 2):
+        raise ValueError(f"--block-size {block_size} is too small: a block needs at least "
+                         f"{4 if objective in MLM_OBJECTIVES else 2} tokens")
+    if tokenizer is None:
+        least = min_vocab_size(family)
+        if not isinstance(vocab_size, int) or vocab_size < least:
+            raise ValueError(f"--vocab-size {vocab_size} is too small for a {family} tokenizer "
+                             f"({fam.tokenizer[0]}): it needs at least {least} ids")
+    elif not pathlib.Path(tokenizer).exists():
+        raise FileNotFoundError(f"--tokenizer {tokenizer}: no such file or folder")
+    if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 1):
+        raise ValueError(f"--max-chars {max_chars} must be a positive number of characters")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction} must lie strictly between 0 and 1")
+    if masking is not None:
+        if objective not in MLM_OBJECTIVES:
+            raise ValueError(f"--masking {masking} applies to masked-LM objectives only, not "
+                             f"{objective!r}")
+        if masking not in ("static", "dynamic"):
+            raise ValueError(f"--masking {masking!r}: use 'static' or 'dynamic'")
+    if data is not None and not pathlib.Path(data).exists():
+        raise FileNotFoundError(f"--data {data}: no such file or folder")
+    return dict(family=family, preset=preset, objective=objective, overrides=overrides,
+                block_size=block_size, vocab_size=None if tokenizer else vocab_size,
+                tokenizer=None if tokenizer is None else str(tokenizer),
+                corpus=STDLIB_CORPUS if data is None else str(data), max_chars=max_chars,
+                val_fraction=val_fraction, seed=seed, masking=masking)
+
+
+def read_corpus(request):
+    """(all documents, training documents, validation documents) of a request's corpus:
+    the same split every time for the same request (npplm eval reads a run's held-out
+    split this way)."""
+    data = None if request["corpus"] == STDLIB_CORPUS else request["corpus"]
+    docs = stdlib_documents(request["max_chars"]) if data is None else \
+        read_documents(data, request["max_chars"])
+    train, val = split_documents(docs, request["val_fraction"], request["seed"],
+                                 min_val_docs=2 if request["objective"] == "mlm+nsp" else 1)
+    return docs, train, val
+
+
+def build_run(family=DEFAULT_FAMILY, preset=None, objective=None, data=None, *,
+              block_size=128, vocab_size=2048, overrides=None, tokenizer=None,
+              max_chars=None, val_fraction=0.1, seed=0, sample_prompt=None, masking=None,
+              log=print):
+    """Documents, tokenizer, config, model, collator and blocks for one run (see above),
+    built in memory: nothing is written (pretrain.py writes the run folder).
+
+    tokenizer  a path for npplm.load_tokenizer (--tokenizer), None: train one, or a
+               tokenizer object to reuse (a resumed run's own, trained from this request)
+    overrides  config fields over the preset (see resolve_request)
+    masking    MLM only: "static" (BERT's default) or "dynamic" (RoBERTa's)
+    Every argument is checked (resolve_request) before the corpus is read.
+    """
+    given = tokenizer if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)) \
+        else None
+    request = resolve_request(family, preset, objective, data, block_size=block_size,
+                              vocab_size=vocab_size, overrides=overrides,
+                              tokenizer=None if given is not None else tokenizer,
+                              max_chars=max_chars, val_fraction=val_fraction, seed=seed,
+                              masking=masking)
+    fam = FAMILIES[family]
+    objective, preset, overrides = request["objective"], request["preset"], request["overrides"]
 
     # 1. Documents.
-    if data is None:
-        docs, corpus = stdlib_documents(max_chars), "the Python standard library's source"
-    else:
-        docs, corpus = read_documents(data, max_chars), str(data)
-    train_docs, val_docs = split_documents(docs, val_fraction, seed,
-                                           min_val_docs=2 if objective == "mlm+nsp" else 1)
-    log(f"corpus: {corpus}: {len(docs):,} documents, {sum(map(len, docs)):,} characters "
-        f"({len(train_docs):,} train / {len(val_docs):,} validation documents)")
+    docs, train_docs, val_docs = read_corpus(request)
+    log(f"corpus: {request['corpus']}: {len(docs):,} documents, "
+        f"{sum(map(len, docs)):,} characters ({len(train_docs):,} train / "
+        f"{len(val_docs):,} validation documents)")
 
     # 2. Tokenizer.
-    from npplm import load_tokenizer
+    from npplm.tokenizers import load_tokenizer
 
-    own = None if run_dir is None else pathlib.Path(run_dir) / "tokenizer"
-    if tokenizer is not None:
+    if given is not None:
+        tok = given
+    elif tokenizer is not None:
         tok = load_tokenizer(tokenizer)
-    elif own is not None and own.is_dir():
-        tok = load_tokenizer(own)
     else:
         tok = train_tokenizer(fam.tokenizer, train_docs, vocab_size, log)
-    if own is not None and not own.is_dir():
-        tok.save(own)
 
     # 3. Config: the preset, fitted to the tokenizer and the block size.
     fitted = {"vocab_size": tok.vocab_size}
@@ -387,10 +485,8 @@ def build_run(family=DEFAULT_FAMILY, preset=None, objective=None, data=None, *,
         sample_prompt = STDLIB_PROMPT
     if objective == "clm":
         sample = text_sampler(tok, val[0], block_size, sample_prompt, seed)
-    info = dict(family=family, preset=preset, objective=objective, overrides=overrides,
-                block_size=block_size, vocab_size=tok.vocab_size, corpus=corpus,
-                max_chars=max_chars, val_fraction=val_fraction, seed=seed,
-                masking=masking, parameters=n_params, architecture=type(model).__name__)
+    info = dict(request, vocabulary=tok.vocab_size, parameters=n_params,
+                architecture=type(model).__name__)
     return Run(model, tok, collator, train, val, PERPLEXITY[objective], sample, info)
 
 
@@ -412,5 +508,5 @@ def text_sampler(tokenizer, first_val_block, block_size, prompt=None, seed=0, ne
     return sample
 
 
-__all__ = ["FAMILIES", "DataError", "Family", "Run", "build_run", "make_config",
-           "parse_overrides"]
+__all__ = ["FAMILIES", "REQUEST_KEYS", "DataError", "Family", "Run", "build_run",
+           "make_config", "parse_overrides", "read_corpus", "resolve_request"]

@@ -80,8 +80,9 @@ EXPONENTS = np.round(np.linspace(0.02, 1.5, 149), 2)  # the grid of alpha and be
 def fit_chinchilla(N, D, L, exponents=EXPONENTS):
     """The ChinchillaFit of L(N, D) = E + A/N^alpha + B/D^beta with E, A, B >= 0."""
     N, D, L = (np.asarray(v, dtype=np.float64) for v in (N, D, L))
-    if not len(N) == len(D) == len(L) or len(L) < 4:
-        raise ValueError(f"need at least 4 runs with N, D and L each, got {len(L)}")
+    if not len(N) == len(D) == len(L) or len(L) <= CHINCHILLA_PARAMETERS:
+        raise ValueError(f"fitting L(N, D) needs more runs than its {CHINCHILLA_PARAMETERS} "
+                         f"parameters (E, A, alpha, B, beta), got {len(L)}")
     best = None
     for a in exponents:
         for b in exponents:
@@ -100,11 +101,47 @@ def fit_chinchilla(N, D, L, exponents=EXPONENTS):
     return ChinchillaFit(float(E), float(A), float(B), float(a), float(b), err)
 
 
+CHINCHILLA_PARAMETERS = 5  # E, A, alpha, B, beta
+
+
+def sweep_heads(width):
+    """The sweep's head count for a width: one head per 16 channels."""
+    return max(1, width // 16)
+
+
+def check_sweep(widths, steps):
+    """ValueError, before anything is trained, for a sweep whose runs could not be fitted:
+    L(N) needs two widths or more, L(N, D) two step budgets or more and more runs than
+    its five parameters; each width must split into its heads."""
+    for name, values in (("--widths", widths), ("--steps", steps)):
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+        if bad:
+            raise ValueError(f"{name} {bad[0]!r} must be a positive integer")
+    for w in widths:
+        if w % sweep_heads(w):
+            raise ValueError(f"--widths {w} does not split into {sweep_heads(w)} heads (one "
+                             f"per 16 channels): use a multiple of 16, or a width below 32")
+    widths, steps = sorted(set(widths)), sorted(set(steps))
+    if len(widths) < 2:
+        raise ValueError(f"--widths {' '.join(map(str, widths))}: the power law L(N) needs at "
+                         "least two different widths")
+    if len(steps) < 2:
+        raise ValueError(f"--steps {' '.join(map(str, steps))}: L(N, D) needs at least two "
+                         "different step budgets")
+    if len(widths) * len(steps) <= CHINCHILLA_PARAMETERS:
+        raise ValueError(f"{len(widths)} widths x {len(steps)} step budgets = "
+                         f"{len(widths) * len(steps)} runs, but L(N, D) has "
+                         f"{CHINCHILLA_PARAMETERS} parameters: give more widths or steps "
+                         "(e.g. --widths 32 64 128 --steps 100 200 400)")
+
+
 def run_sweep(widths=(32, 64, 128), steps=(100, 200, 400), n_layer=2, block_size=64,
               batch_size=8, vocab_size=1024, lr=3e-3, max_chars=1_000_000, seed=0,
               log=print):
     """Train a GPT-2 of every width for every step budget on the stdlib; return the runs
-    as dicts (width, steps, N non-embedding, D tokens, C = 6 N D, final validation loss)."""
+    as dicts (width, steps, N non-embedding, D tokens, C = 6 N D, final validation loss).
+    The sweep is checked first (check_sweep)."""
+    check_sweep(widths, steps)
     from npplm.models.gpt import GPT2LMHeadModel, GPTConfig
     from npplm.training.data import pack, split_documents, stdlib_documents, tokenize_documents
     from npplm.training.recipe import EOT, FAMILIES, train_tokenizer
@@ -124,7 +161,7 @@ def run_sweep(widths=(32, 64, 128), steps=(100, 200, 400), n_layer=2, block_size
     runs = []
     for width in widths:
         config = GPTConfig(vocab_size=tok.vocab_size, n_positions=block_size, n_embd=width,
-                           n_layer=n_layer, n_head=max(1, width // 16), resid_pdrop=0.0,
+                           n_layer=n_layer, n_head=sweep_heads(width), resid_pdrop=0.0,
                            embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=sep, eos_token_id=sep)
         # Kaplan's N: the parameters outside the two embedding tables.
         N = 12 * n_layer * width**2 + 13 * n_layer * width + 2 * width

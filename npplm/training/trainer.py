@@ -99,7 +99,18 @@ class TrainConfig:
         if self.warmup_steps > self.steps:
             raise ValueError(f"TrainConfig: warmup_steps={self.warmup_steps} exceeds "
                              f"steps={self.steps}")
-        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr={self.lr} must be a positive number")
+        if self.min_lr is not None and not (math.isfinite(self.min_lr)
+                                            and 0 <= self.min_lr <= self.lr):
+            raise ValueError(f"TrainConfig.min_lr={self.min_lr} must lie in [0, lr={self.lr}]")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"TrainConfig.weight_decay={self.weight_decay} must be a number "
+                             ">= 0")
+        if not all(0 <= b < 1 for b in self.betas) or not self.eps > 0:
+            raise ValueError(f"TrainConfig: betas={self.betas} must lie in [0, 1) and "
+                             f"eps={self.eps} be > 0")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"TrainConfig.clip_grad_norm={self.clip_grad_norm} must be > 0 "
                              "or None")
 
@@ -146,6 +157,13 @@ def accumulation_weights(batches, shifted=False):
     return [n / sum(counts) for n in counts]
 
 
+def collate(collator, examples, rng, indices):
+    """The collator's batch; static masks (BERT) also need each example's identity."""
+    if getattr(collator, "static_seed", None) is not None:
+        return collator(examples, rng, indices=indices)
+    return collator(examples, rng)
+
+
 def tokens_in(batch):
     """Input tokens a batch feeds the model (for tokens/s): input_ids' size."""
     return int(np.asarray(batch["input_ids"]).size)
@@ -183,6 +201,7 @@ class Trainer:
         self.step, self.position = 0, 0  # updates done, examples served
         self.history = []  # every metrics record of this process, in order
         self.last_checkpoint = None
+        self.resumed_from = 0  # the step fit() resumed from (0: it started afresh)
         self._tokens_seen = 0
         self._interrupted = False
 
@@ -195,10 +214,7 @@ class Trainer:
         return self._collate(examples, batch_rng(self.config.seed, self.step, micro), idx)
 
     def _collate(self, examples, rng, indices):
-        """The collator's batch; static masks (BERT) also need each example's identity."""
-        if getattr(self.collator, "static_seed", None) is not None:
-            return self.collator(examples, rng, indices=indices)
-        return self.collator(examples, rng)
+        return collate(self.collator, examples, rng, indices)
 
     def train_step(self):
         """One update; returns its metrics record (step counts updates done)."""
@@ -229,9 +245,12 @@ class Trainer:
         self.optimizer.zero_grad()
         where = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
                  else "no checkpoint was saved")
+        clip = self.config.clip_grad_norm
+        remedy = ("lower the learning rate (--lr) or clip gradients (--clip 1.0)" if clip is None
+                  else f"lower the learning rate (--lr) or the clipping norm (--clip, now "
+                       f"{clip:g})")
         raise TrainingDiverged(f"{what} at step {self.step + 1} (update {self.step}); stopped "
-                               f"before applying it; {where}. Lower the learning rate or "
-                               "clip gradients (--clip).")
+                               f"before applying it; {where}. To go on, {remedy}.")
 
     # --- evaluation ----------------------------------------------------------------------
     def evaluate(self):
@@ -327,8 +346,12 @@ class Trainer:
         self._tokens_seen = 0
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not (resume and self.resume()):
+            self.resumed_from = self.resume() if resume else 0
+            if not self.resumed_from:
                 self._write_metrics([])
+            else:  # said with or without the progress bar
+                self.log(f"resuming from {self.last_checkpoint} (step {self.step} of "
+                         f"{cfg.steps})")
         last = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
         bar = _progress_bar(cfg.steps, self.step) if self.progress else None
         say = bar.write if bar is not None else self.log

@@ -17,9 +17,9 @@ def test_every_family_offers_its_papers_objectives():
                     ("t5", "span"), ("glm", "blank"), ("glm", "gmask")]
 
 
-def run_for(family, objective, run_dir):
+def run_for(family, objective):
     return build_run(family, "tiny", objective, max_chars=30_000, block_size=32,
-                     vocab_size=400, run_dir=run_dir, log=lambda _: None)
+                     vocab_size=400, log=lambda _: None)
 
 
 @pytest.mark.parametrize("family,objective", RUNS, ids=[f"{f}-{o}" for f, o in RUNS])
@@ -28,7 +28,7 @@ def test_trains_checkpoints_and_resumes_exactly(family, objective, tmp_path):
                          eval_batches=1, save_every=2, log_every=1, seed=0)
 
     def trainer(name):
-        run = run_for(family, objective, tmp_path / name)
+        run = run_for(family, objective)  # the same every time
         return run, Trainer(run.model, run.collator, run.train, run.val, config,
                             run_dir=tmp_path / name, perplexity=run.perplexity,
                             tokenizer=run.tokenizer)
@@ -50,7 +50,7 @@ def test_trains_checkpoints_and_resumes_exactly(family, objective, tmp_path):
 
 
 def test_configs_take_the_tokenizers_ids_and_the_block_size(tmp_path):
-    run = run_for("roberta", "mlm", None)
+    run = run_for("roberta", "mlm")
     config = run.model.config
     tok = run.tokenizer
     assert config.vocab_size == tok.vocab_size

@@ -98,16 +98,32 @@ def test_fit_errors_name_the_problem():
         fit_power_law([10, 10], [3.0, 2.0])
     with pytest.raises(ValueError, match="does not fall"):
         fit_power_law([10, 100], [2.0, 3.0])
-    with pytest.raises(ValueError, match="at least 4 runs"):
-        fit_chinchilla([1, 2], [1, 2], [1, 2])
+    with pytest.raises(ValueError, match="more runs than its 5 parameters"):
+        fit_chinchilla([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], [1, 2, 3, 4, 5])
+
+
+@pytest.mark.parametrize("widths, steps, message", [
+    ((32,), (10, 20, 30), "at least two different widths"),  # failed in the fit, at the end
+    ((16, 32), (10, 20), "4 runs, but L\\(N, D\\) has 5 parameters"),  # fitted 5 to 4
+    ((16, 32, 48), (10,), "two different step budgets"),
+    ((16, 50), (10, 20, 30), "does not split into 3 heads"),
+    ((16, 0), (10, 20, 30), "--widths 0"),
+])
+def test_a_sweep_that_cannot_be_fitted_is_refused_before_training(widths, steps, message):
+    from npplm.training.scaling import check_sweep
+
+    with pytest.raises(ValueError, match=message):
+        check_sweep(widths, steps)
+    with pytest.raises(ValueError, match=message):  # run_sweep checks before reading data
+        run_sweep(widths=widths, steps=steps, log=pytest.fail)
 
 
 def test_a_tiny_sweep_fits_and_plots(tmp_path):
     from npplm.training.scaling import plot_sweep
 
-    runs = run_sweep(widths=(16, 32), steps=(8, 16), max_chars=60_000, vocab_size=300,
+    runs = run_sweep(widths=(16, 32), steps=(4, 8, 16), max_chars=60_000, vocab_size=300,
                      block_size=32, batch_size=4, log=lambda _: None)
-    assert len(runs) == 4 and all(np.isfinite(r["val_loss"]) for r in runs)
+    assert len(runs) == 6 and all(np.isfinite(r["val_loss"]) for r in runs)
     fits = fit_runs(runs)
     assert fits["chinchilla"]["rmse"] < 0.5
     plot_sweep(runs, fits, tmp_path / "scaling.png")

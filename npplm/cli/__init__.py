@@ -1,0 +1,106 @@
+"""The `npplm` command: a module per command group, each thin over a library API.
+
+    npplm train      train.py      pre-train any family (npplm.training.pretrain)
+    npplm eval       evaluate.py   each family's held-out metric (npplm.training.held_out)
+    npplm scaling    scaling.py    a sweep of tiny GPT-2s and two scaling-law fits
+    npplm demo       demo.py       a character-level MLP LM (npplm.training.char_mlp)
+    npplm generate   generate.py   continue a prompt (npplm.inference)
+    npplm chat       generate.py   chat through a model's template (npplm.inference)
+    npplm info       info.py       versions, backend, device, primitives
+    common.py        the help format, flag types, the error style, naming a model
+
+Errors: one line, `npplm COMMAND: error: MESSAGE`; exit status 2 for a usage error (a
+wrong flag value or combination), 1 for a failure while working, 130 on Ctrl-C. --debug or
+NPPLM_DEBUG=1 shows the traceback instead.
+"""
+
+import os
+import sys
+
+from npplm.cli import common, demo, evaluate, generate, info, scaling, train
+from npplm.cli.common import HelpFormatter, Parser, UsageError
+
+DESCRIPTION = """\
+npplm: the pre-trained language models that shaped the field, in readable NumPy.
+
+  npplm train       pre-train a model (default: a small GPT-2 on Python's stdlib source)
+  npplm eval        score a model on held-out text with its family's metric
+  npplm scaling     fit scaling laws to a sweep of tiny GPT-2s
+  npplm demo        train a character-level MLP language model
+  npplm generate    continue a prompt (GPT, LLaMA, T5, GLM; default SmolLM2)
+  npplm chat        talk to an instruction-tuned model (default SmolLM2)
+  npplm info        versions, backend, device and the registered primitives
+
+A model is named the same way everywhere: a run folder, a checkpoint folder, a Hugging Face
+folder or a .gguf file. `npplm COMMAND --help` shows each command's flags and defaults."""
+
+
+def build_parser():
+    """The `npplm` parser with every command."""
+    parser = Parser(prog="npplm", description=DESCRIPTION, formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=Parser)
+    train.add_parser(sub)
+    evaluate.add_parser(sub)
+    scaling.add_parser(sub)
+    demo.add_parser(sub)
+    generate.add_parsers(sub)
+    info.add_parser(sub)
+    for command in sub.choices.values():
+        name_numbers(command)
+    return parser
+
+
+def name_numbers(parser):
+    """Integer flags read `--steps N`, other numbers `--lr X`, unless they name themselves."""
+    integers = (int, common.positive_int, common.non_negative_int)
+    for action in parser._actions:
+        if action.metavar is None and action.type is not None:
+            action.metavar = "N" if action.type in integers else "X"
+
+
+def synopsis():
+    """Every command's usage line, as `npplm COMMAND --help` prints it: the README's
+    "Command line" block is tested against this text."""
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    lines = []
+    for parser in sub.choices.values():
+        usage = parser.format_usage().removeprefix("usage: ").rstrip()
+        lines += [line.removeprefix(" " * len("usage: ")) for line in usage.splitlines()]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Run `npplm ARGS`; returns the exit status (0 on success)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error argparse printed (2)
+        return e.code
+    debug = args.debug or os.environ.get("NPPLM_DEBUG", "") not in ("", "0")
+    from npplm import runtime
+
+    runtime.configure()  # the allocator and thread-pool settings the benchmarks assume
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\nnpplm {args.command}: interrupted (a training run resumes where it stopped "
+              "with the same command)", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for the user; the traceback behind --debug
+        if debug:
+            raise
+        usage = isinstance(e, UsageError)
+        kind = "" if usage or _named(e) else f"{type(e).__name__}: "
+        hint = "" if usage else " (--debug shows the traceback)"
+        print(f"npplm {args.command}: error: {kind}{e}{hint}", file=sys.stderr)
+        return 2 if usage else 1
+    return 0
+
+
+def _named(error):
+    """Whether an error's message says what it is by itself: npplm's own errors and the
+    standard ones its checks raise (ValueError, FileNotFoundError, ...)."""
+    return isinstance(error, (ValueError, OSError, RuntimeError, MemoryError)) and \
+        type(error).__module__ in ("builtins",) or type(error).__module__.startswith("npplm")

@@ -1,0 +1,115 @@
+"""`npplm train` as a function: a recipe, trained in a run folder that a typo cannot destroy.
+
+    from npplm.training import TrainConfig
+    from npplm.training.pretrain import pretrain
+
+    result = pretrain("runs/mine", TrainConfig(steps=100), family="llama", max_chars=200_000)
+    result.history, result.trainer.last_checkpoint
+
+In order, and nothing is written or removed before step 4:
+
+    1. the request is resolved and every value checked (recipe.resolve_request);
+    2. the folder must be absent, empty, or an npplm run (run_folder.check_usable), and
+       is locked for the whole run (a second process is refused with the holder's pid);
+    3. a folder holding a run is resumed only when it was asked the same (its run.json's
+       request equals this one), reusing its tokenizer; otherwise it is refused, or with
+       overwrite=True replaced; the whole run is then built in memory (recipe.build_run):
+       corpus, tokenizer, model, examples;
+    4. only now: the previous run is cleared (overwrite), run.json and the tokenizer are
+       written, and the Trainer fits, resuming from the newest checkpoint.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+from dataclasses import dataclass
+
+from npplm.io import write_json
+from npplm.training.recipe import REQUEST_KEYS, build_run, resolve_request
+from npplm.training.run_folder import (
+    RUN_FILE,
+    RunFolderError,
+    RunLock,
+    check_usable,
+    clear,
+    is_run,
+    read_recipe,
+)
+from npplm.training.trainer import Trainer
+
+
+@dataclass
+class Pretraining:
+    """What pretrain returns: the run it built, its trainer, the metrics records of this
+    process, and the step it resumed from (0: a new run)."""
+
+    run: object
+    trainer: Trainer
+    history: list
+    resumed_from: int
+
+
+def differences(stored, request):
+    """The request keys in which a stored recipe differs from a new request."""
+    def plain(value):
+        return json.loads(json.dumps(value))
+
+    return sorted(k for k in REQUEST_KEYS if k in stored and plain(stored[k]) != plain(request[k]))
+
+
+def save_tokenizer(tokenizer, folder):
+    """tokenizer.save into `folder`, atomically: written beside it, then renamed."""
+    folder = pathlib.Path(folder)
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save(tmp)
+    os.replace(tmp, folder)
+
+
+def pretrain(out, config, *, overwrite=False, progress=False, sample_prompt=None, log=print,
+             **request):
+    """Train the recipe `request` (the arguments of recipe.resolve_request: family, preset,
+    objective, data, block_size, vocab_size, overrides, tokenizer, max_chars, val_fraction,
+    seed, masking) with `config` (a TrainConfig) in the run folder `out`; see the module
+    docstring. Raises ValueError / FileNotFoundError for a bad request, RunFolderError for
+    an unusable folder, TrainingDiverged, and KeyboardInterrupt after saving on Ctrl-C."""
+    resolved = resolve_request(**request)
+    out = pathlib.Path(out)
+    check_usable(out, overwrite)
+    with RunLock(out):
+        replace = False
+        reuse = None
+        if is_run(out):
+            differ = differences(read_recipe(out)["recipe"], resolved)
+            if overwrite:
+                replace = True
+            elif differ:
+                raise RunFolderError(f"{out} holds another run (it differs in "
+                                     f"{', '.join(differ)}): pass --out for a new folder, or "
+                                     "--overwrite to replace it")
+            elif (out / "tokenizer").is_dir():
+                from npplm.tokenizers import load_tokenizer
+
+                reuse = load_tokenizer(out / "tokenizer")  # trained from this same request
+        run = build_run(**{**request, "tokenizer": reuse or request.get("tokenizer")},
+                        sample_prompt=sample_prompt, log=log)
+        if replace:
+            clear(out)
+            log(f"removed the previous run in {out} (--overwrite)")
+        write_json({"recipe": run.info, "train_config": dataclasses.asdict(config)},
+                   out / RUN_FILE)
+        if not (out / "tokenizer").is_dir():
+            save_tokenizer(run.tokenizer, out / "tokenizer")
+        examples = config.steps * config.batch_size * config.grad_accum
+        log(f"training {config.steps} steps of {config.batch_size * config.grad_accum} examples "
+            f"({examples / len(run.train):.2f} epochs); run folder {out}")
+        trainer = Trainer(run.model, run.collator, run.train, run.val, config, run_dir=out,
+                          perplexity=run.perplexity, sample=run.sample, progress=progress,
+                          log=log, run_info=run.info, tokenizer=run.tokenizer)
+        history = trainer.fit(resume=True)
+        return Pretraining(run, trainer, history, trainer.resumed_from)
+
+
+__all__ = ["Pretraining", "RunFolderError", "differences", "pretrain"]
