@@ -99,8 +99,13 @@ def main(argv=None):
     return 0
 
 
+SELF_EXPLAINING = (ValueError, OSError, RuntimeError, MemoryError)  # what checks raise
+
+
 def _named(error):
-    """Whether an error's message says what it is by itself: npplm's own errors and the
-    standard ones its checks raise (ValueError, FileNotFoundError, ...)."""
-    return isinstance(error, (ValueError, OSError, RuntimeError, MemoryError)) and \
-        type(error).__module__ in ("builtins",) or type(error).__module__.startswith("npplm")
+    """Whether an error's message says what it is by itself: npplm's own errors, and the
+    standard ones its checks raise (ValueError, FileNotFoundError, ...). Any other (a
+    KeyError, an AttributeError) is shown with its type: it is likely a bug."""
+    if type(error).__module__.startswith("npplm"):
+        return True
+    return type(error).__module__ == "builtins" and isinstance(error, SELF_EXPLAINING)

@@ -12,10 +12,9 @@ from npplm.inference.text import (
     Generation,
     can_generate,
     chat_prompt,
-    context_length,
     eos_ids,
     generate_text,
 )
 
-__all__ = ["DoesNotGenerate", "Generation", "can_generate", "chat_prompt", "context_length",
-           "eos_ids", "generate_text"]
+__all__ = ["DoesNotGenerate", "Generation", "can_generate", "chat_prompt", "eos_ids",
+           "generate_text"]

@@ -15,7 +15,7 @@ Each family reads a prompt its own way:
 A reply ends at an end-of-sequence id (the model's and the tokenizer's: SmolLM2's chat ends
 its turns with <|im_end|>), after max_new_tokens, or at the model's context, whichever
 comes first; `Generation.stop` says which. The prompt plus the reply never exceed the
-context (`context_length`): max_new_tokens is cut to fit, rather than failing midway.
+context (`model.context_length`): max_new_tokens is cut to fit, rather than failing midway.
 """
 
 import time
@@ -37,17 +37,6 @@ class DoesNotGenerate(ValueError):
 def can_generate(model):
     """Whether generate_text can continue a prompt with this model."""
     return isinstance(model, GENERATING)
-
-
-def context_length(model):
-    """The most positions the model reads (prompt and reply together), or None when it has
-    no limit (T5's relative positions)."""
-    config = model.config
-    for name in ("n_positions", "max_position_embeddings", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if value:
-            return int(value)
-    return None
 
 
 def eos_ids(model, tokenizer):
@@ -82,11 +71,6 @@ class Generation:
         return self.steps / self.seconds if self.seconds > 0 else float("inf")
 
 
-def _family_name(model):
-    return type(model).__name__.removesuffix("ForPreTraining").removesuffix("ForMaskedLM") \
-        .removesuffix("Model")
-
-
 def generate_text(model, tokenizer, prompt_ids, max_new_tokens, *, temperature=0.0,
                   top_k=None, top_p=None, seed=None, on_text=None):
     """Continue `prompt_ids` (a list of ids, special tokens included as the family expects)
@@ -94,9 +78,9 @@ def generate_text(model, tokenizer, prompt_ids, max_new_tokens, *, temperature=0
     each new piece of text as soon as it decodes to whole characters. temperature 0 is
     greedy; otherwise sampling restricted by top_k / top_p, drawn from `seed`."""
     if not can_generate(model):
-        raise DoesNotGenerate(f"{type(model).__name__} is an encoder ({_family_name(model)}): "
-                              "it fills in masked tokens and does not generate text; "
-                              "generation takes GPT, LLaMA, T5 and GLM models")
+        raise DoesNotGenerate(f"{type(model).__name__} is an encoder: it fills in masked "
+                              "tokens and does not generate text; generation takes GPT, "
+                              "LLaMA, T5 and GLM models")
     check_sampling(temperature, top_k, top_p)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
             or max_new_tokens < 1:
@@ -105,7 +89,7 @@ def generate_text(model, tokenizer, prompt_ids, max_new_tokens, *, temperature=0
     if not prompt:
         raise ValueError("the prompt is empty: give at least one token of text")
     is_glm = isinstance(model, GLMForConditionalGeneration)
-    limit = context_length(model)
+    limit = model.context_length
     used = len(prompt) + (1 if is_glm else 0)  # GLM's Part A ends with [gMASK]
     n = max_new_tokens
     if limit is not None:

@@ -48,6 +48,16 @@ class PreTrainedModel(Module):
         """The array module of the weights: numpy, or cupy on the GPU."""
         return array_module(next(p for _, p in self.named_parameters()).data)
 
+    @property
+    def context_length(self):
+        """The most positions the model reads at once (prompt and reply together), from
+        its config's position limit; None when it has none (T5's relative positions)."""
+        for name in ("n_positions", "max_position_embeddings", "max_sequence_length"):
+            value = getattr(self.config, name, None)
+            if value:
+                return int(value)
+        return None
+
     def kv_cache_layout(self):
         """(L, K, D): the layers that write to a KV cache, their key/value heads and head
         dim. Defined by the families that decode with one (GPT, LLaMA, GLM)."""

@@ -73,7 +73,8 @@ def held_out_documents(path, data=None, max_chars=None):
     corpus = "the standard library" if recipe["corpus"] == STDLIB_CORPUS else recipe["corpus"]
     if max_chars is not None:
         val = read_documents_prefix(val, max_chars)
-    return val, f"the held-out split of {run} ({len(val):,} documents of {corpus})", recipe
+    documents = f"{len(val):,} document{'' if len(val) == 1 else 's'}"
+    return val, f"the held-out split of {run} ({documents} of {corpus})", recipe
 
 
 def read_documents_prefix(docs, max_chars):
@@ -115,10 +116,9 @@ def evaluate(path, data=None, *, max_chars=None, window=None, stride=None, batch
     if window is not None or stride is not None:
         raise ValueError(f"--window and --stride set a causal LM's sliding window; "
                          f"{type(model).__name__} is not one")
-    block_size = recipe["block_size"] if recipe else min(_context(model) or 128, 128)
+    block_size = recipe["block_size"] if recipe else min(model.context_length or 128, 128)
     if family in ENCODERS:
-        if not hasattr(model, "cls") and not hasattr(model, "lm_head") \
-                and not hasattr(model, "predictions"):
+        if not type(model).__name__.endswith(("ForMaskedLM", "ForPreTraining")):
             raise ValueError(f"{type(model).__name__} has no masked-LM head to score text with")
         result.update(_masked_lm(model, tok, family, docs, block_size, seed, batch_size,
                                  progress))
@@ -134,19 +134,11 @@ def evaluate(path, data=None, *, max_chars=None, window=None, stride=None, batch
     return result
 
 
-def _context(model):
-    config = model.config
-    for name in ("n_positions", "max_position_embeddings", "max_sequence_length"):
-        if getattr(config, name, None):
-            return int(getattr(config, name))
-    return None
-
-
 def _causal(model, tok, family, docs, window, stride, batch_size, progress):
     """Perplexity, NLL and bits per byte of a causal LM over the documents, joined by the
     family's document separator as in training."""
     ids = join(*causal_documents(family, tok, docs))  # (N,) as in training
-    context = _context(model)
+    context = model.context_length
     window = context if window is None else window
     if window > context:
         raise ValueError(f"--window {window} exceeds the model's context of {context} tokens")

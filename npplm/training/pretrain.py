@@ -95,6 +95,7 @@ def pretrain(out, config, *, overwrite=False, progress=False, sample_prompt=None
                 reuse = load_tokenizer(out / "tokenizer")  # trained from this same request
         run = build_run(**{**request, "tokenizer": reuse or request.get("tokenizer")},
                         sample_prompt=sample_prompt, log=log)
+        run.info.update(resolved)  # what was asked, also when the tokenizer was reused
         if replace:
             clear(out)
             log(f"removed the previous run in {out} (--overwrite)")

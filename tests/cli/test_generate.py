@@ -2,7 +2,7 @@
 
 import pytest
 
-from npplm.inference import context_length, generate_text
+from npplm.inference import generate_text
 from npplm.training.run_folder import resolve_model
 
 
@@ -29,7 +29,7 @@ def test_prompt_and_reply_never_exceed_the_context(family, family_runs):
     model, tok = npplm.from_pretrained(folder), npplm.load_tokenizer(folder)
     prompt = tok.encode("def f(x):").ids
     out = generate_text(model, tok, prompt, 1000)
-    limit = context_length(model)
+    limit = model.context_length
     assert out.stop in ("context", "eos")
     assert len(prompt) + out.steps + (family == "glm") <= limit
     with pytest.raises(ValueError, match="leaves no room for a reply"):

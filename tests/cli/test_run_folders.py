@@ -153,3 +153,12 @@ def test_set_n_layer_builds_a_two_layer_laptop_gpt(tmp_path, npplm):
     recipe = json.loads((tmp_path / "run" / "run.json").read_text())["recipe"]
     assert recipe["overrides"]["n_layer"] == 2 and recipe["overrides"]["n_embd"] == 128
     assert recipe["parameters"] < 1_000_000  # 14.4M before: GPT-2 small's width
+
+
+def test_a_run_with_a_given_tokenizer_resumes(tmp_path, npplm, family_runs):
+    tokenizer = family_runs["gpt"] / "tokenizer"
+    run = tmp_path / "run"
+    assert npplm(*train(run, "--tokenizer", tokenizer)).code == 0
+    result = npplm(*train(run, "--tokenizer", tokenizer, "--steps", "3"))
+    assert result.code == 0, result.err
+    assert "resuming from" in result.out

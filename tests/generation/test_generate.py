@@ -195,3 +195,19 @@ def test_beam_search_refuses_sampling_and_streaming(pair):
         ours.generate(prompts(), 4, num_beams=2, temperature=0, stream=print)
     with pytest.raises(ValueError, match="num_return_sequences=2 needs num_beams >= 2"):
         ours.generate(prompts(), 4, temperature=0, num_return_sequences=2)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(temperature=float("nan")), "temperature=nan"),
+    (dict(temperature=float("inf")), "temperature=inf"),
+    (dict(temperature=0.0, top_p=1.5), "top_p=1.5"),  # checked even when greedy ignores it
+    (dict(temperature=0.0, top_k=0), "top_k=0"),
+    (dict(temperature=0.5, top_p=0.0), "top_p=0.0"),
+])
+def test_sampling_options_are_checked_at_every_temperature(options, message):
+    from npplm.generation import check_sampling, choose_next
+
+    with pytest.raises(ValueError, match=message):
+        check_sampling(**options)
+    with pytest.raises(ValueError, match=message):
+        choose_next(np.zeros((1, 4)), **options)

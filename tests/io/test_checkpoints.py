@@ -1,6 +1,7 @@
 """safetensors reading and writing: dtypes, truncation, pickles refused, atomic writes."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -77,3 +78,19 @@ def test_sharded_checkpoints_are_joined(tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     state = read_weights(tmp_path)
     assert sorted(state) == ["a", "b"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_files_honour_the_umask(tmp_path, umask):
+    from npplm.models.gpt import GPT2LMHeadModel, GPTConfig
+    from npplm.tokenizers import train_byte_level_bpe
+
+    previous = os.umask(umask)
+    try:
+        GPT2LMHeadModel(GPTConfig.tiny(), seed=0).save_pretrained(tmp_path / "m")
+        train_byte_level_bpe(["def f(): pass\n"] * 5, 270).save(tmp_path / "m")
+    finally:
+        os.umask(previous)
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"):
+        mode = (tmp_path / "m" / name).stat().st_mode & 0o777
+        assert mode == 0o666 & ~umask, (name, oct(mode))

@@ -212,3 +212,26 @@ def test_ten_adamw_steps_match_pytorch(tmp_path):
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
     assert theirs[-1] < theirs[0] - 0.3  # it trained, so the comparison means something
     assert all(math.isfinite(x) for x in ours)
+
+
+def test_the_nan_message_suggests_what_is_not_on_yet(tmp_path):
+    for clip, remedy in ((1.0, "the clipping norm \\(--clip, now 1\\)"),
+                         (None, "clip gradients \\(--clip 1.0\\)")):
+        model = tiny_model()
+
+        def poisoned(examples, rng, model=model):
+            model.transformer.wte.weight.data[:] = np.nan
+            return clm(examples, rng)
+
+        trainer = Trainer(model, poisoned, blocks(), config=config(clip_grad_norm=clip))
+        with pytest.raises(TrainingDiverged, match=remedy):
+            trainer.fit()
+
+
+@pytest.mark.parametrize("field, value", [("lr", float("nan")), ("lr", -1.0), ("lr", 0.0),
+                                          ("weight_decay", -1.0), ("min_lr", 1.0),
+                                          ("clip_grad_norm", float("nan")), ("eps", 0.0),
+                                          ("betas", (0.9, 1.0))])
+def test_out_of_range_numbers_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{"lr": 1e-3, field: value})
