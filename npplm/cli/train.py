@@ -46,7 +46,8 @@ def add_parser(sub):
     data.add_argument("--max-chars", type=positive_int, default=2_000_000,
                       help="read at most this many characters of the corpus")
     data.add_argument("--tokenizer", metavar="PATH",
-                      help="use this tokenizer instead of training one")
+                      help="use this tokenizer instead of training one: a run folder's, a "
+                           "model folder's, a tokenizer.json or a .gguf file")
     data.add_argument("--vocab-size", type=positive_int, default=2048,
                       help="ids of the tokenizer to train")
     data.add_argument("--block-size", type=positive_int, default=128, help="tokens per example")

@@ -35,6 +35,7 @@ from npplm.training.data import (
     stdlib_documents,
     tokenize_documents,
 )
+from npplm.training.run_folder import resolve_tokenizer
 
 EOT = templates.EOT  # GPT-2's document separator, also BOS/EOS of our trained tokenizers
 T5_SENTINELS = tuple(f"<extra_id_{i}>" for i in range(100))  # T5's 100 span sentinels
@@ -450,7 +451,7 @@ def build_run(family=DEFAULT_FAMILY, preset=None, objective=None, data=None, *,
     if given is not None:
         tok = given
     elif tokenizer is not None:
-        tok = load_tokenizer(tokenizer)
+        tok = load_tokenizer(resolve_tokenizer(tokenizer))
     else:
         tok = train_tokenizer(fam.tokenizer, train_docs, vocab_size, log)
 

@@ -20,6 +20,7 @@ Three rules keep a folder safe from a typo:
 `resolve_model(path)` turns the one way every command names a model into a path that
 `npplm.from_pretrained` and `npplm.load_tokenizer` read: a run folder (its newest
 checkpoint), a checkpoint folder, a Hugging Face folder, or a .gguf file.
+`resolve_tokenizer(path)` does the same for `npplm train --tokenizer`.
 """
 
 import errno
@@ -178,6 +179,15 @@ def resolve_model(path):
         what = "a run folder that has not saved a checkpoint yet" if is_run(path) else \
             "neither a run folder (checkpoints/) nor a model folder (config.json)"
         raise CheckpointError(f"--model {path} is {what}")
+    return path
+
+
+def resolve_tokenizer(path):
+    """The folder or file holding the tokenizer `path` names: a run folder's tokenizer/,
+    else `path` itself (a checkpoint or Hugging Face folder, a tokenizer.json, a .gguf)."""
+    path = pathlib.Path(path)
+    if is_run(path) and (path / "tokenizer").is_dir():
+        return path / "tokenizer"
     return path
 
 

@@ -156,9 +156,11 @@ def test_set_n_layer_builds_a_two_layer_laptop_gpt(tmp_path, npplm):
 
 
 def test_a_run_with_a_given_tokenizer_resumes(tmp_path, npplm, family_runs):
-    tokenizer = family_runs["gpt"] / "tokenizer"
+    tokenizer = family_runs["gpt"]  # a run folder names its tokenizer too
     run = tmp_path / "run"
     assert npplm(*train(run, "--tokenizer", tokenizer)).code == 0
+    assert (run / "tokenizer" / "tokenizer.json").read_bytes() == \
+        (tokenizer / "tokenizer" / "tokenizer.json").read_bytes()
     result = npplm(*train(run, "--tokenizer", tokenizer, "--steps", "3"))
     assert result.code == 0, result.err
     assert "resuming from" in result.out
