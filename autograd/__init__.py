@@ -3,7 +3,8 @@
 Unrelated to the HIPS `autograd` package, whose top-level name it shares (so npplm lives in
 its own virtual environment). Read it in this order:
 
-    backend.py    NPPLM_BACKEND=numpy|cupy, read once at import; array_module(x)
+    backend.py    NPPLM_BACKEND=numpy|cupy|strict, read once at import; array_module(x)
+    strict.py     the strict backend: NumPy with CuPy's rules, to test the GPU path on a CPU
     tensor.py     Tensor: .data, .grad, .requires_grad, Python operators, .backward()
     graph.py      Node, the iterative topological sort, backward, no_grad
     primitive.py  @primitive / .defvjp and the REGISTRY of every differentiable op

