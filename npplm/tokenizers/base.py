@@ -106,6 +106,16 @@ def template_json(items):
 class BaseTokenizer:
     """The shared half of every tokenizer (see the module docstring)."""
 
+    chat_template = None  # a Jinja2 template, where the model has one (GGUF metadata or
+    # tokenizer_config.json's "chat_template"); saved back to tokenizer_config.json
+
+    def apply_chat_template(self, messages, add_generation_prompt=True):
+        """The prompt text of a conversation, laid out by the model's own template."""
+        from npplm.tokenizers.chat_template import render_chat
+
+        return render_chat(self.chat_template, messages, add_generation_prompt,
+                           bos_token=self.bos_token, eos_token=self.eos_token)
+
     def _set_vocabulary(self, vocab, added_tokens, single, pair, pad_token, model_max_length,
                         normalize=None, roles=None):
         """vocab token -> id; added_tokens AddedTokens; single, pair templates (None: no
@@ -306,8 +316,11 @@ class BaseTokenizer:
         """tokenizer_config.json: what tokenizer.json does not say, the roles of the special
         tokens above all. transformers' PreTrainedTokenizerFast (AutoTokenizer's choice for
         this class) runs tokenizer.json as it is written, template included."""
-        return {"tokenizer_class": "PreTrainedTokenizerFast",
-                "model_max_length": self.model_max_length, **self.special_tokens_map}
+        config = {"tokenizer_class": "PreTrainedTokenizerFast",
+                  "model_max_length": self.model_max_length, **self.special_tokens_map}
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
+        return config
 
     def _files(self):
         """{file name: text} that save writes."""

@@ -253,8 +253,8 @@ class BytePairEncoding:
 class ByteLevelBPETokenizer(BaseTokenizer):
     """Byte-level BPE: added tokens, pre-tokenization, bytes, merges, template.
 
-    chat_template is set by loaders that find one (GGUF metadata); apply_chat_template
-    renders it with bos_token and eos_token (npplm/tokenizers/chat_template.py).
+    chat_template is set by loaders that find one (GGUF metadata, tokenizer_config.json);
+    apply_chat_template (base.py) renders it.
 
     vocab, merges, ignore_merges   see BytePairEncoding
     pre_tokenizer    the steps of step 2 (Split, Digits, ByteLevel), applied in order; the
@@ -272,15 +272,6 @@ class ByteLevelBPETokenizer(BaseTokenizer):
     tokens kept by default, as in transformers); tokenize(text); save(path), and
     npplm.load_tokenizer.
     """
-
-    chat_template = None
-
-    def apply_chat_template(self, messages, add_generation_prompt=True):
-        """The prompt text of a conversation, laid out by the model's own template."""
-        from npplm.tokenizers.chat_template import render_chat
-
-        return render_chat(self.chat_template, messages, add_generation_prompt,
-                           bos_token=self.bos_token, eos_token=self.eos_token)
 
     def __init__(self, vocab, merges, *, pre_tokenizer=None, added_tokens=(), single=None,
                  pair=None, pad_token=None, model_max_length=1024, ignore_merges=False,

@@ -77,8 +77,11 @@ def load_tokenizer(path):
         return _from_gguf(path)
     config = _transformers_config(path.parent)
     if path.suffix == ".json":
-        return _from_tokenizer_json(path, config)
-    return _from_vocab_file(path, config)
+        tokenizer = _from_tokenizer_json(path, config)
+    else:
+        tokenizer = _from_vocab_file(path, config)
+    tokenizer.chat_template = config.get("chat_template")  # transformers keeps it there
+    return tokenizer
 
 
 # llama.cpp's names for the pre-tokenizers of GGUF files with a "gpt2" (byte-level BPE) model

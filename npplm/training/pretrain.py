@@ -20,23 +20,13 @@ In order, and nothing is written or removed before step 4:
 """
 
 import dataclasses
-import json
 import os
 import pathlib
 import shutil
 from dataclasses import dataclass
 
-from npplm.io import write_json
-from npplm.training.recipe import REQUEST_KEYS, build_run, resolve_request
-from npplm.training.run_folder import (
-    RUN_FILE,
-    RunFolderError,
-    RunLock,
-    check_usable,
-    clear,
-    is_run,
-    read_recipe,
-)
+from npplm.training.recipe import build_run, resolve_request
+from npplm.training.run_folder import RunFolderError, claimed
 from npplm.training.trainer import Trainer
 
 
@@ -49,14 +39,6 @@ class Pretraining:
     trainer: Trainer
     history: list
     resumed_from: int
-
-
-def differences(stored, request):
-    """The request keys in which a stored recipe differs from a new request."""
-    def plain(value):
-        return json.loads(json.dumps(value))
-
-    return sorted(k for k in REQUEST_KEYS if k in stored and plain(stored[k]) != plain(request[k]))
 
 
 def save_tokenizer(tokenizer, folder):
@@ -77,30 +59,16 @@ def pretrain(out, config, *, overwrite=False, progress=False, sample_prompt=None
     an unusable folder, TrainingDiverged, and KeyboardInterrupt after saving on Ctrl-C."""
     resolved = resolve_request(**request)
     out = pathlib.Path(out)
-    check_usable(out, overwrite)
-    with RunLock(out):
-        replace = False
+    with claimed(out, resolved, overwrite=overwrite, log=log) as claim:
         reuse = None
-        if is_run(out):
-            differ = differences(read_recipe(out)["recipe"], resolved)
-            if overwrite:
-                replace = True
-            elif differ:
-                raise RunFolderError(f"{out} holds another run (it differs in "
-                                     f"{', '.join(differ)}): pass --out for a new folder, or "
-                                     "--overwrite to replace it")
-            elif (out / "tokenizer").is_dir():
-                from npplm.tokenizers import load_tokenizer
+        if claim.resuming and (out / "tokenizer").is_dir():
+            from npplm.tokenizers import load_tokenizer
 
-                reuse = load_tokenizer(out / "tokenizer")  # trained from this same request
+            reuse = load_tokenizer(out / "tokenizer")  # trained from this same request
         run = build_run(**{**request, "tokenizer": reuse or request.get("tokenizer")},
                         sample_prompt=sample_prompt, log=log)
         run.info.update(resolved)  # what was asked, also when the tokenizer was reused
-        if replace:
-            clear(out)
-            log(f"removed the previous run in {out} (--overwrite)")
-        write_json({"recipe": run.info, "train_config": dataclasses.asdict(config)},
-                   out / RUN_FILE)
+        claim.commit({"recipe": run.info, "train_config": dataclasses.asdict(config)})
         if not (out / "tokenizer").is_dir():
             save_tokenizer(run.tokenizer, out / "tokenizer")
         examples = config.steps * config.batch_size * config.grad_accum
@@ -113,4 +81,4 @@ def pretrain(out, config, *, overwrite=False, progress=False, sample_prompt=None
         return Pretraining(run, trainer, history, trainer.resumed_from)
 
 
-__all__ = ["Pretraining", "RunFolderError", "differences", "pretrain"]
+__all__ = ["Pretraining", "RunFolderError", "pretrain", "save_tokenizer"]

@@ -21,8 +21,12 @@ Three rules keep a folder safe from a typo:
 `npplm.from_pretrained` and `npplm.load_tokenizer` read: a run folder (its newest
 checkpoint), a checkpoint folder, a Hugging Face folder, or a .gguf file.
 `resolve_tokenizer(path)` does the same for `npplm train --tokenizer`.
+
+`claimed(path, request)` holds a folder for a run by these rules (pretrain.py and the
+alignment stages use it).
 """
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -30,7 +34,7 @@ import os
 import pathlib
 import shutil
 
-from npplm.io import CheckpointError
+from npplm.io import CheckpointError, write_json
 from npplm.training.checkpointing import latest_checkpoint
 
 RUN_FILE = "run.json"
@@ -152,6 +156,60 @@ class RunLock:
         if self._made_folder and not any(self.path.iterdir()):
             self.path.rmdir()
         return False
+
+
+def differences(stored, request):
+    """The keys of `request` whose value differs in a stored request (keys it lacks: equal)."""
+    def plain(value):
+        return json.loads(json.dumps(value))
+
+    return sorted(k for k in request if k in stored and plain(stored[k]) != plain(request[k]))
+
+
+class Claim:
+    """A run folder held for one run (see `claimed`): whether it resumes a run, and
+    `commit(record)`, which replaces a run being overwritten and writes run.json."""
+
+    def __init__(self, path, key, replace, resuming, log):
+        self.path, self.key, self.log = path, key, log
+        self.replace, self.resuming = replace, resuming
+
+    def commit(self, record):
+        """Everything is built: clear the run being replaced, then write run.json (record:
+        a dict holding the request under `key`)."""
+        if self.replace:
+            clear(self.path)
+            self.log(f"removed the previous run in {self.path} (--overwrite)")
+        write_json(record, self.path / RUN_FILE)
+
+
+@contextlib.contextmanager
+def claimed(path, request, *, key="recipe", overwrite=False, log=print):
+    """Hold the run folder `path` for a run asked for by `request` (a JSON-able dict):
+
+        with claimed(out, request) as claim:
+            ... build everything in memory (claim.resuming: reuse what the folder holds)
+            claim.commit({"recipe": request, ...})   # only now is anything removed/written
+            ... train
+
+    Refuses (RunFolderError) a folder that is not absent, empty or an npplm run; one locked
+    by another process; and one holding a run asked for differently (run.json[key] differs
+    in a key of `request`), unless overwrite, when that run is replaced at commit."""
+    path = pathlib.Path(path)
+    check_usable(path, overwrite)
+    with RunLock(path):
+        replace = resuming = False
+        if is_run(path):
+            differ = differences(read_recipe(path).get(key, {}), request)
+            if overwrite:
+                replace = True
+            elif differ:
+                raise RunFolderError(f"{path} holds another run (it differs in "
+                                     f"{', '.join(differ)}): pass --out for a new folder, or "
+                                     "--overwrite to replace it")
+            else:
+                resuming = True
+        yield Claim(path, key, replace, resuming, log)
 
 
 def resolve_model(path):

@@ -179,6 +179,11 @@ class Trainer:
     run_dir     where checkpoints, metrics.jsonl and loss.png go; None: nothing written
     perplexity  report exp(validation loss): True when the loss is a token-level NLL
     sample      optional model -> str, called at each evaluation (a generated sample)
+    eval_metrics  optional model -> {name: float}, called at each evaluation, the numbers
+                logged with the validation loss (e.g. DPO's reward accuracy)
+    loss_fn     optional (model, batch) -> scalar Tensor: the objective of one batch when it
+                is not the model's own loss (DPO, the reward model); default
+                model(**batch).loss. The model is still what is saved and resumed.
     tokenizer   optional: saved into every checkpoint folder beside the model
     progress    show a tqdm progress bar (loss, learning rate, tokens/s)
     log         where one-line messages go (print; the bar's own write when it is shown)
@@ -187,13 +192,15 @@ class Trainer:
 
     def __init__(self, model, collator, train, val=None, config=None, run_dir=None,
                  perplexity=True, sample=None, progress=False, log=print, run_info=None,
-                 tokenizer=None):
+                 tokenizer=None, eval_metrics=None, loss_fn=None):
         self.model, self.collator = model, collator
         self.train_examples, self.val_examples = train, val
         self.has_val = val is not None and len(val) > 0
         self.config = config or TrainConfig()
         self.run_dir = None if run_dir is None else pathlib.Path(run_dir)
         self.perplexity, self.sample, self.progress = perplexity, sample, progress
+        self.eval_metrics = eval_metrics
+        self.loss_fn = loss_fn or (lambda model, batch: model(**batch).loss)
         self.log, self.run_info, self.tokenizer = log, dict(run_info or {}), tokenizer
         self.optimizer = self.config.make_optimizer(model)
         self.schedule = self.config.schedule()
@@ -227,7 +234,7 @@ class Trainer:
         shifted = getattr(self.collator, "shifts_labels", False)
         for batch, weight in zip(batches, accumulation_weights(batches, shifted)):
             tokens += tokens_in(batch)
-            loss = model(**batch).loss
+            loss = self.loss_fn(model, batch)
             value = float(loss.item())
             if not math.isfinite(value):
                 self._diverged(f"the loss is {value}")
@@ -270,7 +277,7 @@ class Trainer:
                 examples = [self.val_examples[j] for j in range(lo, hi)]
                 rng = np.random.default_rng([self.config.seed, _VAL, i, 0])
                 batch = self._collate(examples, rng, np.arange(lo, hi))
-                losses.append(float(model(**batch).loss.item()))
+                losses.append(float(self.loss_fn(model, batch).item()))
         model.train()
         return float(np.mean(losses))
 
@@ -415,6 +422,10 @@ class Trainer:
         if self.perplexity:
             record["val_ppl"] = math.exp(min(loss, 700.0))
             text += f" | perplexity {record['val_ppl']:10.2f}"
+        if self.eval_metrics is not None:
+            extra = self.eval_metrics(self.model)
+            record.update(extra)
+            text += "".join(f" | {k} {v:.4g}" for k, v in extra.items())
         if self.sample is not None:
             record["sample"] = self.sample(self.model)
             text += "\n" + record["sample"]

@@ -71,3 +71,18 @@ def test_bad_messages_and_missing_template_are_named():
         render_chat(None, [])
     with pytest.raises(ValueError, match="'role' and 'content'"):
         render_chat("{{ messages }}", [{"text": "hi"}])
+
+
+@pytest.mark.slow
+def test_a_saved_gguf_tokenizer_keeps_its_chat_template_for_us_and_transformers(pair, tmp_path):
+    ours, _ = pair
+    ours.save(tmp_path)
+    again = npplm.load_tokenizer(tmp_path)
+    messages = [{"role": "user", "content": "What does textwrap.dedent do?"}]
+    assert again.chat_template == ours.chat_template
+    assert again.apply_chat_template(messages) == ours.apply_chat_template(messages)
+    assert (again.bos_token, again.eos_token) == (ours.bos_token, ours.eos_token)
+    transformers = pytest.importorskip("transformers")
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert theirs.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) \
+        == ours.apply_chat_template(messages)
