@@ -6,6 +6,9 @@
     npplm demo       demo.py       a character-level MLP LM (npplm.training.char_mlp)
     npplm generate   generate.py   continue a prompt (npplm.inference)
     npplm chat       generate.py   chat through a model's template (npplm.inference)
+    npplm sft        align.py      supervised fine-tuning (npplm.alignment)
+    npplm reward     align.py      a reward model on preference pairs (npplm.alignment)
+    npplm dpo        align.py      direct preference optimisation (npplm.alignment)
     npplm info       info.py       versions, backend, device, primitives
     common.py        the help format, flag types, the error style, naming a model
 
@@ -17,7 +20,7 @@ NPPLM_DEBUG=1 shows the traceback instead.
 import os
 import sys
 
-from npplm.cli import common, demo, evaluate, generate, info, scaling, train
+from npplm.cli import align, common, demo, evaluate, generate, info, scaling, train
 from npplm.cli.common import HelpFormatter, Parser, UsageError
 
 DESCRIPTION = """\
@@ -29,6 +32,9 @@ npplm: the pre-trained language models that shaped the field, in readable NumPy.
   npplm demo        train a character-level MLP language model
   npplm generate    continue a prompt (GPT, LLaMA, T5, GLM; default SmolLM2)
   npplm chat        talk to an instruction-tuned model (default SmolLM2)
+  npplm sft         supervised fine-tuning on prompt -> answer pairs
+  npplm reward      train a reward model on preference pairs
+  npplm dpo         direct preference optimisation on preference pairs
   npplm info        versions, backend, device and the registered primitives
 
 A model is named the same way everywhere: a run folder, a checkpoint folder, a Hugging Face
@@ -45,6 +51,7 @@ def build_parser():
     scaling.add_parser(sub)
     demo.add_parser(sub)
     generate.add_parsers(sub)
+    align.add_parsers(sub)
     info.add_parser(sub)
     for command in sub.choices.values():
         name_numbers(command)

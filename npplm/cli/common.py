@@ -40,6 +40,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     def __init__(self, prog):
         super().__init__(prog, width=HELP_WIDTH, max_help_position=32)
 
+    def _get_help_string(self, action):
+        """The help, with "(default: X)" added unless the help already says its default, or
+        there is none to say (None, a flag that is off)."""
+        if "(default" in (action.help or "") or action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
 
 class Parser(argparse.ArgumentParser):
     """argparse's parser with one-line errors: `npplm train: error: ... (see --help)`."""

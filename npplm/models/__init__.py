@@ -49,11 +49,13 @@ ARCHITECTURES = {
     # GPT-1 and GPT-2 (gpt.py); GPT-3 configs load as GPT2LMHeadModel with sparse layers
     "GPT2Model": gpt.GPT2Model,
     "GPT2LMHeadModel": gpt.GPT2LMHeadModel,
+    "GPT2ForSequenceClassification": gpt.GPT2ForSequenceClassification,
     "OpenAIGPTModel": gpt.OpenAIGPTModel,
     "OpenAIGPTLMHeadModel": gpt.OpenAIGPTLMHeadModel,
     # LLaMA (llama.py)
     "LlamaModel": llama.LlamaModel,
     "LlamaForCausalLM": llama.LlamaForCausalLM,
+    "LlamaForSequenceClassification": llama.LlamaForSequenceClassification,
     # GLM (glm.py): npplm's own config.json (transformers has no class for the 2021 GLM)
     "GLMForConditionalGeneration": glm.GLMForConditionalGeneration,
     # T5 (t5.py)

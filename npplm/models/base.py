@@ -13,7 +13,8 @@ family whose checkpoints store some weights differently (GPT-2's transposed Conv
 weights) overrides `load_weights` and `checkpoint_state`, nothing else.
 
 Decoders also say the shape of their KV cache (`kv_cache_layout`), from which `new_cache`
-builds one on the right device (npplm.generation).
+builds one on the right device (npplm.generation). SequenceClassifierMixin (at the end) is
+the score head a decoder gets as a classifier or a reward model (GPT-2, LLaMA).
 
 Devices. Integer bookkeeping (ids, positions, masks) is done on the host, in NumPy; a model
 moves what it computes from it to its weights' device with one `self.xp.asarray` where it
@@ -23,12 +24,16 @@ The files themselves (safetensors, config.json, shards) are read and written by 
 `npplm.from_pretrained` (npplm/models/__init__.py) picks the class a folder names.
 """
 
+import dataclasses
 import re
 
-from autograd import array_module
+import numpy as np
+
+from autograd import array_module, to_numpy
 from npplm.generation import KVCache
 from npplm.io import CheckpointError, read_config, read_weights, write_pretrained
-from npplm.layers import Module
+from npplm.layers import Module, int_array, sequence_classification_loss
+from npplm.models.output import ModelOutput
 
 
 class PreTrainedModel(Module):
@@ -172,3 +177,115 @@ def check_probabilities(config, *names):
         p = getattr(config, name)
         if not 0.0 <= p < 1.0:
             raise ValueError(f"{type(config).__name__}.{name}={p} must be in [0, 1)")
+
+
+# --- sequence classification: the reward models' head ---------------------------------------
+
+
+def num_labels_from_hf(hf):
+    """The number of classes in a Hugging Face config dict.
+
+    transformers keeps no `num_labels` key: it is the length of `id2label`, which
+    `save_pretrained` omits at the default of 2 classes (a `num_labels` key passed to a
+    config constructor is honoured too).
+    """
+    return len(hf["id2label"]) if hf.get("id2label") else hf.get("num_labels", 2)
+
+
+def num_labels_to_hf(num_labels):
+    """The config.json keys that say `num_labels` as transformers writes them: id2label and
+    label2id with default names LABEL_i, and nothing at the default of 2."""
+    if num_labels == 2:
+        return {}
+    names = [f"LABEL_{i}" for i in range(num_labels)]
+    return {"id2label": {str(i): name for i, name in enumerate(names)},
+            "label2id": {name: i for i, name in enumerate(names)}}
+
+
+def last_token_positions(input_ids, pad_token_id):
+    """(B,) the position of each row's last token that is not padding, found as transformers'
+    *ForSequenceClassification finds it (GPT-2, LLaMA and every decoder since 5.x):
+
+        last[b] = argmax_t  t * [ids[b, t] != pad_token_id]
+
+    the rightmost non-pad token, so right and left padding both work; a row of padding only
+    gives 0. The attention mask is not consulted: a pad id inside a row (GPT-2 setups that pad
+    with <|endoftext|>) counts as padding, a real token after it does not. Without a pad token
+    the last position is taken, which is only right for a single row (B = 1): transformers
+    refuses larger batches then, and so do we.
+    """
+    ids = to_numpy(int_array(input_ids, "input_ids"))  # (B, T), host bookkeeping
+    B, T = ids.shape
+    if pad_token_id is None:
+        if B != 1:
+            raise ValueError(f"a batch of {B} rows needs config.pad_token_id to find each row's "
+                             "last token; without one only a single unpadded row can be scored")
+        return np.array([T - 1])
+    return (np.arange(T) * (ids != pad_token_id)).argmax(axis=-1)  # (B,)
+
+
+class SequenceClassifierMixin:
+    """A decoder read out at its last token: logits = score(h[b, last[b]]), (B, num_labels).
+
+    What GPT2ForSequenceClassification and LlamaForSequenceClassification share; the class
+    that mixes it in builds `score` (no bias, (num_labels, C), as Hugging Face's) and the
+    backbone under `base_model_prefix` ("transformer", "model"). A causal decoder's last real
+    token is the only one that has read the whole sequence, so it is the one scored. With
+    num_labels = 1 this is the reward model of InstructGPT (Ouyang et al. 2022, arXiv:2203.02155,
+    section 3.5) and of TRL's RewardTrainer: one scalar r(x, y) per sequence.
+
+    Loading: `npplm.from_pretrained` loads a classifier's own checkpoint (score.weight
+    included); a causal LM's checkpoint has no score.weight, and `from_backbone` turns it
+    (or an LM object) into a classifier with a freshly drawn score layer.
+    """
+
+    @property
+    def backbone(self):
+        return getattr(self, self.base_model_prefix)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None):
+        """-> ModelOutput(logits (B, num_labels), loss when labels are given).
+
+        input_ids (B, T), attention_mask (B, T) and position_ids as for the backbone; the
+        scored position of each row comes from config.pad_token_id (last_token_positions).
+        labels: (B,) floats for num_labels = 1 (regression: mean squared error, as Hugging
+        Face), class ids (B,) or multi-label 0/1 (B, num_labels) otherwise
+        (npplm.layers.sequence_classification_loss).
+        """
+        h = self.backbone(input_ids, attention_mask, None, position_ids).last_hidden_state
+        last = last_token_positions(input_ids, self.config.pad_token_id)  # (B,)
+        rows = np.arange(h.shape[0])
+        xp = self.xp  # host positions -> the hidden states' device
+        pooled = h[xp.asarray(rows), xp.asarray(last)]  # (B, T, C) -> (B, C)
+        logits = self.score(pooled)  # (B, C) @ (C, num_labels) -> (B, num_labels)
+        loss = None if labels is None else sequence_classification_loss(
+            logits, labels, self.config.num_labels)
+        return ModelOutput(loss=loss, logits=logits)
+
+    @classmethod
+    def from_backbone(cls, source, num_labels=1, seed=0, **config_overrides):
+        """A classifier (by default a reward model, num_labels=1) whose backbone is copied
+        from `source`: a model object of the family (its LM head, bare backbone or another
+        classifier) or a checkpoint folder of one (a causal LM's, typically).
+
+        The score layer is drawn from `seed`, N(0, initializer_range^2), as transformers
+        initialises a head missing from the checkpoint. config_overrides replace config
+        fields, e.g. pad_token_id for batches (GPT-2 configs have none). The weights are
+        copies, in the source model's dtype; the model is returned in training mode.
+        """
+        if isinstance(source, PreTrainedModel):
+            if not isinstance(source.config, cls.config_class):
+                raise TypeError(f"{cls.__name__}.from_backbone needs a model with a "
+                                f"{cls.config_class.__name__}, got a {type(source).__name__}")
+            config, dtype = source.config, source.dtype
+            state = getattr(source, cls.base_model_prefix, source).checkpoint_state()
+        else:
+            config, dtype = cls.config_class.from_hf(read_config(source)), None
+            state = read_weights(source)
+        config = dataclasses.replace(config, num_labels=num_labels, **config_overrides)
+        model = cls(config, seed=seed)
+        if dtype is not None:
+            model.astype(dtype)
+        # The backbone's load_weights strips the head's prefix and drops the LM head's keys.
+        model.backbone.load_weights(state)
+        return model

@@ -51,6 +51,12 @@ whatever the attention mask says. We number them as its `generate` does: positio
 gets the same positions, hence the same logits, as the prompt alone. For unpadded or
 right-padded input the two agree on every real token; pass `position_ids` to override.
 
+Sequence classification. GPT2ForSequenceClassification reads the backbone out at each
+row's last token that is not padding and scores it with a bias-free linear layer
+`score` (num_labels, C), as Hugging Face's; with num_labels = 1 it is the reward model of
+RLHF. Its pieces (last_token_positions, SequenceClassifierMixin, num_labels in config.json)
+serve llama.py's classifier too.
+
 Glossary of shape letters: B batch, T query length (new tokens), S key length (cached +
 new), C model width (n_embd), H heads, D head dim (C / H), F feed-forward width (n_inner),
 V vocabulary, L layers.
@@ -83,11 +89,15 @@ from npplm.layers import (
 )
 from npplm.models.base import (
     PreTrainedModel,
+    SequenceClassifierMixin,
     check_divides,
     check_optional_positive_int,
     check_positive_ints,
     check_probabilities,
     check_scales,
+    check_token_ids,
+    num_labels_from_hf,
+    num_labels_to_hf,
 )
 from npplm.models.output import ModelOutput
 
@@ -125,6 +135,10 @@ class GPTConfig:
     initializer_range: float = 0.02  # std of the normal initialisation
     bos_token_id: int | None = 50256  # <|endoftext|> starts and ends documents in GPT-2
     eos_token_id: int | None = 50256
+    # The sequence classifier (a reward model) scores each row's last token that is not
+    # pad_token_id. GPT-2 has no padding token of its own: None, as in its config.json.
+    pad_token_id: int | None = None
+    num_labels: int = 2  # outputs of GPT2ForSequenceClassification; 1 for a reward model
     tie_word_embeddings: bool = True  # lm_head = wte (False: not implemented)
     # GPT-3's sparse layers: one entry per layer, "global" (dense) or "local" (banded).
     # None: every layer dense (GPT-1, GPT-2).
@@ -136,7 +150,8 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.model_type={self.model_type!r}; use one of "
                              f"{MODEL_TYPES}")
         check_positive_ints(self, "vocab_size", "n_positions", "n_embd", "n_layer", "n_head",
-                            "local_window")
+                            "local_window", "num_labels")
+        check_token_ids(self, "pad_token_id", optional=True)
         check_optional_positive_int(self, "n_inner")
         check_divides(self, "n_embd", "n_head")
         check_probabilities(self, "resid_pdrop", "embd_pdrop", "attn_pdrop")
@@ -238,6 +253,7 @@ class GPTConfig:
                 raise ValueError(f"GPTConfig.from_hf: {key}={hf[key]} is not implemented")
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in hf.items() if k in names}
+        kwargs["num_labels"] = num_labels_from_hf(hf)
         if model_type == "openai-gpt":
             kwargs["activation_function"] = hf.get("afn", "gelu")
             kwargs.pop("n_inner", None)  # GPT-1's feed-forward is always 4 C
@@ -255,6 +271,7 @@ class GPTConfig:
         thing only while no input is longer than local_window.
         """
         hf = dataclasses.asdict(self)
+        hf.update(num_labels_to_hf(hf.pop("num_labels")))
         if self.attention_layers is None:
             del hf["attention_layers"], hf["local_window"]
         else:
@@ -567,3 +584,18 @@ class OpenAIGPTLMHeadModel(_GPTLMHead):
     """GPT-1 with its tied language-model head."""
 
     backbone_class = OpenAIGPTModel
+
+
+# --- sequence classification: reward models -------------------------------------------------
+
+
+class GPT2ForSequenceClassification(SequenceClassifierMixin, GPTPreTrainedModel):
+    """GPT-2 with a linear score on its last real token: a classifier, or (num_labels = 1)
+    the reward model of RLHF. Keys as Hugging Face's: transformer.*, score.weight."""
+
+    def __init__(self, config, seed=0):
+        rng = np.random.default_rng(seed)
+        self.config = config
+        self.transformer = GPT2Model(config, rng=rng)
+        self.score = Linear(config.n_embd, config.num_labels, bias=False,
+                            std=config.initializer_range, rng=rng)  # (num_labels, C)

@@ -32,6 +32,9 @@ The checkpoint key map is the identity: model.embed_tokens, model.layers.N.self_
 .{q,k,v,o}_proj, model.layers.N.mlp.{gate,up,down}_proj, model.layers.N.input_layernorm,
 model.layers.N.post_attention_layernorm, model.norm, lm_head (absent when tied). Older
 checkpoints store `rotary_emb.inv_freq` buffers: ignored, we recompute the frequencies.
+LlamaForSequenceClassification (a reward model when num_labels = 1) has model.* and
+score.weight instead of lm_head; it reads out the last token that is not pad_token_id, as
+gpt.py's GPT2ForSequenceClassification, whose pieces it shares.
 
 Positions. Without a cache, 0..T-1; with a KVCache, cache.length onwards. When an
 attention mask is given and no position_ids, positions follow the mask: cumsum(mask) - 1
@@ -95,10 +98,13 @@ from npplm.layers import (
 )
 from npplm.models.base import (
     PreTrainedModel,
+    SequenceClassifierMixin,
     check_divides,
     check_positive_ints,
     check_scales,
     check_token_ids,
+    num_labels_from_hf,
+    num_labels_to_hf,
 )
 from npplm.models.output import ModelOutput
 
@@ -135,6 +141,7 @@ class LlamaConfig:
     bos_token_id: int | None = 1  # <s>
     eos_token_id: int | None = 2  # </s>
     tie_word_embeddings: bool = False  # lm_head = embed_tokens (no published LLaMA does)
+    num_labels: int = 2  # outputs of LlamaForSequenceClassification; 1 for a reward model
     rope_theta: float = 10000.0  # RoPE base: 10000 in LLaMA-1/2, 500000 in LLaMA-3
     rope_scaling: tuple | None = None  # None, or LLaMA-3.1's "llama3" scaling (see above)
 
@@ -146,7 +153,7 @@ class LlamaConfig:
             object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
         check_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size",
                             "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                            "max_position_embeddings")
+                            "max_position_embeddings", "num_labels")
         if self.head_dim is None:
             check_divides(self, "hidden_size", "num_attention_heads")
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
@@ -269,6 +276,7 @@ class LlamaConfig:
                              f"{hf['attention_dropout']} is not implemented")
         names = {f.name for f in dataclasses.fields(cls)} - {"rope_scaling", "rope_theta"}
         kwargs = {k: v for k, v in hf.items() if k in names}
+        kwargs["num_labels"] = num_labels_from_hf(hf)
         if isinstance(kwargs.get("eos_token_id"), list):  # Llama-3-Instruct lists several
             kwargs["eos_token_id"] = kwargs["eos_token_id"][0]
         rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
@@ -283,6 +291,7 @@ class LlamaConfig:
     def to_hf(self):
         """A Hugging Face config dict (model_type "llama"), in transformers 5's rope format."""
         hf = dataclasses.asdict(self)
+        hf.update(num_labels_to_hf(hf.pop("num_labels")))
         del hf["rope_scaling"], hf["rope_theta"]
         hf["rope_parameters"] = {**(self.rope_parameters or {"rope_type": "default"}),
                                  "rope_theta": self.rope_theta}
@@ -508,6 +517,24 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         logits = self.lm_head(h)  # (B, T, C) -> (B, T, V)
         loss = None if labels is None else causal_lm_loss(logits, labels)  # t predicts t + 1
         return ModelOutput(loss=loss, logits=logits)
+
+
+class LlamaForSequenceClassification(SequenceClassifierMixin, LlamaPreTrainedModel):
+    """LLaMA with a linear score on its last real token: a classifier, or (num_labels = 1)
+    the reward model of RLHF, as gpt.py's GPT2ForSequenceClassification (the shared forward,
+    pooling rule and `from_backbone` are in base.SequenceClassifierMixin).
+
+    Keys as Hugging Face's LlamaForSequenceClassification (its GenericForSequenceClassification):
+    model.*, score.weight (num_labels, C), no bias. A LlamaForCausalLM checkpoint's lm_head is
+    dropped by `from_backbone`.
+    """
+
+    def __init__(self, config, seed=0):
+        rng = np.random.default_rng(seed)
+        self.config = config
+        self.model = LlamaModel(config, rng=rng)
+        self.score = Linear(config.hidden_size, config.num_labels, bias=False,
+                            std=config.initializer_range, rng=rng)  # (num_labels, C)
 
 
 # --- GGUF files (llama.cpp) -------------------------------------------------------------------

@@ -7,6 +7,8 @@ tokenizer_config.json); rendering it exactly is what makes the model answer well
 template runs in Jinja2's sandbox: it comes from a file, so it may not touch Python.
 """
 
+import functools
+
 
 def render_chat(template, messages, add_generation_prompt=True, **special_tokens):
     """The prompt text for `messages` ([{"role": ..., "content": ...}, ...]).
@@ -17,16 +19,22 @@ def render_chat(template, messages, add_generation_prompt=True, **special_tokens
     """
     if template is None:
         raise ValueError("this tokenizer has no chat template")
+    for m in messages:
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise ValueError(f"a chat message must be a dict with 'role' and 'content', got {m!r}")
+    return compiled(template).render(messages=list(messages),
+                                     add_generation_prompt=add_generation_prompt,
+                                     **special_tokens)
+
+
+@functools.lru_cache(maxsize=8)
+def compiled(template):
+    """The template compiled once (a hundred times faster to render again than to parse)."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = _raise
-    for m in messages:
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise ValueError(f"a chat message must be a dict with 'role' and 'content', got {m!r}")
-    return env.from_string(template).render(messages=list(messages),
-                                            add_generation_prompt=add_generation_prompt,
-                                            **special_tokens)
+    return env.from_string(template)
 
 
 def _raise(message):

@@ -10,7 +10,8 @@ import npplm
 from npplm import cli
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-COMMANDS = ("train", "eval", "scaling", "demo", "generate", "chat", "info")
+COMMANDS = ("train", "eval", "scaling", "demo", "generate", "chat", "sft", "reward", "dpo",
+            "info")
 
 
 def subparsers():
