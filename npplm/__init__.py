@@ -13,6 +13,7 @@ floors, each importing only those below it:
     training/     optimizers, schedule, data, the Trainer, run folders, held-out metrics,
                   scaling laws
     inference/    text in, text out for every family that generates
+    alignment/    SFT, the reward model and DPO (TRL's formats and formulas)
     runtime.py    configure(): process settings for speed, applied only when asked
     cli/          the `npplm` command, a module per command, each thin over the floors above
 """

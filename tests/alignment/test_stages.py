@@ -129,3 +129,25 @@ def test_the_stage_commands_run_and_report(stage, tiny_policy, tmp_path, capsys)
     assert cli.main([stage, "--model", str(tiny_policy), "--data",
                      str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_sft_micro_batches_give_the_full_batchs_update(tiny_policy):
+    """Two micro-batches of 2 equal one batch of 4 (answers of different lengths): each
+    micro-batch weighs by its share of the completion tokens (the Trainer's exact
+    accumulation), so the mean is over the update's answer tokens."""
+    from npplm.alignment.data import SFTCollator, tokenize_sft
+    from npplm.training import Trainer
+
+    tok = npplm.load_tokenizer(tiny_policy)
+    rows = [{"prompt": f"Say {w}.", "completion": " Sure" + ", yes" * (i % 3) + f" {w}."}
+            for i, w in enumerate(WORDS[:8])]
+    examples, _ = tokenize_sft(rows, tok, 48)
+    models = []
+    for batch_size, accumulation in ((4, 1), (2, 2)):
+        model = npplm.from_pretrained(tiny_policy)
+        Trainer(model, SFTCollator(tok.pad_id), examples, None,
+                config(1, batch_size=batch_size, grad_accum=accumulation, warmup_steps=0,
+                       optimizer="sgd", lr=0.5)).fit()
+        models.append(model)
+    for (name, a), (_, b) in zip(models[0].named_parameters(), models[1].named_parameters()):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
