@@ -9,6 +9,12 @@ no_grad (as a run whose reference is not precomputed would do), and DPO's sigmoi
 the summed completion log-probs (the last 64 tokens of each row). Both sides start from the
 same weights; the reference is the policy's own weights (a frozen copy would cost the same
 forward). Timing as side_by_side.py: alternating samples, medians, the best ratio beside.
+
+--memory instead compares the peak memory of the steps themselves: two training steps
+(forward, backward, AdamW) of SFT on the 8 rows, against two of DPO with the reference's
+log-probs precomputed, as `npplm dpo` runs (the reference costs no memory during
+training). Each runs in a child process; NumPy reports its arrays to tracemalloc, whose
+peak is reset once the model is loaded (loading a GGUF file peaks higher than a step).
 """
 
 import argparse
@@ -100,12 +106,61 @@ def torch_step(torch, model, ids, mask, completion):
     return step
 
 
+def peak_memory_child(kind, tiny):
+    """Run two training steps of `kind` ("sft" or "dpo") in this process; print the peak
+    bytes of NumPy arrays during them (the model, its gradients and AdamW's moments
+    included)."""
+    import tracemalloc
+
+    from npplm.alignment import dpo_loss, sequence_logps
+    from npplm.training import AdamW
+
+    model = policy(tiny)
+    ids, mask, completion = batch(model.config.vocab_size)
+    labels = np.where(completion == 1, ids, -100)
+    ref = np.zeros(2 * B, dtype=np.float32)  # precomputed once: (2B,) numbers, no model
+    opt = AdamW([{"params": list(model.parameters()), "weight_decay": 0.0}], lr=1e-6)
+    model.train()
+    tracemalloc.start()
+    for _ in range(2):
+        if kind == "sft":
+            loss = model(ids, attention_mask=mask, labels=labels).loss
+        else:
+            logps = sequence_logps(model, ids, mask, completion)
+            loss = dpo_loss(logps[:B], logps[B:], ref[:B], ref[B:])[0].mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    print(tracemalloc.get_traced_memory()[1] + sum(p.data.nbytes for p in model.parameters()))
+
+
+def peak_memory(tiny):
+    import subprocess
+
+    peaks = {}
+    for kind in ("sft", "dpo"):
+        out = subprocess.run([sys.executable, __file__, "--child", kind]
+                             + (["--tiny"] if tiny else []),
+                             capture_output=True, text=True, check=True)
+        peaks[kind] = int(out.stdout.strip().splitlines()[-1])
+    print(f"peak memory, two training steps: SFT {peaks['sft'] / 2**30:.2f} GiB, DPO with "
+          f"precomputed reference {peaks['dpo'] / 2**30:.2f} GiB: "
+          f"{peaks['dpo'] / peaks['sft']:.2f}x (target at most 1.2x)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, help="BLAS and OpenMP threads for both sides")
     parser.add_argument("--quick", action="store_true", help="a smoke test, not a measurement")
     parser.add_argument("--tiny", action="store_true", help="a random tiny LLaMA, not SmolLM2")
+    parser.add_argument("--memory", action="store_true",
+                        help="compare peak memory of SFT and DPO training steps instead")
+    parser.add_argument("--child", choices=("sft", "dpo"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        return peak_memory_child(args.child, args.tiny)
+    if args.memory:
+        return peak_memory(args.tiny)
     if args.threads is not None and os.environ.get(THREAD_VARIABLES[0]) != str(args.threads):
         os.environ.update({k: str(args.threads) for k in THREAD_VARIABLES})
         os.execv(sys.executable, [sys.executable, *sys.argv])
