@@ -68,7 +68,7 @@ def train_dpo(model, out, config, *, data=None, max_length=256, beta=0.1, loss_t
                "label_smoothing": label_smoothing}
     dpo_loss(np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), beta, loss_type,
              label_smoothing, np.ones(1), np.ones(1))  # the options, checked before any work
-    policy, tokenizer = load_policy(model)
+    policy, tokenizer = load_policy(model, max_length)
     rows_train, rows_val = train_and_validation(data, "preference", config.seed,
                                                 conversational=tokenizer.chat_template is not None)
     seen = config.steps * config.batch_size * config.grad_accum

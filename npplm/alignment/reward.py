@@ -61,7 +61,7 @@ def train_reward_model(model, out, config, *, data=None, max_length=256, margin=
     request = {"stage": "reward", "model": str(model), "data": str(data or DEFAULT_DATA),
                "max_length": max_length, "margin": margin,
                "center_rewards_coefficient": center_rewards_coefficient}
-    policy, tokenizer = load_policy(model)
+    policy, tokenizer = load_policy(model, max_length)
     scorer = reward_model_from(policy, tokenizer.pad_id, seed=config.seed)
     rows_train, rows_val = train_and_validation(data, "preference", config.seed,
                                                 conversational=tokenizer.chat_template is not None)

@@ -34,7 +34,7 @@ def sft(model, out, config, *, data=None, max_length=256, assistant_only_loss=Fa
     into the run folder `out`. Returns the Trainer (its history, last checkpoint)."""
     request = {"stage": "sft", "model": str(model), "data": str(data or DEFAULT_DATA),
                "max_length": max_length, "assistant_only_loss": assistant_only_loss}
-    policy, tokenizer = load_policy(model)
+    policy, tokenizer = load_policy(model, max_length)
     rows_train, rows_val = train_and_validation(data, "sft", config.seed,
                                                 conversational=tokenizer.chat_template is not None)
     train, stats = tokenize_sft(rows_train, tokenizer, max_length, assistant_only_loss)

@@ -38,9 +38,10 @@ def smollm2_path():
         "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def load_policy(path):
+def load_policy(path, max_length=None):
     """(causal LM, its tokenizer) of a run folder, a checkpoint or Hugging Face folder, or
-    a GGUF file; ValueError for a model that is not a causal LM."""
+    a GGUF file; ValueError for a model that is not a causal LM, or whose context is
+    shorter than max_length (the longest example the stage will feed it)."""
     from npplm.generation import GenerationMixin
     from npplm.models import from_pretrained
     from npplm.tokenizers import load_tokenizer
@@ -50,6 +51,9 @@ def load_policy(path):
     if not isinstance(model, GenerationMixin):
         raise ValueError(f"{path} holds a {type(model).__name__}: alignment starts from a "
                          "causal language model (GPT, LLaMA)")
+    if max_length is not None and max_length > model.context_length:
+        raise ValueError(f"--max-length {max_length} exceeds the context of {path}, "
+                         f"{model.context_length} tokens")
     return model, load_tokenizer(location)
 
 

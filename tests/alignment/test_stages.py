@@ -151,3 +151,9 @@ def test_sft_micro_batches_give_the_full_batchs_update(tiny_policy):
         models.append(model)
     for (name, a), (_, b) in zip(models[0].named_parameters(), models[1].named_parameters()):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_examples_longer_than_the_context_are_refused_before_any_work(tiny_policy, tmp_path):
+    with pytest.raises(ValueError, match="--max-length 100 exceeds the context of .* 64"):
+        sft(tiny_policy, tmp_path / "x", config(2), max_length=100, log=pytest.fail)
+    assert not (tmp_path / "x").exists()
