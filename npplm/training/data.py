@@ -33,6 +33,21 @@ class DataError(ValueError):
     """The training data is missing, empty, or too small for the run."""
 
 
+def first_chars(texts, max_chars=None):
+    """The texts (any iterable, read lazily) up to max_chars characters in all: the last
+    one cut, blank ones skipped, none read after the limit (None: every text)."""
+    docs, total = [], 0
+    for text in texts:
+        if max_chars is not None:
+            text = text[:max(0, max_chars - total)]
+        if text.strip():
+            docs.append(text)
+            total += len(text)
+        if max_chars is not None and total >= max_chars:
+            break
+    return docs
+
+
 def stdlib_documents(max_chars=None):
     """The standard library's top-level .py files, sorted by name: one document each.
 
@@ -40,16 +55,8 @@ def stdlib_documents(max_chars=None):
     is cut), which keeps quick runs quick.
     """
     root = pathlib.Path(sysconfig.get_paths()["stdlib"])
-    docs, total = [], 0
-    for path in sorted(root.glob("*.py")):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if max_chars is not None and total + len(text) > max_chars:
-            text = text[:max_chars - total]
-        if text:
-            docs.append(text)
-            total += len(text)
-        if max_chars is not None and total >= max_chars:
-            break
+    docs = first_chars((path.read_text(encoding="utf-8", errors="replace")
+                        for path in sorted(root.glob("*.py"))), max_chars)
     if not docs:
         raise DataError(f"no .py files found in the standard library folder {root}")
     return docs
@@ -68,22 +75,17 @@ def read_documents(path, max_chars=None):
                             f"{', '.join(TEXT_SUFFIXES)})")
     else:
         files = [path]
-    docs, total = [], 0
-    for file in files:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"--data {file} is not UTF-8 text: {e}") from None
-        if max_chars is not None:
-            text = text[:max(0, max_chars - total)]
-        if text.strip():
-            docs.append(text)
-            total += len(text)
-        if max_chars is not None and total >= max_chars:
-            break
+    docs = first_chars((_read_text(file) for file in files), max_chars)
     if not docs:
         raise DataError(f"--data {path} is empty: no document has any text")
     return docs
+
+
+def _read_text(file):
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"--data {file} is not UTF-8 text: {e}") from None
 
 
 def split_documents(docs, val_fraction=0.1, seed=0, min_val_docs=1):

@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from npplm.generation import GenerationMixin
-from npplm.training.data import join, read_documents
+from npplm.training.data import first_chars, join, read_documents
 from npplm.training.evaluation import (
     objective_loss,
     perplexity,
@@ -39,7 +39,7 @@ from npplm.training.recipe import (
     make_examples,
     read_corpus,
 )
-from npplm.training.run_folder import read_recipe, resolve_model, run_of
+from npplm.training.run_folder import load_model, read_recipe, resolve_model, run_of
 
 PSEUDO_PERPLEXITY_BLOCKS = 16  # one forward pass per token: the first blocks only
 ENCODERS = ("bert", "roberta", "albert")
@@ -71,21 +71,9 @@ def held_out_documents(path, data=None, max_chars=None):
                          "give the text to score with --data")
     _, _, val = read_corpus(recipe)
     corpus = "the standard library" if recipe["corpus"] == STDLIB_CORPUS else recipe["corpus"]
-    if max_chars is not None:
-        val = read_documents_prefix(val, max_chars)
+    val = first_chars(val, max_chars)
     documents = f"{len(val):,} document{'' if len(val) == 1 else 's'}"
     return val, f"the held-out split of {run} ({documents} of {corpus})", recipe
-
-
-def read_documents_prefix(docs, max_chars):
-    """The first documents holding at most max_chars characters (the last one cut)."""
-    out, left = [], max_chars
-    for doc in docs:
-        if left <= 0:
-            break
-        out.append(doc[:left])
-        left -= len(doc)
-    return out
 
 
 def evaluate(path, data=None, *, max_chars=None, window=None, stride=None, batch_size=8,
@@ -95,9 +83,6 @@ def evaluate(path, data=None, *, max_chars=None, window=None, stride=None, batch
     number, "value" it, "tokens" scored, "data" describing the text, and the rest per
     family (see the module docstring). window, stride: a causal LM's sliding window
     (default: its context, and half of it)."""
-    from npplm.models import from_pretrained
-    from npplm.tokenizers import load_tokenizer
-
     if window is not None and window < 2:
         raise ValueError(f"--window {window} must be at least 2 tokens (one to read, one "
                          "to predict)")
@@ -107,7 +92,7 @@ def evaluate(path, data=None, *, max_chars=None, window=None, stride=None, batch
     if not docs or not any(d.strip() for d in docs):
         raise ValueError(f"{described} holds no text to score")
     checkpoint = resolve_model(path)
-    model, tok = from_pretrained(checkpoint), load_tokenizer(checkpoint)
+    model, tok = load_model(checkpoint)
     family = family_of(model)
     result = {"model": str(checkpoint), "data": described, "family": family}
     if isinstance(model, GenerationMixin):

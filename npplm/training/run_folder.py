@@ -20,7 +20,8 @@ Three rules keep a folder safe from a typo:
 `resolve_model(path)` turns the one way every command names a model into a path that
 `npplm.from_pretrained` and `npplm.load_tokenizer` read: a run folder (its newest
 checkpoint), a checkpoint folder, a Hugging Face folder, or a .gguf file.
-`resolve_tokenizer(path)` does the same for `npplm train --tokenizer`.
+`load_model(path)` loads the model and its tokenizer from there; `resolve_tokenizer(path)`
+does the same naming for `npplm train --tokenizer`.
 
 `claimed(path, request)` holds a folder for a run by these rules (pretrain.py and the
 alignment stages use it).
@@ -238,6 +239,18 @@ def resolve_model(path):
             "neither a run folder (checkpoints/) nor a model folder (config.json)"
         raise CheckpointError(f"--model {path} is {what}")
     return path
+
+
+def load_model(path, log=None):
+    """(model, tokenizer) of the model `path` names (resolve_model: a run folder, a
+    checkpoint or Hugging Face folder, a GGUF file); log(message) says which is loaded."""
+    from npplm.models import from_pretrained
+    from npplm.tokenizers import load_tokenizer
+
+    location = resolve_model(path)
+    if log is not None:
+        log(f"loading {location} ...")
+    return from_pretrained(location), load_tokenizer(location)
 
 
 def resolve_tokenizer(path):
