@@ -7,11 +7,12 @@ by its keys:
     prompt-completion    {"prompt": "...", "completion": "..."}
     conversational       {"messages": [{"role": "user", "content": "..."}, ...]}
     preference           {"prompt": "...", "chosen": "...", "rejected": "..."}
+    prompt-only          {"prompt": "..."}
 
 Prompt, completion, chosen and rejected are either strings ("standard") or lists of chat
 messages ("conversational": {"role": system | user | assistant | tool, "content": str}),
 which the tokenizer's own chat template lays out. SFT takes the first three formats; DPO and
-reward modelling take the last.
+reward modelling take preference pairs; RLHF (ppo.py) takes prompts only, and generates.
 
 Supervised fine-tuning (SFT) trains the causal-LM loss on the completion only:
 
@@ -85,6 +86,7 @@ FORMATS = {
     "prompt-completion": ("prompt", "completion"),
     "messages": ("messages",),
     "preference": ("prompt", "chosen", "rejected"),
+    "prompt-only": ("prompt",),
 }
 SFT_FORMATS = ("text", "prompt-completion", "messages")
 
@@ -205,7 +207,8 @@ def _check_answer(value, key, where, conversational):
 
 def detect_format(example, where=""):
     """The format of one example, known by its keys: "text", "prompt-completion",
-    "messages" or "preference" (see the module docstring); its values are checked too.
+    "messages", "preference" or "prompt-only" (see the module docstring); its values are
+    checked too.
 
     Raises DataFormatError naming the missing or unexpected keys, empty answers, and
     `where` (e.g. "data.jsonl:12").
@@ -232,6 +235,11 @@ def detect_format(example, where=""):
         conversational = not isinstance(example["prompt"], str)
         if conversational:
             _check_messages(example["prompt"], "prompt", where)
+        if kind == "prompt-only":
+            if not conversational and not example["prompt"].strip():
+                raise DataFormatError(f"{_where(where)}'prompt' is empty: there is nothing to "
+                                      "respond to")
+            return kind
         answers = ("completion",) if kind == "prompt-completion" else ("chosen", "rejected")
         for key in answers:
             _check_answer(example[key], key, where, conversational)
@@ -316,7 +324,7 @@ def _with_eos(ids, eos_id):
     return ids if ids and ids[-1] == eos_id else ids + [eos_id]
 
 
-def _prompt_ids(tokenizer, prompt):
+def encode_prompt(tokenizer, prompt):
     """A prompt's ids as TRL tokenizes it: a string with the tokenizer's template, messages
     laid out by the chat template up to the assistant's header."""
     if isinstance(prompt, str):
@@ -331,6 +339,13 @@ def _whole_ids(tokenizer, prompt, answer):
         return _with_eos(_ids(tokenizer, prompt + answer, add_special_tokens=True),
                          _eos_id(tokenizer))
     return _chat_ids(tokenizer, prompt + answer, add_generation_prompt=False)[0]
+
+
+def completion_ids(tokenizer, prompt, answer):
+    """(prompt ids, prompt + answer ids) as TRL tokenizes a prompt-completion or preference
+    example: a string answer gets the EOS, a chat answer (a list of messages) the template's
+    end of turn. What a reward model judging a response reads (judges.RewardModelJudge)."""
+    return encode_prompt(tokenizer, prompt), _whole_ids(tokenizer, prompt, answer)
 
 
 def assistant_mask(tokenizer, messages):
@@ -424,7 +439,7 @@ def tokenize_sft(examples, tokenizer, max_length=None, assistant_only_loss=False
                                           "has no assistant turn")
                 mask = assistant_mask(tokenizer, example["messages"])
         else:
-            prompt_ids = _prompt_ids(tokenizer, example["prompt"])
+            prompt_ids = encode_prompt(tokenizer, example["prompt"])
             ids = _whole_ids(tokenizer, example["prompt"], example["completion"])
             stats.boundary_mismatches += ids[:len(prompt_ids)] != prompt_ids
             mask = np.arange(len(ids)) >= len(prompt_ids)
@@ -463,7 +478,7 @@ def tokenize_preference(examples, tokenizer, max_length=None, overflow="truncate
         if kind != "preference":
             raise DataFormatError(f"{where}: a {kind} example; preference training takes "
                                   "{prompt, chosen, rejected} examples")
-        prompt_ids = _prompt_ids(tokenizer, example["prompt"])
+        prompt_ids = encode_prompt(tokenizer, example["prompt"])
         P = len(prompt_ids)
         chosen = _whole_ids(tokenizer, example["prompt"], example["chosen"])
         rejected = _whole_ids(tokenizer, example["prompt"], example["rejected"])

@@ -209,3 +209,53 @@ def preference_pairs(split="train", max_modules=None, conversational=False, seed
             rows.append(_example(question(name, is_class), conversational, chosen=answer,
                                  rejected=rejected))
     return rows
+
+
+# --- prompts for RLHF (ppo.py), TRL's prompt-only format ------------------------------------
+
+MAX_HEADER_CHARS = 100
+
+
+def question_prompts(split="train", max_modules=None, conversational=False):
+    """TRL prompt-only dicts {"prompt"}: the instruction pairs' questions, for a chat model."""
+    return [{"prompt": row["prompt"]} for row in instruction_pairs(split, max_modules,
+                                                                   conversational)]
+
+
+@functools.cache
+def module_headers(path):
+    """(header, indentation) of each function and method of a module with a one-line `def`
+    header (at most MAX_HEADER_CHARS characters), in source order: the header line as
+    written, and the indentation of its body's first line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            source = f.read()
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, OSError, UnicodeDecodeError):
+        return ()
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef) or node.body[0].lineno <= node.lineno:
+            continue
+        header, first = lines[node.lineno - 1], lines[node.body[0].lineno - 1]
+        if header.rstrip().endswith(":") and len(header) <= MAX_HEADER_CHARS:
+            found.append((header.rstrip(), first[:len(first) - len(first.lstrip())]))
+    return tuple(sorted(set(found), key=found.index))
+
+
+def code_prompts(split="train", max_modules=None):
+    """TRL prompt-only dicts {"prompt": a function's `def` line, a newline and its body's
+    indentation}, from the split's modules (by top-level package, as the pairs): what a
+    model pre-trained on the standard library's source continues with a function body.
+    Public and private functions alike; each distinct header once."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+    modules = [p for m, p in stdlib_modules() if split_of(m) == split][:max_modules]
+    seen, rows = set(), []
+    for path in modules:
+        for header, indent in module_headers(path):
+            if header not in seen:
+                seen.add(header)
+                rows.append({"prompt": f"{header}\n{indent}"})
+    return rows

@@ -52,7 +52,11 @@ def train_and_validation(data, kind, seed=0, conversational=False):
         return (make("train", conversational=conversational),
                 make("validation", conversational=conversational))
     formats = ("preference",) if kind == "preference" else SFT_FORMATS
-    rows, _ = read_examples(data, formats)
+    return split_rows(read_examples(data, formats)[0], data, seed)
+
+
+def split_rows(rows, data, seed=0):
+    """(training rows, held-out rows) of a file's rows: 10% held out at random, from `seed`."""
     if len(rows) < 2:
         raise ValueError(f"{data} holds {len(rows)} example: at least 2 are needed (one held out)")
     order = np.random.default_rng([seed, 17]).permutation(len(rows))
@@ -103,7 +107,8 @@ def run_stage(out, request, config, model, tokenizer, collator, examples, *, los
 
 
 def plot_metrics(history, names, path, title):
-    """The logged values of `names` against step, to a PNG (atomically)."""
+    """The logged values of `names` against step, to a PNG (atomically); names a list of
+    metric names (one panel) or a list of such lists (panels side by side)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,15 +116,18 @@ def plot_metrics(history, names, path, title):
 
     from npplm.io.files import atomic_path
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for name in names:
-        points = [(r["step"], r[name]) for r in history if name in r]
-        if points:
-            ax.plot(*zip(*points), "o-", label=name, lw=1.5)
-    ax.set_xlabel("step")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    panels = [names] if isinstance(names[0], str) else names
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.0), dpi=100,
+                             squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for name in panel:
+            points = [(r["step"], r[name]) for r in history if name in r]
+            if points:
+                ax.plot(*zip(*points), "o-", label=name, lw=1.5, ms=3)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(pathlib.Path(path)) as tmp:
         fig.savefig(tmp, format="png")

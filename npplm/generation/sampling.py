@@ -37,35 +37,48 @@ def check_sampling(temperature=1.0, top_k=None, top_p=None):
         raise ValueError(f"top_p={top_p} must be in (0, 1]")
 
 
+def allowed_tokens(logits, temperature=1.0, top_k=None, top_p=None):
+    """(..., V) bool: the tokens that sampling at these settings may draw, from logits
+    (..., V): the top_k most likely, then, of those, the smallest set of most likely tokens
+    whose probabilities add up to top_p (the nucleus, Holtzman et al., arXiv:1904.09751).
+    All True without top_k and top_p. RLHF (npplm.alignment.ppo) scores its samples under
+    the distribution restricted to this set, the one they were drawn from."""
+    z = np.asarray(logits, dtype=np.float64) / (temperature or 1.0)  # (..., V)
+    V = z.shape[-1]
+    keep = np.ones(z.shape, dtype=bool)
+    if top_k is not None and top_k < V:
+        kth = np.partition(z, V - top_k, axis=-1)[..., V - top_k, None]  # (..., 1)
+        keep = z >= kth
+    if top_p is not None:
+        probs = _softmax(np.where(keep, z, -np.inf))
+        order = np.argsort(-probs, axis=-1, kind="stable")  # most likely first
+        sorted_p = np.take_along_axis(probs, order, axis=-1)  # (..., V)
+        before = np.cumsum(sorted_p, axis=-1) - sorted_p  # mass of the more likely tokens
+        nucleus = np.zeros_like(keep)
+        np.put_along_axis(nucleus, order, before < top_p, axis=-1)  # the first is always in
+        keep &= nucleus
+    return keep
+
+
+def _softmax(z):
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
 def choose_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
     """Pick one token per row from logits (B, V) -> (B,) int64.
 
-    temperature 0: greedy, argmax (ties: the lowest id). Otherwise softmax(logits / temp)
-    restricted to the top_k most likely tokens and to the smallest set of most likely
-    tokens whose probabilities add up to top_p (the nucleus, Holtzman et al.,
-    arXiv:1904.09751), renormalised, then one draw per row from `rng`.
+    temperature 0: greedy, argmax (ties: the lowest id). Otherwise one draw per row from
+    softmax(logits / temp) restricted to the allowed tokens (allowed_tokens: top_k, top_p)
+    and renormalised, from `rng`.
     """
     check_sampling(temperature, top_k, top_p)
     logits = np.asarray(logits, dtype=np.float64)  # (B, V): sampling in float64
     if temperature == 0:
         return logits.argmax(axis=-1)
     B, V = logits.shape
-    logits = logits / temperature
-    if top_k is not None:
-        if top_k < V:
-            kth = np.partition(logits, V - top_k, axis=-1)[:, V - top_k, None]  # (B, 1)
-            logits = np.where(logits < kth, -np.inf, logits)
-    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probs /= probs.sum(axis=-1, keepdims=True)  # (B, V)
-    if top_p is not None:
-        order = np.argsort(-probs, axis=-1, kind="stable")  # most likely first
-        sorted_p = np.take_along_axis(probs, order, axis=-1)  # (B, V)
-        before = np.cumsum(sorted_p, axis=-1) - sorted_p  # mass of the more likely tokens
-        keep_sorted = before < top_p  # the first token is always kept
-        keep = np.zeros_like(keep_sorted)
-        np.put_along_axis(keep, order, keep_sorted, axis=-1)
-        probs = np.where(keep, probs, 0.0)
-        probs /= probs.sum(axis=-1, keepdims=True)
+    keep = allowed_tokens(logits, temperature, top_k, top_p)
+    probs = _softmax(np.where(keep, logits / temperature, -np.inf))  # (B, V)
     rng = np.random.default_rng() if rng is None else rng
     u = rng.random((B, 1))  # one uniform draw per row; inverse CDF
     cdf = np.cumsum(probs, axis=-1)  # (B, V)

@@ -262,6 +262,13 @@ class SequenceClassifierMixin:
             logits, labels, self.config.num_labels)
         return ModelOutput(loss=loss, logits=logits)
 
+    def token_scores(self, input_ids, attention_mask=None):
+        """(B, T, num_labels): the score head applied at every position, not only the last.
+        Position t has read tokens 0..t, so with num_labels = 1 this is a critic's value
+        V(s_t) of every prefix, as RLHF's value model reads it (npplm.alignment.ppo)."""
+        h = self.backbone(input_ids, attention_mask, None, None).last_hidden_state  # (B, T, C)
+        return self.score(h)  # (B, T, C) @ (C, num_labels) -> (B, T, num_labels)
+
     @classmethod
     def from_backbone(cls, source, num_labels=1, seed=0, **config_overrides):
         """A classifier (by default a reward model, num_labels=1) whose backbone is copied

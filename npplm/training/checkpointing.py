@@ -99,11 +99,13 @@ def _plain(value):
     return json.loads(json.dumps(value))
 
 
-def save_checkpoint(run_dir, step, model, optimizer, state, keep=2, tokenizer=None):
+def save_checkpoint(run_dir, step, model, optimizer, state, keep=2, tokenizer=None,
+                    extra=None):
     """Write checkpoint `step` atomically, point latest.json at it, keep the newest `keep`.
 
     `state` is the JSON part (trainer_state.json): the trainer gives step, position, RNG
-    states and its settings. Returns the checkpoint's folder.
+    states and its settings. extra(folder), when given, writes more into the checkpoint's
+    folder before it is complete (RLHF's critic). Returns the checkpoint's folder.
     """
     folder = pathlib.Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
@@ -118,6 +120,8 @@ def save_checkpoint(run_dir, step, model, optimizer, state, keep=2, tokenizer=No
         write_safetensors(optimizer.state_arrays(), tmp / "optimizer.safetensors",
                           metadata={"format": "npplm-optimizer"})
         write_json({**state, "optimizer": optimizer.state_meta()}, tmp / "trainer_state.json")
+        if extra is not None:
+            extra(tmp)
         os.replace(tmp, final)
     write_json({"step": step, "path": final.name}, folder / LATEST)
     steps = sorted(int(p.name.split("-")[1]) for p in folder.glob("step-*")

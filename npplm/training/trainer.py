@@ -169,6 +169,27 @@ def tokens_in(batch):
     return int(np.asarray(batch["input_ids"]).size)
 
 
+class MetricsFile:
+    """A run's metrics.jsonl, one JSON record a line (path None: a run that writes nothing)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def read(self):
+        if self.path is None or not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def write(self, records):
+        if self.path is not None:
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    def append(self, record):
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
 class Trainer:
     """Trains `model` on `train` examples through `collator`; see the module docstring.
 
@@ -310,31 +331,18 @@ class Trainer:
         self.step, self.position = int(state["step"]), int(state["position"])
         self._tokens_seen = int(state.get("tokens_seen", 0))
         self.last_checkpoint = path
-        self.history = [r for r in self._read_metrics() if r["step"] <= self.step]
-        self._write_metrics(self.history)  # drop what the killed run logged after it
+        self.history = [r for r in self.metrics.read() if r["step"] <= self.step]
+        self.metrics.write(self.history)  # drop what the killed run logged after it
         return self.step
 
     # --- metrics -------------------------------------------------------------------------
-    def _metrics_path(self):
-        return None if self.run_dir is None else self.run_dir / "metrics.jsonl"
-
-    def _read_metrics(self):
-        path = self._metrics_path()
-        if path is None or not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    def _write_metrics(self, records):
-        path = self._metrics_path()
-        if path is not None:
-            path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    @property
+    def metrics(self):
+        return MetricsFile(None if self.run_dir is None else self.run_dir / "metrics.jsonl")
 
     def _record(self, record):
         self.history.append(record)
-        path = self._metrics_path()
-        if path is not None:
-            with path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+        self.metrics.append(record)
 
     def plot(self):
         """loss.png in the run folder: training and validation loss against step."""
@@ -355,7 +363,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.resumed_from = self.resume() if resume else 0
             if not self.resumed_from:
-                self._write_metrics([])
+                self.metrics.write([])
             else:  # said with or without the progress bar
                 self.log(f"resuming from {self.last_checkpoint} (step {self.step} of "
                          f"{cfg.steps})")
