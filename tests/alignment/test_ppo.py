@@ -194,3 +194,26 @@ def test_the_iteration_benchmark_runs(code_model, capsys):
     assert set(seconds) == {"rollout", "score", "reference", "update"}
     assert rollout > 0 and generate > 0
     assert "plain generate" in capsys.readouterr().out
+
+
+def test_ppo_ptx_mixes_in_the_language_modelling_loss(code_model):
+    # InstructGPT's PPO-ptx: + ptx_coef x the LM loss of pre-training rows in every update.
+    # With the term (and a weight large enough to dominate), the policy's LM loss on those
+    # rows falls; without it, PPO alone moves it up or barely at all.
+    from npplm.alignment.ppo import pretraining_blocks
+
+    def lm_loss_after(ptx_coef):
+        config = PPOConfig(steps=3, batch_size=8, mini_batch_size=4, ptx_coef=ptx_coef,
+                           ptx_batch_size=4, lr=3e-4)
+        trainer = trainer_for(code_model, config)
+        trainer.ptx = pretraining_blocks(trainer.tokenizer, 64, max_chars=40_000)
+        rows = trainer.ptx[:16]
+        before = float(trainer.policy(rows, labels=rows).loss.item())
+        for _ in range(3):
+            record = trainer.iteration()
+        assert ("loss/ptx" in record) == bool(ptx_coef)
+        return before, float(trainer.policy(rows, labels=rows).loss.item())
+
+    before, with_ptx = lm_loss_after(5.0)
+    _, without = lm_loss_after(0.0)
+    assert with_ptx < before - 0.05 and with_ptx < without - 0.05, (before, with_ptx, without)
