@@ -6,7 +6,12 @@ The source's RLHF (InstructGPT's third step, Ouyang et al. 2022, eq. 2) maximise
                                                                       / pi_ref(y|x)) ]
                      + gamma_ptx E_{x ~ pre-training} [ log pi_phi(x) ]        (PPO-ptx)
 
-r the reward model (or any judge), pi_ref the starting (SFT) model, frozen. One iteration:
+r the reward model (or any judge), pi_ref the starting (SFT) model, frozen: the source's
+objective (1.1) in its InstructGPT notes, and L_PPO = E[r_phi(x, y) - beta KL(pi_theta ||
+pi_ref)] in its RLHF section (3.8.6). As the source lays the problem out for RL: the state
+is the prompt and the output so far, the action the next token, the reward 0 at every step
+but the last (where the response ends, at EOS) plus the KL penalty, the discount 1
+(gamma = 1 here by default). One iteration:
 
     1. rollout    B prompts, left-padded; the policy samples a response to each with the
                   cached `generate` (temperature, top_k, top_p, stop at EOS);

@@ -103,13 +103,17 @@ def test_an_empty_or_missing_file_is_an_error(tmp_path):
     ({"prompt": "a", "chosen": "b", "rejected": "c"}, "preference"),
     ({"prompt": [user("a")], "chosen": [assistant("b")], "rejected": [assistant("c")]},
      "preference"),
+    ({"prompt": "a"}, "prompt-only"),
+    ({"prompt": [user("a")]}, "prompt-only"),
 ])
 def test_formats_are_known_by_their_keys(example, kind):
     assert detect_format(example) == kind
 
 
 @pytest.mark.parametrize("example, message", [
-    ({"prompt": "a"}, "missing key.*completion"),
+    ({"prompt": "a", "answer": "b"}, "unexpected key.*answer"),
+    ({"prompt": " \n"}, "'prompt' is empty"),
+    ({"prompt": []}, "non-empty list"),
     ({"prompt": "a", "completion": "b", "label": 1}, "unexpected key.*label"),
     ({"prompt": "a", "chosen": "b"}, "missing key.*rejected.*preference"),
     ({"txt": "a"}, "missing key.*text.*unexpected key.*txt"),
@@ -127,6 +131,14 @@ def test_formats_are_known_by_their_keys(example, kind):
 def test_malformed_examples_are_refused_by_name(example, message):
     with pytest.raises(DataFormatError, match=f"data.jsonl:7: .*{message}"):
         detect_format(example, where="data.jsonl:7")
+
+
+def test_a_prompt_only_file_is_not_sft_data(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    write_jsonl([{"prompt": "a"}], path)
+    with pytest.raises(DataFormatError, match=r"prompts\.jsonl:1: a prompt-only example"):
+        read_examples(path, formats=SFT_FORMATS)
+    assert read_examples(path, formats=("prompt-only",)) == ([{"prompt": "a"}], "prompt-only")
 
 
 def test_read_examples_names_the_line_and_wants_one_format(tmp_path):
