@@ -125,7 +125,7 @@ def test_npplm_top_level_holds_packages_and_the_entry_points_only():
 # (npplm/__init__.py, the package's front door, gathers names from every floor.)
 FLOORS = [["autograd"], ["gpu"], ["npplm.runtime"], ["npplm.layers"], ["npplm.generation"],
           ["npplm.io", "npplm.tokenizers"], ["npplm.models"], ["npplm.objectives"],
-          ["npplm.training"], ["npplm.inference", "npplm.alignment"],
+          ["npplm.training"], ["npplm.inference", "npplm.alignment"], ["npplm.serving"],
           ["npplm.cli", "npplm.__main__"]]
 
 

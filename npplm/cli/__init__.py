@@ -10,6 +10,7 @@
     npplm reward     align.py      a reward model on preference pairs (npplm.alignment)
     npplm dpo        align.py      direct preference optimisation (npplm.alignment)
     npplm ppo        rlhf.py       RLHF with PPO against a judge (npplm.alignment)
+    npplm serve      serve.py      OpenAI's chat API over HTTP (npplm.serving)
     npplm info       info.py       versions, backend, device, primitives
     common.py        the help format, flag types, the error style, naming a model
 
@@ -21,7 +22,18 @@ NPPLM_DEBUG=1 shows the traceback instead.
 import os
 import sys
 
-from npplm.cli import align, common, demo, evaluate, generate, info, rlhf, scaling, train
+from npplm.cli import (
+    align,
+    common,
+    demo,
+    evaluate,
+    generate,
+    info,
+    rlhf,
+    scaling,
+    serve,
+    train,
+)
 from npplm.cli.common import HelpFormatter, Parser, UsageError
 
 DESCRIPTION = """\
@@ -37,6 +49,7 @@ npplm: the pre-trained language models that shaped the field, in readable NumPy.
   npplm reward      train a reward model on preference pairs
   npplm dpo         direct preference optimisation on preference pairs
   npplm ppo         RLHF: PPO against a judge or a reward model
+  npplm serve       serve a model behind OpenAI's chat API (default SmolLM2)
   npplm info        versions, backend, device and the registered primitives
 
 A model is named the same way everywhere: a run folder, a checkpoint folder, a Hugging Face
@@ -55,6 +68,7 @@ def build_parser():
     generate.add_parsers(sub)
     align.add_parsers(sub)
     rlhf.add_parser(sub)
+    serve.add_parser(sub)
     info.add_parser(sub)
     for command in sub.choices.values():
         name_numbers(command)
