@@ -5,6 +5,8 @@
     POST /v1/chat/completions    messages through the model's own chat template
     POST /v1/completions         a prompt continued as it is
     GET  /metrics                request and token counters, the queue's length
+    GET  /                       the chat page (static/chat.html: one file, no build step,
+                                 nothing fetched from elsewhere), streaming its answers
 
 A streamed request (`"stream": true`) is answered with server-sent events, `data: {chunk}`
 lines ending in `data: [DONE]`, each text piece as soon as the engine emits it; a client
@@ -15,6 +17,7 @@ request's asyncio queue with `call_soon_threadsafe`.
 import asyncio
 import json
 import logging
+import pathlib
 
 from npplm.serving.engine import Engine, Job, QueueFull
 from npplm.serving.protocol import (
@@ -27,12 +30,13 @@ from npplm.serving.protocol import (
 )
 
 log = logging.getLogger("npplm.serving")
+CHAT_PAGE = pathlib.Path(__file__).with_name("static") / "chat.html"  # served at /
 
 
 def create_app(engine, model_name):
     """The FastAPI application serving `engine`'s model under the id `model_name`."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
     app = FastAPI(title="npplm", docs_url=None, redoc_url=None)
     context = engine.model.context_length or 1 << 30
@@ -40,6 +44,10 @@ def create_app(engine, model_name):
     @app.exception_handler(APIError)
     async def api_error(request, error):
         return JSONResponse(error.body(), status_code=error.status)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def chat_page():
+        return CHAT_PAGE.read_text(encoding="utf-8")
 
     @app.get("/health")
     async def health():
@@ -137,8 +145,6 @@ def create_app(engine, model_name):
 
 def serve(model_path, host="127.0.0.1", port=8000, max_queue=64, timeout=600.0, log_level="info"):
     """Load the model at `model_path` and serve it until interrupted (uvicorn)."""
-    import pathlib
-
     import uvicorn
 
     from npplm.generation import GenerationMixin
