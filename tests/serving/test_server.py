@@ -160,3 +160,12 @@ def test_malformed_json_and_unknown_fields(server):
     events = [line for line in text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "data: [DONE]"
     assert all(json.loads(e[6:])["object"] == "text_completion" for e in events[:-1])
+
+
+def test_the_load_benchmark_runs(model_folder, capsys):
+    from benchmarks import serve_load
+
+    result = serve_load.main(["--model", str(model_folder), "--clients", "3", "--seconds", "2",
+                              "--max-tokens", "4"])
+    assert result["requests"] >= 3 and result["errors"] == 0
+    assert "time to first token p50" in capsys.readouterr().out
