@@ -7,8 +7,8 @@ Serve a decoder-only model (GPT, LLaMA) behind OpenAI's HTTP API: POST /v1/chat/
 (through the model's own chat template) and /v1/completions, streamed with server-sent
 events when asked, GET /v1/models, /health and /metrics. Point the `openai` client at
 http://HOST:PORT/v1 with any api_key, or curl it. Listens on the loopback address unless
---host says otherwise. Requests are decoded one at a time, in arrival order; --max-queue
-of them may wait."""
+--host says otherwise. Up to --max-batch requests decode together (continuous batching: a
+new request joins the running batch at the next step); --max-queue more may wait."""
 
 
 def add_parser(sub):
@@ -20,6 +20,8 @@ def add_parser(sub):
     p.add_argument("--port", type=positive_int, default=8000, help="the port to listen on")
     p.add_argument("--max-queue", type=positive_int, default=64,
                    help="requests that may wait; more are answered 503")
+    p.add_argument("--max-batch", type=positive_int, default=8,
+                   help="requests decoded together (continuous batching; 1: one at a time)")
     p.add_argument("--timeout", type=positive_float, default=600.0,
                    help="seconds a request may decode before it is cut (finish 'length')")
     p.set_defaults(func=run_command)
@@ -35,4 +37,4 @@ def run_command(args):
         model = args.model or default_model_path()
         resolve_model(model)  # a missing model is named before anything loads
     serve(model, host=args.host, port=args.port, max_queue=args.max_queue,
-          timeout=args.timeout)
+          timeout=args.timeout, max_batch=args.max_batch)

@@ -64,6 +64,44 @@ class KVCache:
         for cached in (*self.keys, *self.values):  # (B, K, S_max, D): the filled part only
             cached[:, :, :n] = cached[rows, :, :n]
 
+    def rows(self, keep, start=0):
+        """A new cache of the rows `keep` (indices) and the filled positions start..length,
+        with the same room after them: continuous batching drops the rows of finished
+        sequences, and the columns before `start`, which every kept row has as padding."""
+        xp, (_, K, S, D) = self.xp, self.keys[0].shape
+        keep = xp.asarray(keep)
+        out = KVCache(len(self.keys), len(keep), K, D, S - start, self.keys[0].dtype, xp=xp)
+        n = self.length - start
+        for mine, theirs in ((self.keys, out.keys), (self.values, out.values)):
+            for a, b in zip(mine, theirs):
+                b[:, :, :n] = a[keep, :, start:self.length]
+        out.length, out._written = n, [n] * len(self.keys)
+        return out
+
+    @classmethod
+    def stacked(cls, caches, max_length):
+        """One cache holding the rows of `caches` (one after another), each right-aligned to
+        the longest filled length L, so the shorter ones are padded on the LEFT (their masks
+        must be too); room for max_length >= L positions. Continuous batching adds a newly
+        prefilled sequence to the running batch this way."""
+        first = caches[0]
+        _, K, _, D = first.keys[0].shape
+        L = max(c.length for c in caches)
+        if max_length < L:
+            raise ValueError(f"KV cache stack: max_length {max_length} < the longest filled "
+                             f"length {L}")
+        out = cls(len(first.keys), sum(c.keys[0].shape[0] for c in caches), K, D, max_length,
+                  first.keys[0].dtype, xp=first.xp)
+        row = 0
+        for c in caches:
+            B, n = c.keys[0].shape[0], c.length
+            for mine, theirs in ((c.keys, out.keys), (c.values, out.values)):
+                for a, b in zip(mine, theirs):
+                    b[row:row + B, :, L - n:L] = a[:, :, :n]
+            row += B
+        out.length, out._written = L, [L] * len(first.keys)
+        return out
+
     @property
     def nbytes(self):
         """Bytes of the filled part: 2 x B x L x length x K x D x itemsize."""

@@ -1,7 +1,8 @@
 """Serving: a model behind OpenAI's HTTP API, for the `openai` client, curl or a browser.
 
-    engine.py    the thread that owns the model and decodes queued requests, streaming
-                 text as it comes, with stop sequences, cancellation and per-request logs
+    engine.py    the thread that owns the model and decodes queued requests, continuously
+                 batched, streaming text as it comes, with stop sequences, cancellation and
+                 per-request logs
     protocol.py  OpenAI's request fields checked, its response and error shapes
     app.py       the FastAPI routes (/v1/chat/completions, /v1/completions, /v1/models,
                  /health, /metrics) and serve(), which runs them under uvicorn
@@ -11,6 +12,6 @@ line.
 """
 
 from npplm.serving.app import create_app, serve
-from npplm.serving.engine import Engine, Finished, Job, QueueFull
+from npplm.serving.engine import BatchingEngine, Engine, Finished, Job, QueueFull
 
-__all__ = ["Engine", "Finished", "Job", "QueueFull", "create_app", "serve"]
+__all__ = ["BatchingEngine", "Engine", "Finished", "Job", "QueueFull", "create_app", "serve"]

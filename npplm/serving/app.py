@@ -19,7 +19,7 @@ import json
 import logging
 import pathlib
 
-from npplm.serving.engine import Engine, Job, QueueFull
+from npplm.serving.engine import BatchingEngine, Engine, Job, QueueFull
 from npplm.serving.protocol import (
     APIError,
     Reply,
@@ -143,7 +143,8 @@ def create_app(engine, model_name):
     return app
 
 
-def serve(model_path, host="127.0.0.1", port=8000, max_queue=64, timeout=600.0, log_level="info"):
+def serve(model_path, host="127.0.0.1", port=8000, max_queue=64, timeout=600.0, max_batch=8,
+          log_level="info"):
     """Load the model at `model_path` and serve it until interrupted (uvicorn)."""
     import uvicorn
 
@@ -156,6 +157,8 @@ def serve(model_path, host="127.0.0.1", port=8000, max_queue=64, timeout=600.0, 
         raise ValueError(f"{model_path} holds a {type(model).__name__}: the server takes a "
                          "decoder-only model (GPT, LLaMA)")
     name = pathlib.Path(model_path).name.removesuffix(".gguf")
-    engine = Engine(model, tokenizer, max_queue=max_queue, timeout=timeout)
+    engine = (BatchingEngine(model, tokenizer, max_queue=max_queue, timeout=timeout,
+                             max_batch=max_batch) if max_batch > 1
+              else Engine(model, tokenizer, max_queue=max_queue, timeout=timeout))
     log.info("serving %s as %r on http://%s:%d", model_path, name, host, port)
     uvicorn.run(create_app(engine, name), host=host, port=port, log_level=log_level)
