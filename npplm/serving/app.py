@@ -148,10 +148,12 @@ def serve(model_path, host="127.0.0.1", port=8000, max_queue=64, timeout=600.0, 
     """Load the model at `model_path` and serve it until interrupted (uvicorn)."""
     import uvicorn
 
+    from npplm import runtime
     from npplm.generation import GenerationMixin
     from npplm.training.run_folder import load_model
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    runtime.configure()  # the engine's thread is the only one that runs the model's kernels
     model, tokenizer = load_model(model_path, log=log.info)
     if not isinstance(model, GenerationMixin):
         raise ValueError(f"{model_path} holds a {type(model).__name__}: the server takes a "

@@ -28,6 +28,10 @@ decoding speed.
                     batching buys; each row's tokens stay those it would get alone, up to
                     float32 rounding (a batched product sums in another order; greedy
                     answers of SmolLM2 came out identical in every test).
+
+The engine's thread is the only one that runs the model: the HTTP side only tokenizes. That
+matters beyond tidiness: under npplm.runtime.configure()'s Numba "workqueue" layer, parallel
+kernels launched from two threads at once abort the process.
 """
 
 import itertools

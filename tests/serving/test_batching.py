@@ -1,6 +1,10 @@
 """Continuous batching (BatchingEngine) against a lone `generate`: jobs that join while others
 decode and leave at different lengths get the tokens each would get alone, greedy and
-sampled from their seeds; the KV cache's rows and stacking keep every row's keys."""
+sampled from their seeds; the KV cache's rows and stacking keep every row's keys.
+
+The lone answers are computed before an engine starts: only one thread may launch Numba's
+parallel kernels at a time under the "workqueue" layer (npplm.runtime), and the engine's
+thread is the one that decodes."""
 
 import queue
 
@@ -32,18 +36,19 @@ def test_joining_and_leaving_jobs_get_what_they_would_get_alone(model):
                 max_new_tokens=int(rng.integers(1, 30)),
                 temperature=[0.0, 1.0, 0.7][k % 3], top_p=[None, None, 0.9][k % 3], seed=k)
             for k in range(12)]
+    expected = [alone(model, job) for job in jobs]  # before the engine's thread runs kernels
     engine = BatchingEngine(model, Letters(), max_batch=4)
     events = [queue.Queue() for _ in jobs]
     for job, q in zip(jobs, events):  # 12 jobs, at most 4 at a time: they join as others leave
         engine.submit(job, q.put)
-    for job, q in zip(jobs, events):
+    for q, text in zip(events, expected):
         pieces, kind = [], None
         while kind != "done":
             kind, value = q.get(timeout=60)
             assert kind in ("text", "done"), value
             if kind == "text":
                 pieces.append(value)
-        assert "".join(pieces) == alone(model, job)
+        assert "".join(pieces) == text
     assert engine.counters["completed"] == 12 and not engine.active
 
 
@@ -71,8 +76,9 @@ def test_cache_rows_and_stacking_keep_each_rows_keys():
 def test_a_cancelled_job_leaves_the_batch_and_the_others_go_on(model):
     import threading
 
-    engine = BatchingEngine(model, Letters(), max_batch=4)
     long, other = Job([1, 2, 3], 60, temperature=0.0), Job([4, 5], 20, temperature=0.0)
+    expected = alone(model, other)  # before the engine's thread runs kernels
+    engine = BatchingEngine(model, Letters(), max_batch=4)
     first, second, cancelled = queue.Queue(), queue.Queue(), threading.Event()
 
     def emit_long(event):  # the engine's thread waits here, at the first text, for the cancel
@@ -91,5 +97,5 @@ def test_a_cancelled_job_leaves_the_batch_and_the_others_go_on(model):
     pieces = []
     while (event := second.get(timeout=60))[0] == "text":
         pieces.append(event[1])
-    assert "".join(pieces) == alone(model, other)
+    assert "".join(pieces) == expected
     assert engine.counters["cancelled"] == 1 and not engine.active
