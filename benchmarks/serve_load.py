@@ -1,7 +1,7 @@
 """Load on `npplm serve`: N concurrent streaming clients for a fixed time, on the loopback.
 
     .venv/bin/python benchmarks/serve_load.py [--model PATH] [--clients 16] [--seconds 30]
-        [--max-tokens 64]
+        [--max-tokens 64] [--max-batch 8]
 
 Starts a server process on a free loopback port (default model: SmolLM2-135M-Instruct, as
 `npplm serve`), then runs `--clients` threads, each asking the official `openai` client for
@@ -31,8 +31,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(model, port):
-    command = [sys.executable, "-m", "npplm", "serve", "--port", str(port), "--max-queue", "256"]
+def start_server(model, port, max_batch):
+    command = [sys.executable, "-m", "npplm", "serve", "--port", str(port), "--max-queue", "256",
+               "--max-batch", str(max_batch)]
     if model:
         command += ["--model", model]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -59,12 +60,14 @@ def main(argv=None):
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="the server's --max-batch (1: one request at a time)")
     args = p.parse_args(argv)
     if not (1 <= args.clients <= 64 and 0 < args.seconds <= 600):
         raise SystemExit("--clients must lie in [1, 64] and --seconds in (0, 600]")
     questions = [row["prompt"] for row in question_prompts("validation", conversational=True)]
     port = free_port()
-    server = start_server(args.model, port)
+    server = start_server(args.model, port, args.max_batch)
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused",
                                max_retries=0, timeout=600)
@@ -109,7 +112,8 @@ def main(argv=None):
     firsts = sorted(f for f, _ in results if f is not None)
     tokens = sum(n for _, n in results)
     p95 = firsts[min(len(firsts) - 1, int(0.95 * len(firsts)))] if firsts else float("nan")
-    print(f"{model}: {args.clients} clients for {args.seconds:.0f} s (wall {wall:.1f} s): "
+    print(f"{model}, --max-batch {args.max_batch}: {args.clients} clients for "
+          f"{args.seconds:.0f} s (wall {wall:.1f} s): "
           f"{len(results)} requests, {len(errors)} errors, {tokens} completion tokens, "
           f"{tokens / wall:.1f} tokens/s in all; time to first token p50 "
           f"{statistics.median(firsts) if firsts else float('nan'):.2f} s, p95 {p95:.2f} s")
