@@ -73,6 +73,7 @@ from npplm.alignment.stage import load_policy, plot_metrics
 from npplm.generation.sampling import allowed_tokens, check_sampling
 from npplm.layers import IGNORE_INDEX, cross_entropy
 from npplm.training.checkpointing import (
+    check_same_run,
     latest_checkpoint,
     load_checkpoint,
     load_model_weights,
@@ -82,6 +83,7 @@ from npplm.training.checkpointing import (
 from npplm.training.data import BlockOrder
 from npplm.training.optim import AdamW, clip_grad_norm, decay_groups
 from npplm.training.run_folder import claimed
+from npplm.training.trainer import MetricsFile
 
 DEFAULT_PROMPTS = "the standard library's code or questions"  # `data=None` in a request
 
@@ -571,18 +573,14 @@ class PPOTrainer:
         return self.last_checkpoint
 
     def resume(self):
-        from npplm.io import CheckpointError, read_safetensors
+        from npplm.io import read_safetensors
 
         path = None if self.run_dir is None else latest_checkpoint(self.run_dir)
         if path is None:
             return 0
         state = load_checkpoint(path, self.policy, self.optimizer)
-        saved = state.get("ppo_config", {})
-        for key in ("batch_size", "mini_batch_size", "ppo_epochs", "seed"):
-            if saved.get(key) != getattr(self.config, key):
-                raise CheckpointError(f"{path} was trained with {key}={saved.get(key)!r}, this "
-                                      f"run asks for {getattr(self.config, key)!r}: resuming "
-                                      "would not continue the same run")
+        check_same_run(path, state.get("ppo_config", {}), self.config,
+                       ("batch_size", "mini_batch_size", "ppo_epochs", "seed"))
         load_model_weights(self.critic, path / "critic")
         arrays = read_safetensors(path / "critic" / "optimizer.safetensors")
         self.critic_optimizer.load_state({k: np.asarray(v) for k, v in arrays.items()},
@@ -591,15 +589,12 @@ class PPOTrainer:
         self.episodes = int(state["episodes"])
         self.kl.load(state["kl"])
         self.last_checkpoint = path
-        self.history = [r for r in self.metrics.read() if r["step"] <= self.step]
-        self.metrics.write(self.history)
+        self.history = self.metrics.kept_until(self.step)
         return self.step
 
     @property
     def metrics(self):
-        from npplm.training.trainer import MetricsFile
-
-        return MetricsFile(None if self.run_dir is None else self.run_dir / "metrics.jsonl")
+        return MetricsFile.of_run(self.run_dir)
 
     def _record(self, record):
         self.history.append(record)

@@ -147,6 +147,16 @@ def latest_checkpoint(run_dir):
     return complete[-1] if complete else None
 
 
+def check_same_run(path, saved, config, keys):
+    """CheckpointError when checkpoint `path`, trained with the settings `saved` (a dict),
+    differs from `config` in one of `keys`: resuming would not continue the same run."""
+    for key in keys:
+        if saved.get(key) != getattr(config, key):
+            raise CheckpointError(f"{path} was trained with {key}={saved.get(key)!r}, this run "
+                                  f"asks for {getattr(config, key)!r}: resuming would not "
+                                  "continue the same run")
+
+
 def load_checkpoint(path, model, optimizer):
     """Restore model weights, optimizer state and dropout generators from checkpoint
     `path`; return its trainer_state.json."""

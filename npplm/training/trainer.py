@@ -44,8 +44,8 @@ import numpy as np
 
 from autograd import no_grad
 from npplm import runtime
-from npplm.io import CheckpointError
 from npplm.training.checkpointing import (
+    check_same_run,
     latest_checkpoint,
     load_checkpoint,
     rng_states,
@@ -174,6 +174,17 @@ class MetricsFile:
 
     def __init__(self, path):
         self.path = path
+
+    @classmethod
+    def of_run(cls, run_dir):
+        return cls(None if run_dir is None else pathlib.Path(run_dir) / "metrics.jsonl")
+
+    def kept_until(self, step):
+        """The records up to `step`, the file rewritten to hold only them (a resumed run
+        drops what the killed one logged after its last checkpoint)."""
+        records = [r for r in self.read() if r["step"] <= step]
+        self.write(records)
+        return records
 
     def read(self):
         if self.path is None or not self.path.is_file():
@@ -322,23 +333,18 @@ class Trainer:
         if path is None:
             return 0
         state = load_checkpoint(path, self.model, self.optimizer)
-        saved = state.get("train_config", {})
-        for key in ("batch_size", "grad_accum", "seed"):
-            if saved.get(key) != getattr(self.config, key):
-                raise CheckpointError(f"{path} was trained with {key}={saved.get(key)!r}, this "
-                                      f"run asks for {getattr(self.config, key)!r}: resuming "
-                                      "would not continue the same run")
+        check_same_run(path, state.get("train_config", {}), self.config,
+                       ("batch_size", "grad_accum", "seed"))
         self.step, self.position = int(state["step"]), int(state["position"])
         self._tokens_seen = int(state.get("tokens_seen", 0))
         self.last_checkpoint = path
-        self.history = [r for r in self.metrics.read() if r["step"] <= self.step]
-        self.metrics.write(self.history)  # drop what the killed run logged after it
+        self.history = self.metrics.kept_until(self.step)
         return self.step
 
     # --- metrics -------------------------------------------------------------------------
     @property
     def metrics(self):
-        return MetricsFile(None if self.run_dir is None else self.run_dir / "metrics.jsonl")
+        return MetricsFile.of_run(self.run_dir)
 
     def _record(self, record):
         self.history.append(record)
