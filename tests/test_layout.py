@@ -123,7 +123,8 @@ def test_npplm_top_level_holds_packages_and_the_entry_points_only():
 
 # The floors, lowest first: a module may import its own floor and those below, never above.
 # (npplm/__init__.py, the package's front door, gathers names from every floor.)
-FLOORS = [["autograd"], ["gpu"], ["npplm.runtime"], ["npplm.layers"], ["npplm.generation"],
+FLOORS = [["autograd"], ["gpu"], ["npplm.runtime"], ["npplm.layers"], ["npplm.quantization"],
+          ["npplm.generation"],
           ["npplm.io", "npplm.tokenizers"], ["npplm.models"], ["npplm.objectives"],
           ["npplm.training"], ["npplm.inference", "npplm.alignment"], ["npplm.serving"],
           ["npplm.cli", "npplm.__main__"]]

@@ -1,0 +1,10 @@
+"""Quantisation: weights kept as llama.cpp's integer blocks, and the products that read them.
+
+    formats.py  the GGUF block formats (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K): each layout drawn,
+                bytes <-> (integer codes, scales, offsets) <-> float32, and our quantisers
+    linear.py   QuantizedLinear: a Linear whose weight stays in blocks, repacked once for
+                the kernels (gpu/numba_cpu/quantized.py) that take its products
+
+The floor sits between the layers and generation: a quantised model is an ordinary model
+whose Linear layers were swapped for QuantizedLinear, and io/gguf.py reads its bytes here.
+"""
