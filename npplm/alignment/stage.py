@@ -31,7 +31,7 @@ def load_policy(path, max_length=None):
     shorter than max_length (the longest example the stage will feed it)."""
     from npplm.generation import GenerationMixin
 
-    model, tokenizer = load_model(path)
+    model, tokenizer = load_model(path, dequantize=True)  # trained: float32 weights
     if not isinstance(model, GenerationMixin):
         raise ValueError(f"{path} holds a {type(model).__name__}: alignment starts from a "
                          "causal language model (GPT, LLaMA)")

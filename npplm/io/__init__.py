@@ -5,7 +5,7 @@
     pretrained.py   a Hugging Face checkpoint folder: config.json and its weights,
                     in one file or in shards
     gguf.py         llama.cpp's single-file format: metadata and tensors, block-quantised
-                    types (Q8_0, Q4_0, Q4_1) dequantised to float32 in NumPy
+                    types read as bytes (npplm/quantization/formats.py), written atomically
 
 Each model family owns its own key map (npplm/models/): `LlamaForCausalLM.from_gguf` turns
 GGUF's tensor names into LLaMA's, `npplm.from_pretrained` picks the class a folder's

@@ -1,4 +1,4 @@
-"""GGUF, llama.cpp's single-file format: metadata and tensors, dequantised to float32.
+"""GGUF, llama.cpp's single-file format: metadata and tensors, read and written.
 
 Format: GGUF v3, https://github.com/ggml-org/ggml/blob/master/docs/gguf.md. One
 little-endian file holds everything a model needs:
@@ -14,99 +14,58 @@ little-endian file holds everything a model needs:
     tensor data  each tensor at its offset, rows stored one after the other
 
 We parse the header with the `gguf` package's GGUFReader (it memory-maps the file) and
-turn the raw bytes into float32 ourselves, here in NumPy. Types understood:
-
-    F32, F16   plain IEEE floats
-    Q8_0       blocks of 32 weights, 34 bytes:  d (fp16) | q[32] (int8)       w = d q
-    Q4_0       blocks of 32 weights, 18 bytes:  d (fp16) | 16 bytes of nibbles
-               w = d (q - 8), q in 0..15
-    Q4_1       blocks of 32 weights, 20 bytes:  d (fp16) | m (fp16) | 16 bytes of nibbles
-               w = d q + m,   q in 0..15
-    In both 4-bit formats byte i of the block holds weight i in its low nibble and weight
-    i + 16 in its high nibble. Blocks run along a row (the `in` axis), never across rows.
-Others (the K-quants, IQ-quants, BF16, ...) raise CheckpointError naming the type.
+write with its GGUFWriter. The tensor types, their block layouts, and the conversions
+between bytes, integer codes and float32 live in npplm/quantization/formats.py: F32, F16,
+BF16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K. `tensor_bytes` hands out a tensor's raw blocks
+(for kernels that compute on them), `tensor_to_float32` dequantises. Other types (Q5_K,
+the IQ-quants, ...) raise CheckpointError naming the type.
 
 Tensor names stay llama.cpp's ("blk.3.attn_q.weight"); the family that reads the file maps
 them to its own keys (LLaMA: `LlamaForCausalLM.from_gguf` in npplm/models/llama.py, which
 also undoes llama.cpp's rotary row order).
 """
 
+import math
 import pathlib
 
 import numpy as np
 
-from npplm.io.files import CheckpointError
+from npplm.io.files import CheckpointError, atomic_path
+from npplm.quantization import formats
 
-BLOCK = 32  # weights per block in Q8_0, Q4_0 and Q4_1
-
-
-# --- dequantisation -----------------------------------------------------------------------
+# --- tensors ------------------------------------------------------------------------------
 
 
-def _blocks(raw, block_bytes, name):
-    """Raw bytes (any shape, uint8) -> (n_blocks, block_bytes)."""
-    raw = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1)
-    if raw.size % block_bytes:
-        raise CheckpointError(f"tensor {name!r}: {raw.size} bytes is not a whole number of "
-                              f"{block_bytes}-byte blocks")
-    return raw.reshape(-1, block_bytes)
-
-
-def _fp16(blocks, start):
-    """The little-endian float16 at byte `start` of every block, as (n_blocks, 1) float32."""
-    return blocks[:, start:start + 2].copy().view("<f2").astype(np.float32)
-
-
-def _nibbles(qs):
-    """(n_blocks, 16) bytes -> (n_blocks, 32) values 0..15: low nibbles are weights 0..15,
-    high nibbles weights 16..31."""
-    return np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32)
-
-
-def dequantize_q8_0(raw, name="?"):
-    """Q8_0 -> float32, flat: w = d * q with q int8, one fp16 scale d per 32 weights."""
-    b = _blocks(raw, 2 + BLOCK, name)  # (N, 34)
-    d = _fp16(b, 0)  # (N, 1)
-    q = b[:, 2:].view(np.int8).astype(np.float32)  # (N, 32)
-    return (d * q).reshape(-1)
-
-
-def dequantize_q4_0(raw, name="?"):
-    """Q4_0 -> float32, flat: w = d * (q - 8) with q in 0..15 (a symmetric 4-bit code)."""
-    b = _blocks(raw, 2 + BLOCK // 2, name)  # (N, 18)
-    d = _fp16(b, 0)  # (N, 1)
-    return (d * (_nibbles(b[:, 2:]) - 8)).reshape(-1)  # (N, 32) -> flat
-
-
-def dequantize_q4_1(raw, name="?"):
-    """Q4_1 -> float32, flat: w = d * q + m with q in 0..15 (an affine 4-bit code)."""
-    b = _blocks(raw, 4 + BLOCK // 2, name)  # (N, 20)
-    d, m = _fp16(b, 0), _fp16(b, 2)  # (N, 1) each
-    return (d * _nibbles(b[:, 4:]) + m).reshape(-1)  # (N, 32) -> flat
-
-
-DEQUANTIZERS = {"Q8_0": dequantize_q8_0, "Q4_0": dequantize_q4_0, "Q4_1": dequantize_q4_1}
-
-
-def tensor_to_float32(tensor, path="?"):
-    """A GGUFReader tensor -> float32 array in NumPy (row-major) order.
+def tensor_bytes(tensor, path="?"):
+    """A GGUFReader tensor -> (kind, raw, shape): its type name ("Q4_K", "F32", ...), its
+    bytes as uint8 (rows, row_bytes), and its shape (rows, cols) in NumPy order. No
+    dequantisation: `formats.unpack(raw, kind, shape)` or `formats.dequantize` read it.
 
     GGUF lists dims fastest-first ([in, out]); NumPy's shape is the reverse ((out, in)).
+    A tensor of other than two dims keeps its dims: raw is then (*shape[:-1], row_bytes).
     """
     kind = tensor.tensor_type.name
     shape = tuple(int(n) for n in reversed(tensor.shape))  # ggml [in, out] -> (out, in)
-    if kind in ("F32", "F16"):
-        data = np.asarray(tensor.data, dtype=np.float32)
-    elif kind in DEQUANTIZERS:
-        data = DEQUANTIZERS[kind](tensor.data, tensor.name)
-    else:
+    if kind not in formats.FORMATS:
         raise CheckpointError(f"{path}: tensor {tensor.name!r} has quantisation type {kind}, "
-                              f"which npplm does not read (supported: F32, F16, "
-                              f"{', '.join(DEQUANTIZERS)})")
-    if data.size != int(np.prod(shape)):
-        raise CheckpointError(f"{path}: tensor {tensor.name!r} holds {data.size} values, its "
-                              f"shape {shape} needs {int(np.prod(shape))} (truncated file?)")
-    return data.reshape(shape)
+                              f"which npplm does not read (supported: "
+                              f"{', '.join(formats.FORMATS)})")
+    try:
+        per_row = formats.row_bytes(kind, shape[-1])
+    except ValueError as e:
+        raise CheckpointError(f"{path}: tensor {tensor.name!r}: {e}") from None
+    need = math.prod(shape[:-1]) * per_row
+    raw = np.ascontiguousarray(tensor.data).reshape(-1).view(np.uint8)  # F32/F16: as bytes
+    if raw.size != need:
+        raise CheckpointError(f"{path}: tensor {tensor.name!r} holds {raw.size} bytes, its "
+                              f"shape {shape} as {kind} needs {need} (truncated file?)")
+    return kind, raw.reshape(*shape[:-1], per_row), shape
+
+
+def tensor_to_float32(tensor, path="?"):
+    """A GGUFReader tensor -> float32 array in NumPy (row-major) order, dequantised."""
+    kind, raw, shape = tensor_bytes(tensor, path)
+    return formats.dequantize(raw, kind, shape)
 
 
 # --- the file -----------------------------------------------------------------------------
@@ -171,3 +130,130 @@ def tokenizer_metadata(path):
     `tokenizer.chat_template` (a Jinja string) when present, under their GGUF key names."""
     reader = open_reader(path)
     return {k: _value(f) for k, f in reader.fields.items() if k.startswith("tokenizer.")}
+
+
+# --- writing ------------------------------------------------------------------------------
+
+# NumPy scalar and array dtypes -> GGUFValueType names: a NumPy value keeps its own width.
+_NUMPY_VALUE_TYPES = {"uint8": "UINT8", "int8": "INT8", "uint16": "UINT16", "int16": "INT16",
+                      "uint32": "UINT32", "int32": "INT32", "uint64": "UINT64",
+                      "int64": "INT64", "float32": "FLOAT32", "float64": "FLOAT64",
+                      "bool": "BOOL"}
+
+
+def _int_type(values, unsigned_first):
+    """The GGUF integer type that holds all of `values`: 32 bits where they fit (unsigned
+    first for scalars, signed first for arrays, as the converter does), else 64."""
+    lo, hi = min(values), max(values)
+    fits = {"UINT32": 0 <= lo and hi < 2**32, "INT32": -2**31 <= lo and hi < 2**31,
+            "INT64": -2**63 <= lo and hi < 2**63, "UINT64": 0 <= lo and hi < 2**64}
+    order = ["UINT32", "INT32"] if unsigned_first else ["INT32", "UINT32"]
+    for name in order + ["INT64", "UINT64"]:
+        if fits[name]:
+            return name
+    raise ValueError(f"integers from {lo} to {hi} do not fit one 64-bit GGUF type")
+
+
+def _scalar_type(value):
+    """The GGUFValueType name of one Python or NumPy scalar, None if it has none."""
+    if isinstance(value, np.generic):
+        return _NUMPY_VALUE_TYPES.get(value.dtype.name)
+    if isinstance(value, bool):  # before int: a bool is an int in Python
+        return "BOOL"
+    if isinstance(value, int):
+        return _int_type([value], unsigned_first=True)
+    if isinstance(value, float):
+        return "FLOAT32"
+    if isinstance(value, str):
+        return "STRING"
+    return None
+
+
+def _typed(key, value):
+    """A metadata value -> (value, GGUFValueType, element type or None), typed as llama.cpp's
+    convert_hf_to_gguf.py types them: a Python int as UINT32 (add_uint32: token ids, sizes;
+    INT32 if negative, 64 bits if too large), a float as FLOAT32, a bool as BOOL, a str as
+    STRING; a list (add_array) of ints as INT32 (token types), of floats as FLOAT32 (token
+    scores), of strs as STRING (tokens, merges). NumPy scalars and 1-D arrays keep their
+    dtype, for any other choice."""
+    from gguf import GGUFValueType
+
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1 or value.dtype.name not in _NUMPY_VALUE_TYPES:
+            raise ValueError(f"metadata {key!r}: a {value.ndim}-D {value.dtype} array has no "
+                             f"GGUF type (1-D arrays of bool, ints or floats do)")
+        element = GGUFValueType[_NUMPY_VALUE_TYPES[value.dtype.name]]
+        return value.tolist(), GGUFValueType.ARRAY, element
+    if isinstance(value, (list, tuple)):
+        kinds = {type(v) for v in value}
+        if len(kinds) != 1 or not kinds <= {bool, int, float, str}:
+            raise ValueError(f"metadata {key!r}: a list must hold one of bool, int, float or "
+                             f"str, it holds {sorted(k.__name__ for k in kinds)}")
+        if kinds == {int}:
+            element = _int_type(value, unsigned_first=False)
+        else:
+            element = _scalar_type(value[0])
+        return list(value), GGUFValueType.ARRAY, GGUFValueType[element]
+    name = _scalar_type(value)
+    if name is None:
+        raise ValueError(f"metadata {key!r}: {type(value).__name__} has no GGUF type")
+    return (value.item() if isinstance(value, np.generic) else value), GGUFValueType[name], None
+
+
+def _tensor_raw(name, kind, data, shape):
+    """A tensor to write -> its bytes (*shape[:-1], row_bytes): uint8 data are taken as
+    its raw blocks, float data are quantised to `kind` here (`formats.quantize`)."""
+    shape = tuple(int(n) for n in shape)
+    data = np.asarray(data)
+    if data.dtype != np.uint8:
+        if data.size != math.prod(shape):
+            raise ValueError(f"tensor {name!r}: {data.size} values for shape {shape}")
+        data = formats.quantize(data.reshape(shape), kind)
+    per_row = formats.row_bytes(kind, shape[-1])
+    if data.size != math.prod(shape[:-1]) * per_row:
+        raise ValueError(f"tensor {name!r}: {data.size} bytes, its shape {shape} as {kind} "
+                         f"needs {math.prod(shape[:-1]) * per_row}")
+    return data.reshape(*shape[:-1], per_row)
+
+
+def write(path, arch, metadata, tensors):
+    """Write a GGUF file, atomically (a temporary file beside `path`, then os.replace).
+
+    arch: the architecture ("llama"), written as general.architecture. metadata: {key:
+    value}, typed as `_typed` says; general.quantization_version = 2 is added when absent,
+    as llama.cpp's converter always writes it; an empty list is left out, as GGUFWriter's
+    add_array does. tensors: {name: (kind, data, shape)}, in file order: kind a
+    formats.FORMATS name, shape in NumPy order ((out, in) for a matrix), data either the
+    raw blocks (uint8 (rows, row_bytes), as `tensor_bytes` gives them) or float weights,
+    which are quantised to `kind` here. Bad input -> CheckpointError naming the path.
+    """
+    from gguf import GGMLQuantizationType, GGUFWriter
+
+    path = pathlib.Path(path)
+    meta = dict(metadata)
+    if meta.pop("general.architecture", arch) != arch:
+        raise CheckpointError(f"{path}: metadata general.architecture is "
+                              f"{metadata['general.architecture']!r}, arch is {arch!r}")
+    meta.setdefault("general.quantization_version", 2)
+    try:
+        typed = {k: _typed(k, v) for k, v in meta.items()
+                 if not (isinstance(v, (list, tuple, np.ndarray)) and len(v) == 0)}
+        raws = {name: (kind, _tensor_raw(name, kind, data, shape))
+                for name, (kind, data, shape) in tensors.items()}
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    with atomic_path(path) as tmp:
+        writer = GGUFWriter(tmp, arch)
+        try:
+            for key, (value, vtype, element) in typed.items():
+                writer.add_key_value(key, value, vtype, sub_type=element)
+            for name, (kind, raw) in raws.items():
+                # uint8 data with raw_dtype: the writer reads the byte shape back to
+                # weights itself (gguf.quants.quant_shape_from_byte_shape)
+                ggml_type = GGMLQuantizationType(formats.FORMATS[kind].ggml_type)
+                writer.add_tensor(name, raw, raw_dtype=ggml_type)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()

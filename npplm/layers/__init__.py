@@ -44,7 +44,7 @@ from npplm.layers.masks import (
     padding_mask,
     positions_from_mask,
 )
-from npplm.layers.module import Module
+from npplm.layers.module import Module, no_init
 from npplm.layers.normalization import LayerNorm, RMSNorm, layer_norm, rms_norm
 from npplm.layers.rotary import apply_rotary, rope_cos_sin, rope_frequencies
 from npplm.layers.softmax import log_softmax, softmax
@@ -55,7 +55,7 @@ __all__ = [
     "binary_cross_entropy_with_logits", "causal_attention", "causal_bias", "causal_lm_loss",
     "causal_mask", "check_ids", "cross_entropy", "dropout", "gelu", "gelu_tanh",
     "grad_scale", "int_array", "layer_norm", "linear", "log_softmax", "mean_squared_error",
-    "merge_heads", "padding_mask", "positions_from_mask", "rms_norm", "rope_cos_sin",
+    "merge_heads", "no_init", "padding_mask", "positions_from_mask", "rms_norm", "rope_cos_sin",
     "rope_frequencies", "sequence_classification_loss", "silu", "softmax",
     "span_extraction_loss", "split_heads",
 ]

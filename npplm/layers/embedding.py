@@ -3,7 +3,7 @@
 import numpy as np
 
 from autograd import Tensor, array_module, as_array, to_numpy, where
-from npplm.layers.module import Module
+from npplm.layers.module import Module, initial_weight
 
 
 def int_array(x, name):
@@ -43,8 +43,8 @@ class Embedding(Module):
     def __init__(self, num_embeddings, dim, std=0.02, rng=None, dtype=np.float32,
                  what="token id", padding_idx=None):
         rng = np.random.default_rng(0) if rng is None else rng
-        w = rng.standard_normal((num_embeddings, dim)) * std
-        self.weight = Tensor(w.astype(dtype), requires_grad=True)
+        w = initial_weight(rng, (num_embeddings, dim), std, dtype)
+        self.weight = Tensor(w, requires_grad=True)
         self.what = what  # named in the out-of-range error: "token id", "position", ...
         self.padding_idx = padding_idx
         if padding_idx is not None:

@@ -17,7 +17,7 @@ benchmarks/bench_autograd.py). The two differ only in float rounding.
 import numpy as np
 
 from autograd import Tensor, primitive
-from npplm.layers.module import Module
+from npplm.layers.module import Module, initial_weight
 
 FEW_ROWS = 64  # up to this many rows, the forward computes (W x^T)^T
 
@@ -56,8 +56,8 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, std=0.02, rng=None,
                  dtype=np.float32):
         rng = np.random.default_rng(0) if rng is None else rng
-        w = rng.standard_normal((out_features, in_features)) * std
-        self.weight = Tensor(w.astype(dtype), requires_grad=True)
+        w = initial_weight(rng, (out_features, in_features), std, dtype)
+        self.weight = Tensor(w, requires_grad=True)
         self.bias = (Tensor(np.zeros(out_features, dtype=dtype), requires_grad=True)
                      if bias else None)
 

@@ -10,7 +10,35 @@ Tensor: `named_parameters()` reports it once, under the first name met; `state_d
 reports it under every name, as checkpoints do, unless `remove_duplicates=True`.
 """
 
+import contextlib
+
+import numpy as np
+
 from autograd import Tensor, array_module, to_numpy
+
+_drawing = True  # False inside `no_init()`
+
+
+@contextlib.contextmanager
+def no_init():
+    """Build modules without drawing their initial weights, for a model whose weights are
+    loaded next: `initial_weight` returns np.empty, whose pages the OS maps only when
+    written, so a model swapped to quantised layers at load (npplm.quantization) never
+    holds, even briefly, the float32 weights it will not use."""
+    global _drawing
+    _drawing, before = False, _drawing
+    try:
+        yield
+    finally:
+        _drawing = before
+
+
+def initial_weight(rng, shape, std, dtype):
+    """N(0, std^2) weights of `shape` drawn from rng (float64 draws, cast to dtype), or an
+    uninitialised array inside `no_init()`."""
+    if not _drawing:
+        return np.empty(shape, dtype=dtype)
+    return (rng.standard_normal(shape) * std).astype(dtype)
 
 
 class Module:

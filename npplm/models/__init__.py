@@ -5,6 +5,7 @@
     gpt.py      GPT-1, GPT-2, GPT-3: read this family first, every other file compares
                 itself with GPT-2
     llama.py    LLaMA 1/2/3 (RMSNorm, RoPE, SwiGLU, grouped-query attention), GGUF files
+    qwen2.py    Qwen2 and Qwen2.5: LLaMA's blocks with q/k/v biases (and their GGUF files)
     glm.py      GLM (blank infilling, 2D positions, DeepNorm)
     t5.py       T5 v1.0 / v1.1 (encoder-decoder, relative position buckets)
     bert.py, roberta.py, albert.py   the encoders and their task heads
@@ -19,7 +20,7 @@ import pathlib
 
 from npplm.io import CheckpointError, read_config, refuse_pickle
 from npplm.io.gguf import open_reader, read_metadata
-from npplm.models import albert, bert, glm, gpt, llama, roberta, t5
+from npplm.models import albert, bert, glm, gpt, llama, qwen2, roberta, t5
 
 ARCHITECTURES = {
     # BERT (bert.py)
@@ -56,6 +57,10 @@ ARCHITECTURES = {
     "LlamaModel": llama.LlamaModel,
     "LlamaForCausalLM": llama.LlamaForCausalLM,
     "LlamaForSequenceClassification": llama.LlamaForSequenceClassification,
+    # Qwen2 and Qwen2.5 (qwen2.py)
+    "Qwen2Model": qwen2.Qwen2Model,
+    "Qwen2ForCausalLM": qwen2.Qwen2ForCausalLM,
+    "Qwen2ForSequenceClassification": qwen2.Qwen2ForSequenceClassification,
     # GLM (glm.py): npplm's own config.json (transformers has no class for the 2021 GLM)
     "GLMForConditionalGeneration": glm.GLMForConditionalGeneration,
     # T5 (t5.py)
@@ -69,16 +74,19 @@ BASE_MODELS = {
     "gpt2": gpt.GPT2Model,
     "openai-gpt": gpt.OpenAIGPTModel,
     "llama": llama.LlamaModel,
+    "qwen2": qwen2.Qwen2Model,
     "t5": t5.T5Model,
 }
 GGUF_ARCHITECTURES = {
     "llama": llama.LlamaForCausalLM,
+    "qwen2": qwen2.Qwen2ForCausalLM,
 }
 
 
-def from_pretrained(path):
+def from_pretrained(path, dequantize=False):
     """Load any supported checkpoint: a folder, as the class its config.json names, or a
-    llama.cpp .gguf file, as the class of its `general.architecture`.
+    llama.cpp .gguf file, as the class of its `general.architecture`, its block-quantised
+    weights kept so (npplm.quantization) unless dequantize=True (training needs float32).
 
     In a folder, `architectures[0]` picks the class (BertForMaskedLM, ...); without it, the
     base model of `model_type`. A pickle file, a missing config or weights, or keys that do
@@ -92,7 +100,7 @@ def from_pretrained(path):
             raise CheckpointError(f"{path}: general.architecture is {arch!r}; npplm reads GGUF "
                                   f"files of the {', '.join(map(repr, GGUF_ARCHITECTURES))} "
                                   "architecture only")
-        return GGUF_ARCHITECTURES[arch].from_gguf(path)
+        return GGUF_ARCHITECTURES[arch].from_gguf(path, dequantize=dequantize)
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a checkpoint directory")
     config = read_config(path)

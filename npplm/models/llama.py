@@ -91,6 +91,7 @@ from npplm.layers import (
     causal_lm_loss,
     int_array,
     merge_heads,
+    no_init,
     positions_from_mask,
     rope_cos_sin,
     rope_frequencies,
@@ -107,6 +108,8 @@ from npplm.models.base import (
     num_labels_to_hf,
 )
 from npplm.models.output import ModelOutput
+from npplm.quantization import formats
+from npplm.quantization.linear import PACKABLE, PackedWeight, quantize_modules
 
 _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor",
                 "original_max_position_embeddings")
@@ -506,10 +509,10 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
                                   std=config.initializer_range, rng=rng)
 
     @classmethod
-    def from_gguf(cls, path):
-        """The model of a llama-architecture GGUF file (eval mode, float32 weights)."""
-        config, state = read_gguf(path)
-        return cls(config).load_weights(state).eval()
+    def from_gguf(cls, path, dequantize=False, activations="float32"):
+        """The model of a llama-architecture GGUF file, in eval mode, its block-quantised
+        weights kept so unless dequantize=True (`model_from_gguf`)."""
+        return model_from_gguf(cls, path, dequantize, activations)
 
     def forward(self, input_ids, attention_mask=None, labels=None, cache=None,
                 position_ids=None):
@@ -592,24 +595,27 @@ def permute_rotary(w, n_head):
     return w.swapaxes(1, 2).reshape(rows, C)  # -> (n, D/2, 2, C): adjacent pairs
 
 
-def config_from_gguf(meta, tensor_names, path="?"):
+def config_from_gguf(meta, tensor_names, path="?", arch="llama", config_class=LlamaConfig):
     """A LlamaConfig from GGUF metadata (and which tensors exist: a missing `output.weight`
-    means the LM head is tied to the embedding)."""
-    arch = meta.get("general.architecture")
-    if arch != "llama":
-        raise CheckpointError(f"{path}: general.architecture is {arch!r}; npplm reads GGUF "
-                              "files of the 'llama' architecture only")
-    scaling = meta.get("llama.rope.scaling.type", "none")
+    means the LM head is tied to the embedding).
+
+    `arch` and `config_class` serve the families llama.cpp stores with LLaMA's metadata keys
+    under their own architecture name ("qwen2.block_count", ...: npplm/models/qwen2.py)."""
+    found = meta.get("general.architecture")
+    if found != arch:
+        raise CheckpointError(f"{path}: general.architecture is {found!r}; this reader "
+                              f"expects {arch!r}")
+    scaling = meta.get(f"{arch}.rope.scaling.type", "none")
     if scaling != "none" or "rope_freqs.weight" in tensor_names:
         raise CheckpointError(f"{path}: rope scaling in GGUF (type {scaling!r}, or a "
                               "rope_freqs tensor) is not implemented")
 
     def get(key, default=None):
-        value = meta.get("llama." + key, default)
+        value = meta.get(f"{arch}.{key}", default)
         if value is None:
-            raise CheckpointError(f"{path}: metadata key 'llama.{key}' is missing")
+            raise CheckpointError(f"{path}: metadata key '{arch}.{key}' is missing")
         if isinstance(value, list):
-            raise CheckpointError(f"{path}: llama.{key} is a per-layer list; not supported")
+            raise CheckpointError(f"{path}: {arch}.{key} is a per-layer list; not supported")
         return value
 
     vocab = meta.get("tokenizer.ggml.tokens.length") or get("vocab_size")
@@ -622,7 +628,7 @@ def config_from_gguf(meta, tensor_names, path="?"):
         num_hidden_layers=int(get("block_count")),
         num_attention_heads=heads,
         num_key_value_heads=int(get("attention.head_count_kv", heads)),
-        head_dim=meta.get("llama.attention.key_length"),
+        head_dim=meta.get(f"{arch}.attention.key_length"),
         max_position_embeddings=int(get("context_length")),
         rms_norm_eps=float(get("attention.layer_norm_rms_epsilon")),
         rope_theta=float(get("rope.freq_base", 10000.0)),
@@ -632,36 +638,85 @@ def config_from_gguf(meta, tensor_names, path="?"):
         tie_word_embeddings="output.weight" not in tensor_names,
     )
     try:
-        return LlamaConfig(**kwargs)
+        return config_class(**kwargs)
     except ValueError as e:
-        raise CheckpointError(f"{path}: its metadata gives an invalid LlamaConfig: {e}") from None
+        raise CheckpointError(f"{path}: its metadata gives an invalid "
+                              f"{config_class.__name__}: {e}") from None
 
 
-def hf_key(name, path="?"):
+def hf_key(name, path="?", biases=()):
     """GGUF tensor name -> Hugging Face key ("blk.3.attn_q.weight" ->
-    "model.layers.3.self_attn.q_proj.weight")."""
+    "model.layers.3.self_attn.q_proj.weight"). `biases`: the layer tensors that also have a
+    bias ("blk.3.attn_q.bias" -> "...q_proj.bias"; Qwen2's q, k, v); LLaMA has none."""
     base, dot, suffix = name.rpartition(".")
-    if suffix != "weight" or not dot:
-        raise CheckpointError(f"{path}: unexpected tensor {name!r} (LLaMA has weights only)")
+    match = re.fullmatch(r"blk\.(\d+)\.(\w+)", base)
+    is_bias = suffix == "bias" and match is not None and match.group(2) in biases
+    if not dot or not (suffix == "weight" or is_bias):
+        raise CheckpointError(f"{path}: unexpected tensor {name!r} (no such weight or bias)")
     if base in GGUF_TOP_KEYS:
         return GGUF_TOP_KEYS[base] + ".weight"
-    match = re.fullmatch(r"blk\.(\d+)\.(\w+)", base)
     if match is None or match.group(2) not in GGUF_LAYER_KEYS:
-        raise CheckpointError(f"{path}: unexpected tensor {name!r} for the llama architecture")
-    return f"model.layers.{match.group(1)}.{GGUF_LAYER_KEYS[match.group(2)]}.weight"
+        raise CheckpointError(f"{path}: unexpected tensor {name!r} for this architecture")
+    return f"model.layers.{match.group(1)}.{GGUF_LAYER_KEYS[match.group(2)]}.{suffix}"
 
 
-def read_gguf(path):
-    """(LlamaConfig, {Hugging Face key: float32 array}) from a llama GGUF file, with q_proj
-    and k_proj rows put back in Hugging Face's order."""
-    meta, tensors = gguf.read(path)
-    config = config_from_gguf(meta, list(tensors), path)
+def read_gguf(path, arch="llama", config_class=LlamaConfig, biases=(), permuted=True,
+              dequantize=True):
+    """(LlamaConfig, {Hugging Face key: weight}) from a llama GGUF file, with q_proj and
+    k_proj rows put back in Hugging Face's order.
+
+    A weight is a float32 array, or with dequantize=False, for each matrix stored in a
+    block format (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K), a PackedWeight that keeps the blocks
+    (npplm/quantization/linear.py); the rotary row order is undone on its codes, scales
+    and offsets alike (rows are independent: a block never spans two rows). Tensors are
+    read and packed one at a time, so no more than one is ever held as float32 or int8.
+
+    The other arguments read the families that llama.cpp stores in LLaMA's layout under
+    another architecture name (config_from_gguf, hf_key); `permuted=False` for those whose
+    converter leaves q and k rows in Hugging Face's order (Qwen2: npplm/models/qwen2.py)."""
+    reader = gguf.open_reader(path)
+    meta = gguf.read_metadata(reader)
+    config = config_from_gguf(meta, [t.name for t in reader.tensors], path, arch,
+                              config_class)
     state = {}
-    for name, w in tensors.items():
-        key = hf_key(name, path)
-        if key.endswith("q_proj.weight"):
-            w = unpermute_rotary(w, config.num_attention_heads)
-        elif key.endswith("k_proj.weight"):
-            w = unpermute_rotary(w, config.num_key_value_heads)
-        state[key] = w
+    for tensor in reader.tensors:
+        key = hf_key(tensor.name, path, biases)
+        kind, raw, shape = gguf.tensor_bytes(tensor, path)
+        heads = None
+        if permuted and key.endswith("q_proj.weight"):
+            heads = config.num_attention_heads
+        elif permuted and key.endswith("k_proj.weight"):
+            heads = config.num_key_value_heads
+        if dequantize or kind not in PACKABLE or len(shape) != 2:
+            w = formats.dequantize(raw, kind, shape)
+            state[key] = w if heads is None else unpermute_rotary(w, heads)
+            continue
+        q, scale, offset, group = formats.unpack(raw, kind, shape)
+        if heads is not None:
+            q, scale = unpermute_rotary(q, heads), unpermute_rotary(scale, heads)
+            offset = None if offset is None else unpermute_rotary(offset, heads)
+        state[key] = PackedWeight.pack(kind, q, scale, offset, group)
     return config, state
+
+
+def model_from_gguf(cls, path, dequantize=False, activations="float32", **layout):
+    """`cls(config)` with the weights of a GGUF file, in eval mode: the `from_gguf` of every
+    family in LLaMA's layout (LlamaForCausalLM; Qwen2ForCausalLM, whose `layout` gives
+    read_gguf its architecture, config class and biases).
+
+    dequantize=False (the default): the block-quantised matrices stay quantised, their
+    Linear and Embedding layers swapped for QuantizedLinear / QuantizedEmbedding
+    (`activations`: "float32" or llama.cpp's "q8"); the model is built without drawing
+    the float32 weights it would throw away (`no_init`). dequantize=True: every weight
+    float32, as training needs, and on a device backend (NPPLM_BACKEND=cupy), whose
+    Tensors the CPU kernels cannot read."""
+    from autograd import backend
+
+    dequantize = dequantize or backend.BACKEND != "numpy"
+    config, state = read_gguf(path, dequantize=dequantize, **layout)
+    packed = {k: w for k, w in state.items() if isinstance(w, PackedWeight)}
+    with no_init():
+        model = cls(config)
+    quantize_modules(model, packed, activations)
+    rest = {k: w for k, w in state.items() if k not in packed}
+    return model.load_weights(rest).eval()

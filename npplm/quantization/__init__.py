@@ -8,3 +8,22 @@
 The floor sits between the layers and generation: a quantised model is an ordinary model
 whose Linear layers were swapped for QuantizedLinear, and io/gguf.py reads its bytes here.
 """
+
+from npplm.quantization.formats import (
+    FORMATS,
+    Format,
+    Unpacked,
+    dequantize,
+    quantize,
+    row_bytes,
+    unpack,
+)
+from npplm.quantization.linear import (
+    PackedWeight,
+    QuantizedEmbedding,
+    QuantizedLinear,
+    quantize_modules,
+)
+
+__all__ = ["FORMATS", "Format", "PackedWeight", "QuantizedEmbedding", "QuantizedLinear",
+           "Unpacked", "dequantize", "quantize", "quantize_modules", "row_bytes", "unpack"]

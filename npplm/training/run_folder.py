@@ -241,16 +241,18 @@ def resolve_model(path):
     return path
 
 
-def load_model(path, log=None):
+def load_model(path, log=None, dequantize=False):
     """(model, tokenizer) of the model `path` names (resolve_model: a run folder, a
-    checkpoint or Hugging Face folder, a GGUF file); log(message) says which is loaded."""
+    checkpoint or Hugging Face folder, a GGUF file); log(message) says which is loaded.
+    A GGUF file's quantised weights stay quantised (inference) unless dequantize=True
+    (training: the alignment stages)."""
     from npplm.models import from_pretrained
     from npplm.tokenizers import load_tokenizer
 
     location = resolve_model(path)
     if log is not None:
         log(f"loading {location} ...")
-    return from_pretrained(location), load_tokenizer(location)
+    return from_pretrained(location, dequantize=dequantize), load_tokenizer(location)
 
 
 def resolve_tokenizer(path):

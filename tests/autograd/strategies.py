@@ -342,6 +342,28 @@ def linear_case(draw):
     return Case(args, {})
 
 
+@st.composite
+def quantized_linear_case(draw):
+    # The weight is a static parameter (frozen, kept in integer blocks): a random 4- or
+    # 8-bit PackedWeight; only x (and the bias) are differentiated, through W dequantised.
+    from npplm.quantization.linear import PackedWeight
+
+    kind = draw(st.sampled_from(["Q4_0", "Q4_1", "Q8_0", "Q6_K"]))
+    group = 16 if kind == "Q6_K" else 32
+    batch = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
+    n_in, n_out = 32 * draw(st.integers(1, 2)), draw(st.integers(1, 5))
+    low, high = {"Q4_0": (-8, 8), "Q4_1": (0, 16), "Q8_0": (-128, 128), "Q6_K": (-32, 32)}[kind]
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    q = rng.integers(low, high, (n_out, n_in)).astype(np.int8)
+    scale = (rng.random((n_out, n_in // group)) * 0.1).astype(np.float16).astype(np.float32)
+    offset = -8 * scale if kind == "Q4_1" else None
+    weight = PackedWeight.pack(kind, q, scale, offset, group)
+    args = (array(draw, batch + (n_in,)),)
+    if draw(st.booleans()):
+        args += (array(draw, (n_out,)),)
+    return Case(args, dict(weight=weight))
+
+
 STRATEGIES = {
     "add": binary(),
     "sub": binary(),
@@ -387,6 +409,7 @@ STRATEGIES = {
     "gelu_tanh": unary(),
     "silu": unary(-6.0, 6.0),
     "linear": linear_case(),
+    "quantized_linear": quantized_linear_case(),
     "causal_attention": causal_attention_case(),
     "apply_rotary": rotary_case(),
     "layer_norm": norm_case(with_bias=True),

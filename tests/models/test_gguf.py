@@ -17,7 +17,7 @@ import pytest
 
 import npplm
 from npplm.io import CheckpointError
-from npplm.io.gguf import dequantize_q4_0, dequantize_q4_1, dequantize_q8_0, tokenizer_metadata
+from npplm.io.gguf import tokenizer_metadata
 from npplm.models.llama import (
     LlamaConfig,
     LlamaForCausalLM,
@@ -156,28 +156,8 @@ def test_rotary_permutation_is_the_converters_and_is_undone():
                 assert np.array_equal(g[h * 8 + 2 * j + i], w[h * 8 + i * 4 + j])
 
 
-def test_block_formats_by_hand():
-    """One block of each type written byte by byte: scales, minimum, nibble order."""
-    d = np.float16(0.5).tobytes()
-    m = np.float16(-1.0).tobytes()
-    nibbles = bytes(i | ((15 - i) << 4) for i in range(16))  # low 0..15, high 15..0
-    q = np.concatenate([np.arange(16), 15 - np.arange(16)]).astype(np.float32)
-    raw = np.frombuffer(d + m + nibbles, np.uint8)
-    assert np.array_equal(dequantize_q4_1(raw), 0.5 * q - 1.0)
-    raw = np.frombuffer(d + nibbles, np.uint8)
-    assert np.array_equal(dequantize_q4_0(raw), 0.5 * (q - 8))
-    q8 = np.arange(-16, 16, dtype=np.int8)
-    raw = np.frombuffer(d + q8.tobytes(), np.uint8)
-    assert np.array_equal(dequantize_q8_0(raw), 0.5 * q8.astype(np.float32))
-
-
-@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_0, Q.Q4_1], ids=lambda q: q.name)
-def test_dequantisation_equals_gguf_package(qtype):
-    rng = np.random.default_rng(1)
-    a = (rng.standard_normal((7, 96)) * rng.uniform(0.01, 3, (7, 1))).astype(np.float32)
-    raw = quantize(a, qtype)  # (7, 3 blocks * bytes per block) uint8
-    ours = {Q.Q8_0: dequantize_q8_0, Q.Q4_0: dequantize_q4_0, Q.Q4_1: dequantize_q4_1}[qtype]
-    assert np.array_equal(ours(raw).reshape(a.shape), dequantize(raw, qtype))
+# The block formats themselves (bytes <-> float32, against gguf.quants) are tested in
+# tests/quantization/test_formats.py.
 
 
 # --- whole files ----------------------------------------------------------------------------
