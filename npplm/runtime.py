@@ -55,6 +55,18 @@ def keep_freed_memory():
     return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
+def release_freed_memory():
+    """Give the heap's free pages back to the OS (glibc's malloc_trim), after a burst of
+    temporaries such as a model's loading: RSS then counts what the process holds, not
+    what it once held. Returns True if it applied (Linux/glibc only)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
 def use_sleeping_thread_pool():
     """Choose Numba's "workqueue" thread pool; returns the layer in effect afterwards."""
     import numba

@@ -27,6 +27,7 @@ also undoes llama.cpp's rotary row order).
 
 import math
 import pathlib
+import typing
 
 import numpy as np
 
@@ -122,6 +123,41 @@ def read(path):
     reader = open_reader(path)
     tensors = {t.name: tensor_to_float32(t, path) for t in reader.tensors}
     return read_metadata(reader), tensors
+
+
+class _Stored(typing.NamedTuple):
+    """A tensor's entry in the file's table and its bytes in a memory map: what
+    `tensor_bytes` reads of a GGUFReader tensor, without the reader."""
+
+    name: str
+    tensor_type: object  # gguf.GGMLQuantizationType
+    shape: tuple  # ggml order, fastest-varying first
+    data: np.ndarray  # uint8 bytes, a slice of the memory map
+
+
+def read_tensors(path):
+    """(metadata, tensor names, an iterator of (name, kind, raw, shape)): a GGUF file's
+    tensors one at a time, as `tensor_bytes` gives them, for a loader that turns each into
+    what it keeps before it reads the next (npplm/models/llama.py `read_gguf`).
+
+    GGUFReader parses every metadata entry into NumPy objects, a tokenizer's 100K strings
+    and merges included: about 150 MB for SmolLM2's vocabulary, some of which the heap
+    keeps after they are freed. So the reader gives its table of tensors and is dropped
+    before any tensor is read; the bytes come from a memory map of the file.
+    """
+    reader = open_reader(path)
+    meta = read_metadata(reader)
+    table = [(t.name, t.tensor_type, tuple(int(n) for n in t.shape), int(t.data_offset),
+              int(t.n_bytes)) for t in reader.tensors]
+    del reader
+
+    def tensors():
+        mapped = np.memmap(path, dtype=np.uint8, mode="r")
+        for name, tensor_type, shape, offset, n in table:
+            stored = _Stored(name, tensor_type, shape, mapped[offset:offset + n])
+            yield (name, *tensor_bytes(stored, path))
+
+    return meta, [entry[0] for entry in table], tensors()
 
 
 def tokenizer_metadata(path):

@@ -78,6 +78,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autograd import Tensor, as_array, broadcast_to, to_numpy
+from npplm import runtime
 from npplm.generation import GenerationMixin
 from npplm.io import CheckpointError, gguf
 from npplm.layers import (
@@ -674,14 +675,11 @@ def read_gguf(path, arch="llama", config_class=LlamaConfig, biases=(), permuted=
     The other arguments read the families that llama.cpp stores in LLaMA's layout under
     another architecture name (config_from_gguf, hf_key); `permuted=False` for those whose
     converter leaves q and k rows in Hugging Face's order (Qwen2: npplm/models/qwen2.py)."""
-    reader = gguf.open_reader(path)
-    meta = gguf.read_metadata(reader)
-    config = config_from_gguf(meta, [t.name for t in reader.tensors], path, arch,
-                              config_class)
+    meta, names, tensors = gguf.read_tensors(path)
+    config = config_from_gguf(meta, names, path, arch, config_class)
     state = {}
-    for tensor in reader.tensors:
-        key = hf_key(tensor.name, path, biases)
-        kind, raw, shape = gguf.tensor_bytes(tensor, path)
+    for name, kind, raw, shape in tensors:
+        key = hf_key(name, path, biases)
         heads = None
         if permuted and key.endswith("q_proj.weight"):
             heads = config.num_attention_heads
@@ -719,4 +717,6 @@ def model_from_gguf(cls, path, dequantize=False, activations="float32", **layout
         model = cls(config)
     quantize_modules(model, packed, activations)
     rest = {k: w for k, w in state.items() if k not in packed}
-    return model.load_weights(rest).eval()
+    model.load_weights(rest).eval()
+    runtime.release_freed_memory()  # the reading's temporaries, back to the OS
+    return model
