@@ -28,13 +28,14 @@ from npplm.alignment.stage import (
 def reward_model_from(policy, pad_token_id, seed=0):
     """A reward model (one score) with a copy of the causal LM's backbone under a fresh
     score head, as InstructGPT starts its reward model from the SFT model."""
-    from npplm.models import gpt, llama
+    from npplm.models import gpt, llama, qwen2
 
     heads = {gpt.GPT2LMHeadModel: gpt.GPT2ForSequenceClassification,
-             llama.LlamaForCausalLM: llama.LlamaForSequenceClassification}
+             llama.LlamaForCausalLM: llama.LlamaForSequenceClassification,
+             qwen2.Qwen2ForCausalLM: qwen2.Qwen2ForSequenceClassification}
     if type(policy) not in heads:
-        raise ValueError(f"no reward model for a {type(policy).__name__}: GPT-2 and LLaMA "
-                         "have one")
+        raise ValueError(f"no reward model for a {type(policy).__name__}: GPT-2, LLaMA and "
+                         "Qwen2 have one")
     return heads[type(policy)].from_backbone(policy, num_labels=1, seed=seed,
                                              pad_token_id=pad_token_id)
 

@@ -78,7 +78,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from autograd import Tensor, as_array, broadcast_to, to_numpy
-from npplm import runtime
 from npplm.generation import GenerationMixin
 from npplm.io import CheckpointError, gguf
 from npplm.layers import (
@@ -111,6 +110,7 @@ from npplm.models.base import (
 from npplm.models.output import ModelOutput
 from npplm.quantization import formats
 from npplm.quantization.linear import PACKABLE, PackedWeight, quantize_modules
+from npplm.runtime import release_freed_memory
 
 _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor",
                 "original_max_position_embeddings")
@@ -718,5 +718,5 @@ def model_from_gguf(cls, path, dequantize=False, activations="float32", **layout
     quantize_modules(model, packed, activations)
     rest = {k: w for k, w in state.items() if k not in packed}
     model.load_weights(rest).eval()
-    runtime.release_freed_memory()  # the reading's temporaries, back to the OS
+    release_freed_memory()  # the reading's temporaries, back to the OS
     return model

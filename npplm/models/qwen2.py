@@ -81,7 +81,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import npplm.models.llama as llama  # llama.num_parameters, llama.read_gguf: names we reuse
 from npplm.generation import GenerationMixin
 from npplm.layers import Embedding, Linear, Module, RMSNorm, rope_frequencies
 from npplm.models.base import (
@@ -100,7 +99,10 @@ from npplm.models.llama import (
     LlamaMLP,
     LlamaModel,
     LlamaPreTrainedModel,
+    model_from_gguf,
 )
+from npplm.models.llama import num_parameters as llama_num_parameters
+from npplm.models.llama import read_gguf as llama_read_gguf
 
 # --- configuration -------------------------------------------------------------------------
 
@@ -269,7 +271,7 @@ def num_parameters(config, with_lm_head=True):
     """
     H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     biases = config.num_hidden_layers * (H + 2 * K) * D
-    return llama.num_parameters(config, with_lm_head) + biases
+    return llama_num_parameters(config, with_lm_head) + biases
 
 
 # --- building blocks ------------------------------------------------------------------------
@@ -368,7 +370,7 @@ class Qwen2ForCausalLM(Qwen2PreTrainedModel, GenerationMixin):
     def from_gguf(cls, path, dequantize=False, activations="float32"):
         """The model of a qwen2-architecture GGUF file, in eval mode, its block-quantised
         weights kept so unless dequantize=True (llama.model_from_gguf)."""
-        return llama.model_from_gguf(cls, path, dequantize, activations, **GGUF_LAYOUT)
+        return model_from_gguf(cls, path, dequantize, activations, **GGUF_LAYOUT)
 
     forward = LlamaForCausalLM.forward
 
@@ -401,4 +403,4 @@ GGUF_LAYOUT = dict(arch="qwen2", config_class=Qwen2Config,
 
 def read_gguf(path):
     """(Qwen2Config, {Hugging Face key: float32 array}) from a qwen2 GGUF file."""
-    return llama.read_gguf(path, **GGUF_LAYOUT)
+    return llama_read_gguf(path, **GGUF_LAYOUT)

@@ -1,4 +1,4 @@
-"""Byte-level BPE: the tokenizer of GPT-2, RoBERTa, LLaMA-3 and SmolLM2.
+"""Byte-level BPE: the tokenizer of GPT-2, RoBERTa, LLaMA-3, SmolLM2 and Qwen2.
 
 Papers: byte pair encoding for words, Sennrich, Haddow & Birch, "Neural Machine Translation
 of Rare Words with Subword Units" (arXiv:1508.07909), after Gage's 1994 compression
@@ -10,7 +10,10 @@ and a "ByteLevel" pre-tokenizer and decoder.
 Encoding one text goes through four steps:
 
   1. added tokens   "<|endoftext|>", "<s>", ... are cut out of the raw text first (the same
-                    matching as every tokenizer's: added_tokens.split_on_added).
+                    matching as every tokenizer's: added_tokens.split_on_added). Where the
+                    tokenizer has a normalizer (Qwen2: NFC, so "e\u0301" is spelled "é"),
+                    each remaining piece is normalized, and the added tokens marked
+                    normalized=True are cut from it (as pipeline.Tokenizer does).
   2. pre-tokenize   cut each remaining piece into "words" with a regex, so merges never
                     cross a word boundary (GPT-2: letters, digits, punctuation runs, each
                     with at most one leading space; LLaMA-3's regex also caps digit runs at
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 from npplm.tokenizers.added_tokens import AddedToken, added_token_pattern, split_on_added
 from npplm.tokenizers.base import BaseTokenizer, WordCache
 from npplm.tokenizers.bpe import BPETrainer, merge_pair
+from npplm.tokenizers.normalizers import normalize
 from npplm.tokenizers.templates import Template
 from npplm.tokenizers.unicode import onig_compatible
 
@@ -251,12 +255,14 @@ class BytePairEncoding:
 
 
 class ByteLevelBPETokenizer(BaseTokenizer):
-    """Byte-level BPE: added tokens, pre-tokenization, bytes, merges, template.
+    """Byte-level BPE: added tokens, normalizer, pre-tokenization, bytes, merges, template.
 
     chat_template is set by loaders that find one (GGUF metadata, tokenizer_config.json);
     apply_chat_template (base.py) renders it.
 
     vocab, merges, ignore_merges   see BytePairEncoding
+    normalizer       normalizer steps (normalizers.py), applied in order to the text between
+                     added tokens (default: none; Qwen2: NFC)
     pre_tokenizer    the steps of step 2 (Split, Digits, ByteLevel), applied in order; the
                      last must be a ByteLevel. Default: GPT-2's, gpt2_pre_tokenizer()
     added_tokens     AddedTokens cut from the text first (default: none)
@@ -273,23 +279,31 @@ class ByteLevelBPETokenizer(BaseTokenizer):
     npplm.load_tokenizer.
     """
 
-    def __init__(self, vocab, merges, *, pre_tokenizer=None, added_tokens=(), single=None,
-                 pair=None, pad_token=None, model_max_length=1024, ignore_merges=False,
-                 roles=None):
+    def __init__(self, vocab, merges, *, normalizer=(), pre_tokenizer=None, added_tokens=(),
+                 single=None, pair=None, pad_token=None, model_max_length=1024,
+                 ignore_merges=False, roles=None):
+        self.normalizer = tuple(normalizer)
         self._set_vocabulary(vocab, added_tokens, single, pair, pad_token, model_max_length,
+                             normalize=self._normalize if self.normalizer else None,
                              roles=roles)
         self.model = BytePairEncoding(self.vocab, merges, ignore_merges)
         self.pre_tokenizer = tuple(gpt2_pre_tokenizer() if pre_tokenizer is None
                                    else pre_tokenizer)
         if not self.pre_tokenizer or not isinstance(self.pre_tokenizer[-1], ByteLevel):
             raise ValueError("the last pre-tokenizer step must be a ByteLevel")
-        # No normalizer: tokens matched "after normalization" match the raw text too.
-        self._added = added_token_pattern(self.added_tokens)
+        # The added tokens marked normalized=True are matched in the normalized text (late);
+        # without a normalizer that is the raw text, and one pattern matches them all.
+        late = [t for t in self.added_tokens if t.normalized and self.normalizer]
+        self._raw_added = added_token_pattern([t for t in self.added_tokens if t not in late])
+        self._normalized_added = added_token_pattern(late, self._normalize)
         self._word_ids = WordCache(self._ids_of_word)
 
     @property
     def merges(self):
         return self.model.merges
+
+    def _normalize(self, text):
+        return normalize(self.normalizer, text)
 
     def _ids_of_word(self, word):
         """Steps 3 and 4 for one pre-tokenized word (raw text): its ids."""
@@ -301,11 +315,15 @@ class ByteLevelBPETokenizer(BaseTokenizer):
         word_ids = self._word_ids.__getitem__
         chain = itertools.chain.from_iterable
         ids = []
-        for piece, token in split_on_added(text, self._added):
+        for piece, token in split_on_added(text, self._raw_added):
             if token is not None:
                 ids.append(token.id)
-            elif piece:
-                ids.extend(chain(map(word_ids, pre_tokenize(self.pre_tokenizer, piece))))
+                continue
+            for part, late in split_on_added(self._normalize(piece), self._normalized_added):
+                if late is not None:
+                    ids.append(late.id)
+                elif part:
+                    ids.extend(chain(map(word_ids, pre_tokenize(self.pre_tokenizer, part))))
         return ids
 
     def _text_of(self, tokens):
@@ -325,10 +343,12 @@ class ByteLevelBPETokenizer(BaseTokenizer):
                     "behavior": s.behavior.capitalize(), "invert": False}
 
         steps = [step(s) for s in self.pre_tokenizer]
+        forms = [s.to_json() for s in self.normalizer]
         return {
             "version": "1.0", "truncation": None, "padding": None,
             "added_tokens": self._added_tokens_json(),
-            "normalizer": None,
+            "normalizer": (None if not forms else forms[0] if len(forms) == 1 else
+                           {"type": "Sequence", "normalizers": forms}),
             "pre_tokenizer": steps[0] if len(steps) == 1 else {"type": "Sequence",
                                                               "pretokenizers": steps},
             "post_processor": self._post_processor_json(),
@@ -344,7 +364,8 @@ class ByteLevelBPETokenizer(BaseTokenizer):
 
     def __repr__(self):
         return (f"ByteLevelBPETokenizer(vocab_size={self.vocab_size}, "
-                f"merges={len(self.model.merges)}, pre_tokenizer={self.pre_tokenizer!r}, "
+                f"merges={len(self.model.merges)}, normalizer={self.normalizer!r}, "
+                f"pre_tokenizer={self.pre_tokenizer!r}, "
                 f"added_tokens={[t.content for t in self.added_tokens]})")
 
 

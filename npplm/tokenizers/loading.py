@@ -12,8 +12,9 @@ other types with a TokenizerFormatError naming the file, the stage and the value
 than tokenize differently:
   - WordPiece (BERT): model WordPiece, normalizer BertNormalizer, pre_tokenizer
     BertPreTokenizer, post_processor TemplateProcessing or BertProcessing, decoder WordPiece.
-  - byte-level BPE (GPT-2, RoBERTa, LLaMA-3, SmolLM2): model BPE with a pre_tokenizer
-    ByteLevel, or a Sequence of Split, Digits and a last ByteLevel; normalizer null;
+  - byte-level BPE (GPT-2, RoBERTa, LLaMA-3, SmolLM2, Qwen2): model BPE with a
+    pre_tokenizer ByteLevel, or a Sequence of Split, Digits and a last ByteLevel;
+    normalizer null or those of normalizers.py, alone or in a Sequence (Qwen2: NFC);
     post_processor ByteLevel, RobertaProcessing, TemplateProcessing or a Sequence of them;
     decoder ByteLevel.
   - pipelines (pipeline.Tokenizer): model Unigram (T5, ALBERT) or any other BPE (GPT-1,
@@ -84,11 +85,21 @@ def load_tokenizer(path):
     return tokenizer
 
 
-# llama.cpp's names for the pre-tokenizers of GGUF files with a "gpt2" (byte-level BPE) model
+# Qwen2's Split regex (its tokenizer.json's, and transformers' Qwen2Converter's): LLaMA-3's
+# with each digit a word of its own (\p{N}, not \p{N}{1,3}). llama.cpp's
+# LLAMA_VOCAB_PRE_TYPE_QWEN2 spells the contractions '[sS]|'[tT]|... in place of (?i:...).
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+# llama.cpp's names for the pre-tokenizers of GGUF files with a "gpt2" (byte-level BPE) model.
+# A GGUF file carries no normalizer: Qwen2's NFC is lost, and llama.cpp and transformers
+# (AutoTokenizer with gguf_file) read "qwen2" files without it, as we do, so a text not in
+# NFC ("e\u0301") may get other ids than from Qwen2's tokenizer.json.
 _GGUF_PRE_TOKENIZERS = {
     "gpt-2": lambda: byte_level_bpe.gpt2_pre_tokenizer(),
     "llama-bpe": lambda: byte_level_bpe.llama3_pre_tokenizer(),
     "smollm": lambda: (byte_level_bpe.Digits(individual_digits=True), byte_level_bpe.ByteLevel()),
+    "qwen2": lambda: (Split(QWEN2_PATTERN), ByteLevel(use_regex=False)),
 }
 _GGUF_CONTROL, _GGUF_USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values
 
@@ -330,7 +341,7 @@ def _from_vocab_file(path, config):
         roles=_roles({**config, **names}, vocab))
 
 
-# --- Byte-level BPE (GPT-2, RoBERTa, LLaMA-3, SmolLM2) --------------------------------------
+# --- Byte-level BPE (GPT-2, RoBERTa, LLaMA-3, SmolLM2, Qwen2) -------------------------------
 
 _BPE_FAMILY = "byte-level BPE tokenizers"
 
@@ -350,9 +361,8 @@ def _byte_level_bpe_from_json(path, data, config):
             raise TokenizerFormatError(f"{path}: model.{key} = {model[key]!r} is not "
                                        f"supported; npplm reads {_BPE_FAMILY}")
 
-    kind = _kind(path, data, "normalizer")
-    if kind is not None:
-        raise _unsupported(path, "normalizer", kind, "null", _BPE_FAMILY)
+    normalizer = _pipeline_steps(path, data, "normalizer", "normalizers", normalizers.FROM_JSON,
+                                 _BPE_FAMILY)
 
     kind = _kind(path, data, "decoder")
     if kind != "ByteLevel":
@@ -363,7 +373,8 @@ def _byte_level_bpe_from_json(path, data, config):
     padding = data.get("padding") or {}
     truncation = data.get("truncation") or {}
     return ByteLevelBPETokenizer(
-        vocab, merges, pre_tokenizer=steps, added_tokens=added, single=single, pair=pair,
+        vocab, merges, normalizer=normalizer, pre_tokenizer=steps, added_tokens=added,
+        single=single, pair=pair,
         pad_token=config.get("pad_token", padding.get("pad_token")),
         model_max_length=config.get("model_max_length", truncation.get("max_length", 1024)),
         ignore_merges=bool(model.get("ignore_merges", False)),
@@ -463,7 +474,7 @@ def _bpe_templates(path, data, vocab, added):
 _PIPELINE_FAMILY = "BPE and Unigram pipelines"
 
 
-def _pipeline_steps(path, data, stage, key, known):
+def _pipeline_steps(path, data, stage, key, known, family=_PIPELINE_FAMILY):
     """The steps of one stage: a single entry, a Sequence of them, or () for null."""
     kind = _kind(path, data, stage)
     if kind is None:
@@ -475,7 +486,7 @@ def _pipeline_steps(path, data, stage, key, known):
         step_kind = e.get("type") if isinstance(e, dict) else None
         if step_kind not in known:
             raise _unsupported(path, stage, step_kind, ", ".join(sorted(known)) + ", Sequence",
-                               _PIPELINE_FAMILY)
+                               family)
         try:
             steps.append(known[step_kind](e))
         except (ValueError, regex.error) as error:

@@ -302,7 +302,7 @@ def test_unknown_model_and_stage_types_are_named(trained, tmp_path):
     _write(tmp_path, data)
     with pytest.raises(TokenizerFormatError, match="model type 'WordLevel' is not supported"):
         load_tokenizer(tmp_path)
-    for stage, value in (("decoder", "Metaspace"), ("normalizer", "NFKC"),
+    for stage, value in (("decoder", "Metaspace"), ("normalizer", "Mystery"),
                          ("post_processor", "Mystery")):
         data = _saved(trained, tmp_path)
         data[stage] = {"type": value}
