@@ -11,6 +11,7 @@
     npplm dpo        align.py      direct preference optimisation (npplm.alignment)
     npplm ppo        rlhf.py       RLHF with PPO against a judge (npplm.alignment)
     npplm serve      serve.py      OpenAI's chat API over HTTP (npplm.serving)
+    npplm quantize   quantize.py   a LLaMA or Qwen2 model to a GGUF file (npplm.models)
     npplm info       info.py       versions, backend, device, primitives
     common.py        the help format, flag types, the error style, naming a model
 
@@ -29,6 +30,7 @@ from npplm.cli import (
     evaluate,
     generate,
     info,
+    quantize,
     rlhf,
     scaling,
     serve,
@@ -50,6 +52,7 @@ npplm: the pre-trained language models that shaped the field, in readable NumPy.
   npplm dpo         direct preference optimisation on preference pairs
   npplm ppo         RLHF: PPO against a judge or a reward model
   npplm serve       serve a model behind OpenAI's chat API (default SmolLM2)
+  npplm quantize    write a LLaMA or Qwen2 model to a quantised GGUF file (llama.cpp's)
   npplm info        versions, backend, device and the registered primitives
 
 A model is named the same way everywhere: a run folder, a checkpoint folder, a Hugging Face
@@ -69,6 +72,7 @@ def build_parser():
     align.add_parsers(sub)
     rlhf.add_parser(sub)
     serve.add_parser(sub)
+    quantize.add_parser(sub)
     info.add_parser(sub)
     for command in sub.choices.values():
         name_numbers(command)

@@ -11,7 +11,7 @@ from npplm import cli
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 COMMANDS = ("train", "eval", "scaling", "demo", "generate", "chat", "sft", "reward", "dpo",
-            "ppo", "serve", "info")
+            "ppo", "serve", "quantize", "info")
 
 
 def subparsers():
