@@ -90,6 +90,7 @@ def run_npplm(model, ids, new_tokens, repeats, activations):
     before = rss_mb()
     m = LlamaForCausalLM.from_gguf(model, activations=activations)
     loaded = rss_mb() - before
+    runtime.use_spinning_thread_pool()  # as `npplm generate` does for a quantised model
     state = {}
 
     def prefill(prompt):

@@ -59,7 +59,15 @@ def add_parsers(sub):
 
 
 def _load(args):
-    return load_model(args.model or default_model_path())
+    """The model and tokenizer; a quantised model decodes on the spinning thread pool
+    (npplm.runtime, 2b), chosen before its first kernel."""
+    from npplm import runtime
+    from npplm.quantization import is_quantized
+
+    model, tokenizer = load_model(args.model or default_model_path())
+    if is_quantized(model):
+        runtime.use_spinning_thread_pool()
+    return model, tokenizer
 
 
 def _stream(model, tokenizer, prompt_ids, args):

@@ -6,6 +6,8 @@
                 itself with GPT-2
     llama.py    LLaMA 1/2/3 (RMSNorm, RoPE, SwiGLU, grouped-query attention), GGUF files
     qwen2.py    Qwen2 and Qwen2.5: LLaMA's blocks with q/k/v biases (and their GGUF files)
+    gguf_export.py  write_gguf: a LLaMA or Qwen2 model and its tokenizer to one quantised
+                GGUF file (`npplm quantize`)
     glm.py      GLM (blank infilling, 2D positions, DeepNorm)
     t5.py       T5 v1.0 / v1.1 (encoder-decoder, relative position buckets)
     bert.py, roberta.py, albert.py   the encoders and their task heads

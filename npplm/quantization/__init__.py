@@ -22,8 +22,10 @@ from npplm.quantization.linear import (
     PackedWeight,
     QuantizedEmbedding,
     QuantizedLinear,
+    is_quantized,
     quantize_modules,
 )
 
 __all__ = ["FORMATS", "Format", "PackedWeight", "QuantizedEmbedding", "QuantizedLinear",
-           "Unpacked", "dequantize", "quantize", "quantize_modules", "row_bytes", "unpack"]
+           "Unpacked", "dequantize", "is_quantized", "quantize", "quantize_modules",
+           "row_bytes", "unpack"]

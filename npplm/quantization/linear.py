@@ -253,6 +253,12 @@ class QuantizedEmbedding(Module):
         return Tensor(rows.reshape(*ids.shape, self.weight.shape[1]))
 
 
+def is_quantized(model):
+    """Whether any layer of the model keeps its weight in blocks."""
+    return any(isinstance(m, (QuantizedLinear, QuantizedEmbedding))
+               for _, m in model.named_modules())
+
+
 def quantize_modules(model, packed, activations="float32"):
     """Swap the model's Linear and Embedding modules whose weight key ("model.layers.0
     .self_attn.q_proj.weight") is in `packed` {key: PackedWeight} for QuantizedLinear /

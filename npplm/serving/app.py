@@ -150,11 +150,14 @@ def serve(model_path, host="127.0.0.1", port=8000, max_queue=64, timeout=600.0, 
 
     from npplm import runtime
     from npplm.generation import GenerationMixin
+    from npplm.quantization import is_quantized
     from npplm.training.run_folder import load_model
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     runtime.configure()  # the engine's thread is the only one that runs the model's kernels
     model, tokenizer = load_model(model_path, log=log.info)
+    if is_quantized(model):  # ~200 short kernels a token: the spinning pool (runtime, 2b)
+        runtime.use_spinning_thread_pool()
     if not isinstance(model, GenerationMixin):
         raise ValueError(f"{model_path} holds a {type(model).__name__}: the server takes a "
                          "decoder-only model (GPT, LLaMA)")

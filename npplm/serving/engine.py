@@ -31,7 +31,9 @@ decoding speed.
 
 The engine's thread is the only one that runs the model: the HTTP side only tokenizes. That
 matters beyond tidiness: under npplm.runtime.configure()'s Numba "workqueue" layer, parallel
-kernels launched from two threads at once abort the process.
+kernels launched from two threads at once abort the process. (A quantised model is served
+on the spinning OpenMP pool instead, npplm.runtime 2b, which would allow it; the one
+engine thread stays.)
 """
 
 import itertools

@@ -37,6 +37,9 @@ The models, each with its trainer, and the tokenizers built from them:
                    BERT, ROBERTA, ALBERT, T5, GLM, which every trainer takes (template=...)
     loading.py     load_tokenizer(path): a Hugging Face tokenizer.json, a vocab.txt or a
                    GGUF file
+    gguf_vocab.py  to_gguf(tokenizer): a byte-level BPE ("gpt2") or LLaMA SentencePiece BPE
+                   ("llama") tokenizer as GGUF's tokenizer.ggml.* metadata, what loading.py
+                   reads back
     chat_template.py   chat templates rendered with Jinja2's sandbox
 
 decode(ids) keeps special tokens unless skip_special_tokens=True, as transformers' does.

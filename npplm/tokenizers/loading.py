@@ -5,7 +5,9 @@ Unigram, from a tokenizer.json, a BERT vocab.txt or a GGUF file.
                                                     its vocab.txt
     load_tokenizer("path/to/tokenizer.json")        the `tokenizers` format
     load_tokenizer("path/to/vocab.txt")             one token per line, the id = line number
-    load_tokenizer("path/to/model.gguf")            the tokenizer.ggml.* metadata
+    load_tokenizer("path/to/model.gguf")            the tokenizer.ggml.* metadata: byte-level
+                                                    BPE ("gpt2") or LLaMA-1/2's SentencePiece
+                                                    BPE ("llama"), see _from_gguf
 
 A tokenizer.json names each stage with a "type". We read three families and refuse the
 other types with a TokenizerFormatError naming the file, the stage and the value, rather
@@ -30,10 +32,10 @@ clean_up_tokenization_spaces), else BERT's defaults: uncased, [UNK] [CLS] [SEP] 
 [MASK]. `never_split` is not read.
 
 The roles of the special tokens (tok.bos_token, tok.eos_token ..., base.SPECIAL_TOKEN_ROLES)
-are those the same two files name, for every format but GGUF, whose metadata names its bos
-and eos tokens; a role they do not name is None (WordPiece: BERT's where the vocabulary has
-them). A role naming a token outside the vocabulary is not read: transformers would add
-that token to the vocabulary, npplm does not.
+are those the same two files name, for every format but GGUF, whose metadata names its bos,
+eos, unknown and padding tokens; a role they do not name is None (WordPiece: BERT's where
+the vocabulary has them). A role naming a token outside the vocabulary is not read:
+transformers would add that token to the vocabulary, npplm does not.
 
 model_max_length (the length truncation=True cuts to) is tokenizer_config.json's when
 present, as in transformers, else the max_length of tokenizer.json's "truncation", else 512
@@ -64,8 +66,8 @@ class TokenizerFormatError(ValueError):
 
 
 def load_tokenizer(path):
-    """A WordPieceTokenizer or ByteLevelBPETokenizer from a directory, a tokenizer.json or a
-    vocab.txt."""
+    """A WordPieceTokenizer, ByteLevelBPETokenizer or pipeline Tokenizer from a directory, a
+    tokenizer.json, a vocab.txt or a GGUF file."""
     path = pathlib.Path(path)
     if path.is_dir():
         for name in ("tokenizer.json", "vocab.txt"):
@@ -101,34 +103,174 @@ _GGUF_PRE_TOKENIZERS = {
     "smollm": lambda: (byte_level_bpe.Digits(individual_digits=True), byte_level_bpe.ByteLevel()),
     "qwen2": lambda: (Split(QWEN2_PATTERN), ByteLevel(use_regex=False)),
 }
-_GGUF_CONTROL, _GGUF_USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values
+# The pre-tokenizers whose BPE takes a word found whole in the vocabulary as one token
+# (ignore_merges). LLaMA-3's tokenizer.json says so, and llama.cpp sets it for "llama-bpe":
+# LLaMA-3's vocabulary, converted from tiktoken, holds words its merges do not reach in
+# rank order. transformers' GGUF reader leaves it out, so on those words its ids differ
+# from LLaMA-3's tokenizer.json and from llama.cpp; ours are theirs. (A vocabulary that BPE
+# training learned, merges and words in one order, reaches every word it holds: there it
+# changes nothing.)
+_GGUF_IGNORE_MERGES = {"llama-bpe"}
+# tokenizer.ggml.token_type values (llama.cpp's llama_token_type; gguf_vocab.py writes them)
+_GGUF_UNKNOWN, _GGUF_CONTROL, _GGUF_USER_DEFINED = 2, 3, 4
 
 
 def _from_gguf(path):
-    """A byte-level BPE tokenizer from a GGUF file's tokenizer.ggml.* metadata."""
+    """A tokenizer from a GGUF file's tokenizer.ggml.* metadata (npplm/tokenizers/
+    gguf_vocab.py writes them; its docstring lists the keys).
+
+    tokenizer.ggml.model "gpt2": a ByteLevelBPETokenizer, its pre-tokenizer named by
+    tokenizer.ggml.pre (_GGUF_PRE_TOKENIZERS). "llama": LLaMA-1/2's SentencePiece BPE with
+    byte fallback, the pipeline train_sentencepiece_bpe builds (_sentencepiece_from_gguf).
+
+    Both: the tokens typed unknown (2), control (3) or user-defined (4) are added tokens,
+    special but the last, matched whole in the text as llama.cpp matches those three
+    types (SentencePiece's "<unk>" is a special added token of LLaMA-2's tokenizer.json
+    too; a byte-level vocabulary has none); the bos, eos, unknown and padding ids name
+    those roles; add_bos_token / add_eos_token give the template (_gguf_templates);
+    tokenizer.chat_template the chat template.
+    """
     from npplm.io.gguf import tokenizer_metadata
 
     meta = tokenizer_metadata(path)
-    model, pre = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre", "gpt-2")
-    if model != "gpt2":
+    model = meta.get("tokenizer.ggml.model")
+    if model == "gpt2":
+        tokenizer = _byte_level_from_gguf(path, meta)
+    elif model == "llama":
+        tokenizer = _sentencepiece_from_gguf(path, meta)
+    else:
         raise TokenizerFormatError(f"{path}: GGUF tokenizer model {model!r} is not supported "
-                                   "(supported: 'gpt2', byte-level BPE)")
+                                   "(supported: 'gpt2', byte-level BPE; 'llama', "
+                                   "SentencePiece BPE with byte fallback)")
+    tokenizer.chat_template = meta.get("tokenizer.chat_template")
+    return tokenizer
+
+
+def _gguf_vocabulary(path, meta):
+    """(tokens in id order, token types, AddedTokens, {role: token}) of a GGUF tokenizer;
+    the roles are those of the bos, eos, unknown and padding ids the file names."""
+    if "tokenizer.ggml.tokens" not in meta:
+        raise TokenizerFormatError(f"{path}: the GGUF file has no tokenizer.ggml.tokens")
+    tokens = meta["tokenizer.ggml.tokens"]
+    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    added = [AddedToken(t, i, special=k != _GGUF_USER_DEFINED) for i, (t, k) in
+             enumerate(zip(tokens, types))
+             if k in (_GGUF_UNKNOWN, _GGUF_CONTROL, _GGUF_USER_DEFINED)]
+    named = {}
+    for role, name in (("pad_token", "padding"), ("bos_token", "bos"), ("eos_token", "eos"),
+                       ("unk_token", "unknown")):
+        i = meta.get(f"tokenizer.ggml.{name}_token_id")
+        if i is None:
+            continue
+        if not 0 <= i < len(tokens):
+            raise TokenizerFormatError(f"{path}: tokenizer.ggml.{name}_token_id = {i} is not "
+                                       f"one of the {len(tokens)} token ids")
+        named[role] = tokens[i]
+    return tokens, types, added, named
+
+
+def _gguf_templates(meta, named, add_bos):
+    """(single, pair) templates from tokenizer.ggml.add_bos_token / add_eos_token.
+
+    add_bos: what a file without add_bos_token gets. The pair repeats the bos token
+    before the second text, both of type id 1, as LLaMA's tokenizer.json and
+    transformers' (TokenizersBackend.update_post_processor) do:
+    "<s> $A </s> <s>:1 $B:1 </s>:1". A flag naming a role the file gives no id is dropped,
+    as transformers drops it.
+    """
+    bos = named.get("bos_token") if meta.get("tokenizer.ggml.add_bos_token", add_bos) else None
+    eos = named.get("eos_token") if meta.get("tokenizer.ggml.add_eos_token", False) else None
+    if bos is None and eos is None:
+        return None, None  # the tokenizer's defaults: $A, and $A $B:1
+
+    def around(text, type_id):
+        return ([(bos, type_id)] if bos else []) + [(text, type_id)] + (
+            [(eos, type_id)] if eos else [])
+
+    return around("$A", 0), around("$A", 0) + around("$B", 1)
+
+
+def _byte_level_from_gguf(path, meta):
+    """A ByteLevelBPETokenizer from a "gpt2" GGUF file. A file without add_bos_token adds
+    no bos token, as npplm read every "gpt2" file before it read the flag (llama.cpp's
+    converter writes it: SmolLM2's says false)."""
+    pre = meta.get("tokenizer.ggml.pre", "gpt-2")
     if pre not in _GGUF_PRE_TOKENIZERS:
         raise TokenizerFormatError(f"{path}: GGUF pre-tokenizer {pre!r} is not supported "
                                    f"(supported: {', '.join(sorted(_GGUF_PRE_TOKENIZERS))})")
-    tokens, types = meta["tokenizer.ggml.tokens"], meta.get("tokenizer.ggml.token_type")
-    types = types or [1] * len(tokens)
-    added = [AddedToken(t, i, special=k == _GGUF_CONTROL) for i, (t, k) in
-             enumerate(zip(tokens, types)) if k in (_GGUF_CONTROL, _GGUF_USER_DEFINED)]
+    tokens, _, added, named = _gguf_vocabulary(path, meta)
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
-    named = {role: meta.get(f"tokenizer.ggml.{name}_token_id") for role, name in
-             (("pad_token", "padding"), ("bos_token", "bos"), ("eos_token", "eos"))}
-    named = {role: tokens[i] for role, i in named.items() if i is not None}
-    tokenizer = byte_level_bpe.ByteLevelBPETokenizer(
+    single, pair = _gguf_templates(meta, named, add_bos=False)
+    return byte_level_bpe.ByteLevelBPETokenizer(
         {t: i for i, t in enumerate(tokens)}, merges, pre_tokenizer=_GGUF_PRE_TOKENIZERS[pre](),
-        added_tokens=added, pad_token=named.pop("pad_token", None), roles=named)
-    tokenizer.chat_template = meta.get("tokenizer.chat_template")
-    return tokenizer
+        added_tokens=added, single=single, pair=pair, pad_token=named.pop("pad_token", None),
+        ignore_merges=pre in _GGUF_IGNORE_MERGES, roles=named)
+
+
+def _sentencepiece_from_gguf(path, meta):
+    """LLaMA-1/2's tokenizer from a "llama" GGUF file: the pipeline train_sentencepiece_bpe
+    builds (pipeline.py), its stages written out here as that recipe composes them.
+
+        normalizer   Prepend("▁"), Replace(" ", "▁")   (tokenizer.ggml.add_space_prefix,
+                     default true; false: Replace only, as transformers reads the flag)
+        model        BPE(vocab, merges, unk_token, fuse_unk=True, byte_fallback=True)
+        decoder      Replace("▁", " "), ByteFallback, Fuse, Strip(" ", 1, 0) (no Strip
+                     without the prefix space)
+        template     "<s> $A" unless add_bos_token is false (llama.cpp and transformers
+                     add the bos token to a SentencePiece vocabulary that does not say)
+
+    The unknown token is the one typed unknown (2), else the unknown_token_id's. The merges
+    are tokenizer.ggml.merges when the file has them (npplm writes them); llama.cpp's
+    converter writes only scores, and those give the merges (_merges_from_scores).
+    """
+    tokens, types, added, named = _gguf_vocabulary(path, meta)
+    vocab = {t: i for i, t in enumerate(tokens)}
+    if "tokenizer.ggml.merges" in meta:
+        merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+    elif "tokenizer.ggml.scores" in meta:
+        merges = _merges_from_scores(tokens, meta["tokenizer.ggml.scores"])
+    else:
+        raise TokenizerFormatError(f"{path}: a 'llama' GGUF tokenizer needs "
+                                   "tokenizer.ggml.merges or tokenizer.ggml.scores to "
+                                   "order its merges, and this file has neither")
+    unk = next((t for t, k in zip(tokens, types) if k == _GGUF_UNKNOWN), named.get("unk_token"))
+    space = meta.get("tokenizer.ggml.add_space_prefix", True)
+    normalizer = (normalizers.Prepend("▁"),) if space else ()
+    normalizer += (normalizers.Replace(" ", "▁"),)
+    decoder = (decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse())
+    decoder += (decoders.Strip(" ", 1, 0),) if space else ()
+    try:
+        model = BPE(vocab, merges, unk_token=unk, fuse_unk=True, byte_fallback=True)
+    except ValueError as e:  # a merge whose pieces are not tokens
+        raise TokenizerFormatError(f"{path}: tokenizer.ggml.merges: {e}") from None
+    single, pair = _gguf_templates(meta, named, add_bos=True)
+    return Tokenizer(model, normalizer=normalizer, decoder=decoder, added_tokens=added,
+                     single=single, pair=pair, pad_token=named.pop("pad_token", None),
+                     roles=named)
+
+
+def _merges_from_scores(tokens, scores):
+    """BPE merges in rank order from SentencePiece scores, as transformers derives them
+    (tokenization_utils_base.generate_merges) for a GGUF file without merges.
+
+    llama.cpp's SentencePiece tokenizer merges, among the adjacent pairs whose
+    concatenation is a token, the one whose token has the highest score, the leftmost of
+    equals. So every split of a token into two tokens is a merge, ranked by the token's
+    score, highest first; among equal scores the longer left piece, then the longer right
+    piece, then the token's id and the pieces' ids come first. (BPE breaks a tie of scores
+    by rank where llama.cpp takes the leftmost pair: "a" "aa" "a" becomes "aaa" "a" there
+    and "a" "aaa" here. A vocabulary whose tokens have distinct scores, as LLaMA's, ties
+    only on two splits of one token.)
+    """
+    ids = {t: i for i, t in enumerate(tokens)}
+    found = []  # (score, left, right) in token id order, a token's splits by piece ids
+    for token, score in zip(tokens, scores):
+        splits = [(token[:k], token[k:]) for k in range(1, len(token))
+                  if token[:k] in ids and token[k:] in ids]
+        splits.sort(key=lambda p: (ids[p[0]], ids[p[1]]))
+        found.extend((score, a, b) for a, b in splits)
+    found.sort(key=lambda m: (-m[0], -len(m[1]), -len(m[2])))  # stable: ties keep the order
+    return [(a, b) for _, a, b in found]
 
 
 def _read_json(path):
