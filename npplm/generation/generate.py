@@ -8,8 +8,9 @@ LLaMA), `T5ForConditionalGeneration.generate` (the encoder once, then the decode
 T5Cache), GLM's `fill_blank` (Part A once, then the blank from [S]).
 
 The protocol a decoder-only model follows to be generated from:
-    model.new_cache(batch_size, max_length) -> a KVCache (PreTrainedModel builds it from
-        the family's `kv_cache_layout()`, on the weights' device, in their dtype)
+    model.new_cache(batch_size, max_length, dtype=None) -> a KVCache (PreTrainedModel
+        builds it from the family's `kv_cache_layout()`, on the weights' device, in their
+        dtype, or as `dtype` names: "float16", "float32", "int8" (Int8KVCache))
     model(input_ids, attention_mask=mask, cache=cache) -> an object with `.logits`
         input_ids (B, T) the new tokens; mask (B, cache.length + T) of 1/0 covering the
         cached tokens and the new ones; the model appends its keys and values with
@@ -106,15 +107,16 @@ def decode(step, batch_size, max_new_tokens, *, num_beams=1, temperature=0.0, to
     return np.stack(steps, axis=1) if steps else np.zeros((batch_size, 0), dtype=np.int64)
 
 
-def causal_lm_step(model, ids, mask, max_new_tokens, num_beams=1):
+def causal_lm_step(model, ids, mask, max_new_tokens, num_beams=1, kv_cache_dtype=None):
     """The step of a decoder-only model over a KV cache, for `decode` (see there).
 
     ids, mask (B, T) left-padded prompts; each is repeated for its num_beams beams (row
-    b N + j is beam j of input b). The cache holds T + max_new_tokens positions.
+    b N + j is beam j of input b). The cache holds T + max_new_tokens positions, stored as
+    kv_cache_dtype says (model.new_cache).
     """
     ids, mask = np.repeat(ids, num_beams, axis=0), np.repeat(mask, num_beams, axis=0)
     R, T = ids.shape
-    cache = model.new_cache(R, T + max_new_tokens)
+    cache = model.new_cache(R, T + max_new_tokens, dtype=kv_cache_dtype)
 
     def step(tokens, rows=None):
         nonlocal mask
@@ -139,7 +141,7 @@ class GenerationMixin:
     def generate(self, input_ids, max_new_tokens, *, attention_mask=None, temperature=1.0,
                  top_k=None, top_p=None, eos_token_id=None, pad_token_id=None, seed=None,
                  num_beams=1, length_penalty=1.0, early_stopping=False,
-                 num_return_sequences=1, stream=None):
+                 num_return_sequences=1, stream=None, kv_cache_dtype=None):
         """Continue each prompt by up to max_new_tokens tokens; returns (B r, T + n) int64.
 
         input_ids       (B, T), or (T,) for one prompt; batches LEFT-padded
@@ -152,13 +154,16 @@ class GenerationMixin:
         num_beams       > 1: beam search (temperature 0), with length_penalty,
                         early_stopping and num_return_sequences r as transformers'
         stream          called with each step's (B,) tokens as soon as they are chosen
+        kv_cache_dtype  what the KV cache stores: None the weights' dtype, "float16",
+                        "float32", or "int8" (codes and a scale per vector, about half a
+                        float16 cache: npplm.generation.kv_cache)
         Each row is its prompt, then its new tokens (r rows per prompt with beams).
         """
         ids, mask = check_prompt(input_ids, attention_mask)
         check_options(max_new_tokens, num_beams, temperature, num_return_sequences, top_k,
                       top_p)
         with no_grad():
-            step = causal_lm_step(self, ids, mask, max_new_tokens, num_beams)
+            step = causal_lm_step(self, ids, mask, max_new_tokens, num_beams, kv_cache_dtype)
             new = decode(step, ids.shape[0], max_new_tokens, num_beams=num_beams,
                          temperature=temperature, top_k=top_k, top_p=top_p,
                          eos_token_id=eos_token_id, pad_token_id=pad_token_id, seed=seed,
@@ -169,12 +174,13 @@ class GenerationMixin:
 
     def stream_generate(self, input_ids, max_new_tokens, *, attention_mask=None,
                         temperature=1.0, top_k=None, top_p=None, eos_token_id=None,
-                        pad_token_id=None, seed=None):
+                        pad_token_id=None, seed=None, kv_cache_dtype=None):
         """An iterator of each step's new tokens, (B,) int64: `generate` without beams, for
         showing text as it comes."""
         ids, mask = check_prompt(input_ids, attention_mask)
         check_options(max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
         with no_grad():
-            step = causal_lm_step(self, ids, mask, max_new_tokens)
+            step = causal_lm_step(self, ids, mask, max_new_tokens,
+                                  kv_cache_dtype=kv_cache_dtype)
             yield from stream_tokens(step, ids.shape[0], max_new_tokens, temperature, top_k,
                                      top_p, eos_token_id, pad_token_id, seed)

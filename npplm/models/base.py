@@ -30,7 +30,7 @@ import re
 import numpy as np
 
 from autograd import array_module, to_numpy
-from npplm.generation import KVCache
+from npplm.generation.kv_cache import new_kv_cache
 from npplm.io import CheckpointError, read_config, read_weights, write_pretrained
 from npplm.layers import Module, int_array, sequence_classification_loss
 from npplm.models.output import ModelOutput
@@ -68,12 +68,14 @@ class PreTrainedModel(Module):
         dim. Defined by the families that decode with one (GPT, LLaMA, GLM)."""
         raise NotImplementedError(f"{type(self).__name__} does not decode with a KV cache")
 
-    def new_cache(self, batch_size, max_length):
-        """An empty KVCache for batch_size rows of up to max_length positions, in the
-        weights' dtype and on their device (npplm.generation.kv_cache)."""
+    def new_cache(self, batch_size, max_length, dtype=None):
+        """An empty KV cache for batch_size rows of up to max_length positions, on the
+        weights' device (npplm.generation.kv_cache). dtype, what it stores: None the
+        weights' dtype, "float16" / "float32" that float, "int8" codes and a scale per
+        vector (Int8KVCache, about half a float16 cache; it returns the weights' dtype)."""
         n_layers, n_kv_heads, head_dim = self.kv_cache_layout()
-        return KVCache(n_layers, batch_size, n_kv_heads, head_dim, max_length, self.dtype,
-                       xp=self.xp)
+        return new_kv_cache(dtype, n_layers, batch_size, n_kv_heads, head_dim, max_length,
+                            self.dtype, xp=self.xp)
 
     def load_weights(self, state):
         """Load {checkpoint key: array}, adapting the backbone prefix; errors name keys."""

@@ -478,7 +478,8 @@ class GLMForConditionalGeneration(PreTrainedModel):
 
 
 def fill_blank(model, part_a, max_new_tokens, *, temperature=0.0, top_k=None, top_p=None,
-               seed=None, num_beams=1, length_penalty=1.0, early_stopping=False, stream=None):
+               seed=None, num_beams=1, length_penalty=1.0, early_stopping=False, stream=None,
+               kv_cache_dtype=None):
     """Fill the first [MASK] or [gMASK] of each row of Part A, one token at a time.
 
     part_a (B, T_A): rows of the same length, each holding a [MASK] or [gMASK] (for long
@@ -487,7 +488,8 @@ def fill_blank(model, part_a, max_new_tokens, *, temperature=0.0, top_k=None, to
     token at block positions 2, 3, ..., until every row has produced [E] or
     max_new_tokens tokens were chosen. temperature 0 is greedy; num_beams > 1 searches
     beams (npplm.generation.decode, the loop every family shares). stream is called with
-    each step's (B,) tokens as they come (num_beams=1).
+    each step's (B,) tokens as they come (num_beams=1). kv_cache_dtype: what the KV cache
+    stores (None, "float16", "float32", "int8": model.new_cache).
     Returns a list of B lists of new ids, each without [E]. The model runs under no_grad;
     call .eval() first if it was training (dropout).
     """
@@ -511,7 +513,7 @@ def fill_blank(model, part_a, max_new_tokens, *, temperature=0.0, top_k=None, to
     part_a = np.repeat(part_a, num_beams, axis=0)  # (R, T_A)
     mask_at = np.repeat(is_mask.argmax(axis=1), num_beams)  # (R,) the first mask of each row
     seps = np.full(R, sep)
-    cache = model.new_cache(R, total)
+    cache = model.new_cache(R, total, dtype=kv_cache_dtype)
     block_position = 0  # of the token fed last: [S] is 1, the first chosen token 2, ...
 
     def step(tokens, rows=None):

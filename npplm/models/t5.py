@@ -594,9 +594,11 @@ class T5Model(T5PreTrainedModel):
         pad = additive_mask(allowed[:, None, None, :], self.dtype)  # (B, S) -> (B, 1, 1, S)
         return self.encoder(input_ids, pad), pad
 
-    def prefill(self, input_ids, attention_mask=None, max_length=64, num_beams=1):
+    def prefill(self, input_ids, attention_mask=None, max_length=64, num_beams=1,
+                kv_cache_dtype=None):
         """Run the encoder once; return a T5Cache for decoding up to max_length positions,
-        with num_beams rows per input. Call under no_grad (the cache holds raw arrays)."""
+        with num_beams rows per input, its self-attention cache stored as kv_cache_dtype
+        says (new_cache). Call under no_grad (the cache holds raw arrays)."""
         if not isinstance(num_beams, (int, np.integer)) or num_beams < 1:
             raise ValueError(f"num_beams={num_beams!r} must be a positive integer")
         encoder_states, pad = self.encode(input_ids, attention_mask)  # (B, S, C), (B,1,1,S)
@@ -607,7 +609,8 @@ class T5Model(T5PreTrainedModel):
             # (B, H, S, D) -> (B num_beams, H, S, D): each input's row once per beam
             cross.append((xp.repeat(k.data, num_beams, axis=0),
                           xp.repeat(v.data, num_beams, axis=0)))
-        self_attention = self.new_cache(encoder_states.shape[0] * num_beams, max_length)
+        self_attention = self.new_cache(encoder_states.shape[0] * num_beams, max_length,
+                                        dtype=kv_cache_dtype)
         cross_bias = xp.asarray(np.repeat(pad, num_beams, axis=0))  # (B num_beams, 1, 1, S)
         return T5Cache(self_attention, cross, cross_bias, encoder_states, num_beams)
 
@@ -716,7 +719,7 @@ class T5ForConditionalGeneration(T5Model):
                  num_beams=1, temperature=0.0, top_k=None, top_p=None, seed=None,
                  length_penalty=1.0, early_stopping=False, num_return_sequences=1,
                  eos_token_id=None, pad_token_id=None, decoder_start_token_id=None,
-                 stream=None):
+                 stream=None, kv_cache_dtype=None):
         """Write the output text of each input: (B, 1 + n) int64, the start token first.
 
         The encoder reads input_ids (B, S) (or (S,) for one input; attention_mask (B, S)
@@ -737,6 +740,9 @@ class T5ForConditionalGeneration(T5Model):
                           temperature must stay 0.
         eos_token_id, pad_token_id, decoder_start_token_id: None takes the config's.
         stream            called with each step's (B,) tokens as they come (num_beams=1).
+        kv_cache_dtype    what the decoder's self-attention cache stores: None (the weights'
+                          dtype), "float16", "float32" or "int8" (new_cache); the
+                          cross-attention keys and values stay in the weights' dtype.
         The model is run under no_grad; call .eval() first if it was training (dropout).
         """
         config = self.config
@@ -758,7 +764,8 @@ class T5ForConditionalGeneration(T5Model):
         check_options(n, num_beams, temperature, num_return_sequences, top_k, top_p)
         start = special["decoder_start_token_id"]
         with no_grad():
-            cache = self.prefill(ids, attention_mask, max_length=max(n, 1), num_beams=num_beams)
+            cache = self.prefill(ids, attention_mask, max_length=max(n, 1), num_beams=num_beams,
+                                 kv_cache_dtype=kv_cache_dtype)
             R = cache.rows  # B x num_beams
 
             def step(tokens, rows=None):
