@@ -337,11 +337,21 @@ def attention_backward(g, g_lse, q, k, v, keep, out, lse, scale):
     return dq.reshape(B, H, T, D), dk.reshape(B, H, S, D), dv.reshape(B, H, S, D)
 
 
+# Below this many query rows the reference is faster: the kernel's blocks of ROWS rows and
+# its parallel launch are built for training's long sequences, not for decoding's one new
+# token (B=1, H=9, D=64, 2 threads, 2026-12-06: T=1 against S=100 keys 79 us against the
+# reference's 29, S=1000 985 against 256; T=4 107 against 70; T=16 break-even, 119 / 117;
+# T=64 175 against 286).
+MIN_QUERIES = 16
+
+
 def applies(q, k, v, keep):
-    """Use the kernel: float32 NumPy arrays, keys and values of one shape, a (B, S) mask."""
+    """Use the kernel: float32 NumPy arrays, keys and values of one shape, a (B, S) mask,
+    at least MIN_QUERIES query rows."""
     arrays = (q, k, v)
     return (all(type(a) is np.ndarray and a.dtype == np.float32 and a.ndim == 4
                 for a in arrays)
+            and q.shape[2] >= MIN_QUERIES
             and k.shape == v.shape and k.shape[:2] == q.shape[:2] and k.shape[3] == q.shape[3]
             and type(keep) is np.ndarray and keep.dtype == np.bool_
             and keep.shape == (q.shape[0], k.shape[2]))

@@ -172,10 +172,11 @@ def matmul(x, packed, activations="float32"):
         xscale = np.ones((N, C // 32), dtype=np.float32)
         xsum = x.reshape(N, C // 32, 32).sum(axis=2) if packed.bits == 4 else xscale
     if packed.bits == 4:
-        y = kernels.matmul_int4(packed.codes, packed.scale, packed.offset, x, xscale, xsum,
-                                LANES)
+        product = kernels.matvec_int4 if N == 1 else kernels.matmul_int4
+        y = product(packed.codes, packed.scale, packed.offset, x, xscale, xsum, LANES)
     else:
-        y = kernels.matmul_int8(packed.codes, packed.scale, x, xscale, LANES)
+        product = kernels.matvec_int8 if N == 1 else kernels.matmul_int8
+        y = product(packed.codes, packed.scale, x, xscale, LANES)
     return y[:, :packed.shape[0]]  # the padding rows of the last tile cut off
 
 

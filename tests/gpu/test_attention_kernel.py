@@ -92,10 +92,10 @@ def test_nan_stays_nan():
 def test_layer_path_equals_the_composite_with_a_dense_bias(padding):
     # attention(..., CausalMask) against attention(..., bias=the dense bias), through the
     # engine: values and the gradients of q, k and v, float32, a KV-cache offset of 3.
-    q, k, v, keep = inputs(2, 3, 9, 12, 8, padding, 0)
+    q, k, v, keep = inputs(2, 3, 16, 19, 8, padding, 0)  # 16 rows: the kernel's path
     g = np.random.default_rng(1).standard_normal(q.shape).astype(np.float32)
     results = []
-    for bias in (CausalMask(keep), causal_bias(keep, 9, 12, np.float32)):
+    for bias in (CausalMask(keep), causal_bias(keep, 16, 19, np.float32)):
         tq, tk, tv = (Tensor(a, requires_grad=True) for a in (q, k, v))
         out = attention(tq, tk, tv, bias=bias)
         out.backward(g)
@@ -117,8 +117,9 @@ def test_gpt2_training_step_runs_the_kernel_both_ways(kernel_calls):
 
     config = GPTConfig.tiny()
     model = GPT2LMHeadModel(config, seed=0)
-    ids = np.random.default_rng(0).integers(0, config.vocab_size, (2, 7))
-    mask = np.ones((2, 7), dtype=np.int64)
+    T = kernels.MIN_QUERIES  # fewer query rows (decoding) take the reference
+    ids = np.random.default_rng(0).integers(0, config.vocab_size, (2, T))
+    mask = np.ones((2, T), dtype=np.int64)
     mask[1, :2] = 0  # left padding
     model.eval()  # attention dropout off
     model(ids, attention_mask=mask, labels=ids).loss.backward()
@@ -132,13 +133,15 @@ def test_reference_runs_where_the_kernel_does_not_apply(kernel_calls):
               Tensor(v.astype(np.float64)), bias=CausalMask())  # float64: gradient checks
     assert not kernels.applies(q, k[:, :1], v, keep)  # grouped keys must be repeated first
     assert not kernels.applies(q, k, v, keep.astype(np.int64))
+    one = inputs(1, 2, 1, 40, 4, "none", 0)  # decoding: one query row against 40 keys
+    assert not kernels.applies(*one)
     assert kernel_calls == []
 
 
 def test_attention_dropout_in_training_takes_the_composite_path(kernel_calls):
     from npplm.layers import Dropout
 
-    q, k, v, keep = inputs(1, 2, 6, 6, 4, "none", 0)
+    q, k, v, keep = inputs(1, 2, 16, 16, 4, "none", 0)
     drop = Dropout(0.5, seed=0)
     out = attention(Tensor(q), Tensor(k), Tensor(v), bias=CausalMask(keep), dropout=drop)
     assert kernel_calls == []
