@@ -357,7 +357,7 @@ def minilm_case(torch):
     path = minilm_dir()
     if path is None:
         return None
-    ours = npplm.from_pretrained(path)
+    ours = npplm.from_pretrained(path, dequantize=True)  # float32: transformers gets its weights
     theirs = transformers.AutoModel.from_pretrained(path, attn_implementation="sdpa").eval()
     ids, mask = minilm_inputs(ours.config)
     tids, tmask = torch.tensor(ids), torch.tensor(mask)
@@ -392,7 +392,7 @@ def smollm2_pair(torch):
     if spec is None:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    ours = npplm.from_pretrained(path)
+    ours = npplm.from_pretrained(path, dequantize=True)  # float32: transformers gets its weights
     theirs = transformers.LlamaForCausalLM(transformers.LlamaConfig(**ours.config.to_hf()))
     theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()},
                            strict=False)  # the tied lm_head is the embedding in both

@@ -48,7 +48,7 @@ def policy(tiny):
         return LlamaForCausalLM(LlamaConfig.tiny(max_position_embeddings=T), seed=0)
     from npplm.models.llama import smollm2_path
 
-    return npplm.from_pretrained(smollm2_path())
+    return npplm.from_pretrained(smollm2_path(), dequantize=True)  # trained: float32
 
 
 def batch(vocab_size, seed=0):
