@@ -185,6 +185,31 @@ def fused_layers_block(draw):
     return Case(leaves, {}, ours, theirs)
 
 
+@st.composite
+def quantized_projection(draw):
+    # A frozen block-quantised weight (npplm.quantization): x W^T + b with W's 4-bit codes
+    # and scales, against torch's linear with W dequantised; gradients of x and b only.
+    from npplm.quantization.linear import PackedWeight, dequantize_reference, quantized_linear
+
+    b, t = sizes(draw, "B", "T")
+    (n_out,) = sizes(draw, "R", lo=1, hi=5)
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    q = rng.integers(0, 16, (n_out, 32)).astype(np.int8)
+    scale = (rng.random((n_out, 1)) * 0.2).astype(np.float16).astype(np.float32)
+    offset = (rng.standard_normal((n_out, 1)) * 0.1).astype(np.float32)
+    packed = PackedWeight.pack("Q4_1", q, scale, offset, 32)
+    w = dequantize_reference(packed).astype(np.float64)
+    leaves = dict(x=array(draw, (b, t, 32)), bias=array(draw, (n_out,)))
+
+    def ours(x, bias):
+        return ag.tanh(quantized_linear(x, bias, weight=packed))
+
+    def theirs(x, bias):
+        return torch.tanh(F.linear(x, torch.from_numpy(w), bias))
+
+    return Case(leaves, {}, ours, theirs)
+
+
 # --- attention -----------------------------------------------------------------------------
 
 
@@ -455,7 +480,7 @@ CASES = {
               tied_lm_head_cross_entropy,
               binary_cross_entropy_with_logits, ppo_clipped_objective, pooled_classifier,
               scalar_mix_token_shift_and_cls, generalized_mean_pooling, fused_layers_block,
-              shrunk_embedding_lookup)
+              shrunk_embedding_lookup, quantized_projection)
 }
 
 
