@@ -5,6 +5,7 @@ backend is chosen by NPPLM_BACKEND=numpy|cupy when this package is first importe
 floors, each importing only those below it:
 
     layers/       Module, the shared layers and losses, each fused op beside its kernel
+    quantization/ GGUF block formats, QuantizedLinear: weights kept quantised
     generation/   the KV cache and the one decoding loop (sampling, beam search)
     io/           file formats: safetensors, Hugging Face folders, GGUF
     tokenizers/   WordPiece, BPE, byte-level BPE, Unigram; tokenizer.json and GGUF vocabularies
