@@ -47,14 +47,14 @@ import re
 
 from npplm.tokenizers.bpe import BPE
 from npplm.tokenizers.byte_level_bpe import ByteLevelBPETokenizer
-from npplm.tokenizers.normalizers import Prepend, Replace, UnicodeForm
-from npplm.tokenizers.pipeline import Tokenizer
+from npplm.tokenizers.normalizers import UnicodeForm
+from npplm.tokenizers.pipeline import Tokenizer, sentencepiece_steps
 
 # llama.cpp's token types (gguf.TokenType; llama_token_type in llama.cpp's llama-vocab.h).
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 # The normalizer of LLaMA-1/2's tokenizer.json, and of train_sentencepiece_bpe.
-LLAMA_NORMALIZER = (Prepend("▁"), Replace(" ", "▁"))
+LLAMA_NORMALIZER = sentencepiece_steps()[0]
 LAST_SCORE = -1e9  # the score of a token that no merge makes (see the module docstring)
 _BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
 

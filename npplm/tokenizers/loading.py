@@ -56,7 +56,7 @@ from npplm.tokenizers.added_tokens import AddedToken
 from npplm.tokenizers.base import SPECIAL_TOKEN_ROLES
 from npplm.tokenizers.bpe import BPE
 from npplm.tokenizers.byte_level_bpe import ByteLevel, ByteLevelBPETokenizer, Digits, Split
-from npplm.tokenizers.pipeline import Tokenizer
+from npplm.tokenizers.pipeline import Tokenizer, sentencepiece_steps
 from npplm.tokenizers.unigram import Unigram, json_float
 from npplm.tokenizers.wordpiece import BERT_PAIR, BERT_SINGLE, BasicTokenizer, WordPieceTokenizer
 
@@ -234,11 +234,7 @@ def _sentencepiece_from_gguf(path, meta):
                                    "tokenizer.ggml.merges or tokenizer.ggml.scores to "
                                    "order its merges, and this file has neither")
     unk = next((t for t, k in zip(tokens, types) if k == _GGUF_UNKNOWN), named.get("unk_token"))
-    space = meta.get("tokenizer.ggml.add_space_prefix", True)
-    normalizer = (normalizers.Prepend("▁"),) if space else ()
-    normalizer += (normalizers.Replace(" ", "▁"),)
-    decoder = (decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse())
-    decoder += (decoders.Strip(" ", 1, 0),) if space else ()
+    normalizer, decoder = sentencepiece_steps(meta.get("tokenizer.ggml.add_space_prefix", True))
     try:
         model = BPE(vocab, merges, unk_token=unk, fuse_unk=True, byte_fallback=True)
     except ValueError as e:  # a merge whose pieces are not tokens

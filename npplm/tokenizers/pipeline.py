@@ -195,6 +195,19 @@ def train_bpe(texts, vocab_size=40478, *, lowercase=True, end_of_word_suffix="</
                      added_tokens=_added(vocab, special_tokens))
 
 
+def sentencepiece_steps(space_prefix=True):
+    """(normalizer, decoder) of LLaMA-1/2's SentencePiece layout as tokenizer.json stages:
+    spaces become "▁" (and one goes before the text), decoding turns them back, reassembles
+    byte-fallback pieces and strips that first space. space_prefix=False: no "▁" before the
+    text and nothing stripped (a GGUF file's tokenizer.ggml.add_space_prefix = false).
+    The one home of this layout: the trainer below, and GGUF reading and writing."""
+    normalizer = ((normalizers.Prepend("▁"),) if space_prefix else ()) \
+        + (normalizers.Replace(" ", "▁"),)
+    decoder = (decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()) \
+        + ((decoders.Strip(" ", 1, 0),) if space_prefix else ())
+    return normalizer, decoder
+
+
 def train_sentencepiece_bpe(texts, vocab_size=32000, *, special_tokens=("<unk>", "<s>", "</s>"),
                             unk_token="<unk>", bos_token="<s>", min_frequency=2,
                             byte_fallback=True, template=None):
@@ -207,15 +220,13 @@ def train_sentencepiece_bpe(texts, vocab_size=32000, *, special_tokens=("<unk>",
     template: the special tokens encode adds and their roles (templates.LLAMA). Without
     one, bos_token goes before each text (nothing when it is None) and no role is named.
     """
-    normalizer = (normalizers.Prepend("▁"), normalizers.Replace(" ", "▁"))
+    normalizer, decoder = sentencepiece_steps()
     cut = (pre_tokenizers.Metaspace(prepend_scheme="never"),)
     reserved = (*special_tokens, *(BYTE_FALLBACK_TOKENS if byte_fallback else ()))
     trainer = BPETrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                          special_tokens=reserved)
     vocab, merges = trainer.train(_word_counts(texts, normalizer, cut))
     model = BPE(vocab, merges, unk_token=unk_token, fuse_unk=True, byte_fallback=byte_fallback)
-    decoder = (decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-               decoders.Strip(" ", 1, 0))
     if template is None and not bos_token:
         template = Template()
     elif template is None:  # LLaMA's template, without its roles
