@@ -36,6 +36,9 @@ def add_sampling_flags(parser):
     parser.add_argument("--top-p", type=probability, help="sample from the nucleus of "
                                                           "probability P only")
     parser.add_argument("--seed", type=int, default=0, help="the sampling seed")
+    parser.add_argument("--kv-cache", choices=["float32", "float16", "int8"], default=None,
+                        help="what the KV cache stores (default: the model's dtype; int8: "
+                             "codes and a scale per vector, about half a float16 cache)")
 
 
 def add_parsers(sub):
@@ -77,7 +80,8 @@ def _stream(model, tokenizer, prompt_ids, args):
     generation = generate_text(model, tokenizer, prompt_ids, args.max_new_tokens,
                                temperature=args.temperature, top_k=args.top_k,
                                top_p=args.top_p, seed=args.seed,
-                               on_text=lambda piece: print(piece, end="", flush=True))
+                               on_text=lambda piece: print(piece, end="", flush=True),
+                               kv_cache_dtype=args.kv_cache)
     print()
     why = {"eos": "end of sequence", "length": "--max-new-tokens",
            "context": "the model's context is full"}[generation.stop]

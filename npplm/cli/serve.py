@@ -24,6 +24,9 @@ def add_parser(sub):
                    help="requests decoded together (continuous batching; 1: one at a time)")
     p.add_argument("--timeout", type=positive_float, default=600.0,
                    help="seconds a request may decode before it is cut (finish 'length')")
+    p.add_argument("--kv-cache", choices=["float32", "float16", "int8"], default=None,
+                   help="what the KV caches store (default: the model's dtype; int8: codes "
+                        "and a scale per vector, about half a float16 cache)")
     p.set_defaults(func=run_command)
     return p
 
@@ -37,4 +40,4 @@ def run_command(args):
         model = args.model or default_model_path()
         resolve_model(model)  # a missing model is named before anything loads
     serve(model, host=args.host, port=args.port, max_queue=args.max_queue,
-          timeout=args.timeout, max_batch=args.max_batch)
+          timeout=args.timeout, max_batch=args.max_batch, kv_cache_dtype=args.kv_cache)

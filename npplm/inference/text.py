@@ -72,11 +72,13 @@ class Generation:
 
 
 def generate_text(model, tokenizer, prompt_ids, max_new_tokens, *, temperature=0.0,
-                  top_k=None, top_p=None, seed=None, on_text=None):
+                  top_k=None, top_p=None, seed=None, on_text=None, kv_cache_dtype=None):
     """Continue `prompt_ids` (a list of ids, special tokens included as the family expects)
     by up to max_new_tokens tokens; returns a Generation. on_text(piece) is called with
     each new piece of text as soon as it decodes to whole characters. temperature 0 is
-    greedy; otherwise sampling restricted by top_k / top_p, drawn from `seed`."""
+    greedy; otherwise sampling restricted by top_k / top_p, drawn from `seed`.
+    kv_cache_dtype: None (the model's), "float16", "float32" or "int8" (npplm.generation
+    .kv_cache: int8 codes and a scale per cached vector)."""
     if not can_generate(model):
         raise DoesNotGenerate(f"{type(model).__name__} is an encoder: it fills in masked "
                               "tokens and does not generate text; generation takes GPT, "
@@ -117,7 +119,7 @@ def generate_text(model, tokenizer, prompt_ids, max_new_tokens, *, temperature=0
                 shown = text
 
     sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                    stream=stream)
+                    stream=stream, kv_cache_dtype=kv_cache_dtype)
     ids = np.asarray([prompt], dtype=np.int64)  # (1, T)
     model.eval()
     started = time.perf_counter()

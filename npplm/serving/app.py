@@ -144,8 +144,9 @@ def create_app(engine, model_name):
 
 
 def serve(model_path, host="127.0.0.1", port=8000, max_queue=64, timeout=600.0, max_batch=8,
-          log_level="info"):
-    """Load the model at `model_path` and serve it until interrupted (uvicorn)."""
+          log_level="info", kv_cache_dtype=None):
+    """Load the model at `model_path` and serve it until interrupted (uvicorn).
+    kv_cache_dtype: what the KV caches store (None: the model's dtype; "int8")."""
     import uvicorn
 
     from npplm import runtime
@@ -163,7 +164,9 @@ def serve(model_path, host="127.0.0.1", port=8000, max_queue=64, timeout=600.0, 
                          "decoder-only model (GPT, LLaMA)")
     name = pathlib.Path(model_path).name.removesuffix(".gguf")
     engine = (BatchingEngine(model, tokenizer, max_queue=max_queue, timeout=timeout,
-                             max_batch=max_batch) if max_batch > 1
-              else Engine(model, tokenizer, max_queue=max_queue, timeout=timeout))
+                             max_batch=max_batch, kv_cache_dtype=kv_cache_dtype)
+              if max_batch > 1 else
+              Engine(model, tokenizer, max_queue=max_queue, timeout=timeout,
+                     kv_cache_dtype=kv_cache_dtype))
     log.info("serving %s as %r on http://%s:%d", model_path, name, host, port)
     uvicorn.run(create_app(engine, name), host=host, port=port, log_level=log_level)

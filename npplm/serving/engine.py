@@ -100,10 +100,11 @@ def held_back(text, stops):
 class Engine:
     """The model, its tokenizer, and the thread that decodes queued jobs one at a time."""
 
-    def __init__(self, model, tokenizer, max_queue=64, timeout=600.0):
+    def __init__(self, model, tokenizer, max_queue=64, timeout=600.0, kv_cache_dtype=None):
         from npplm.inference import eos_ids
 
         self.model, self.tokenizer = model, tokenizer
+        self.kv_cache_dtype = kv_cache_dtype  # what every job's cache stores (model.new_cache)
         self.eos = eos_ids(model, tokenizer)
         self.timeout = timeout
         self.jobs = queue.Queue(maxsize=max_queue)
@@ -146,7 +147,8 @@ class Engine:
         with no_grad():
             steps = self.model.stream_generate(
                 ids, job.max_new_tokens, temperature=job.temperature, top_k=job.top_k,
-                top_p=job.top_p, eos_token_id=sorted(self.eos) or None, seed=job.seed)
+                top_p=job.top_p, eos_token_id=sorted(self.eos) or None, seed=job.seed,
+                kv_cache_dtype=self.kv_cache_dtype)
             for tokens in steps:
                 if seq.accept(int(tokens[0])):
                     break
@@ -228,10 +230,12 @@ class BatchingEngine(Engine):
     max_batch jobs decode together; a new job joins at the next step, a finished one leaves
     at once."""
 
-    def __init__(self, model, tokenizer, max_queue=64, timeout=600.0, max_batch=8):
+    def __init__(self, model, tokenizer, max_queue=64, timeout=600.0, max_batch=8,
+                 kv_cache_dtype=None):
         self.max_batch = max_batch
         self.active, self.cache, self.mask = [], None, None  # rows, KVCache, (R, L) 1/0
-        super().__init__(model, tokenizer, max_queue=max_queue, timeout=timeout)
+        super().__init__(model, tokenizer, max_queue=max_queue, timeout=timeout,
+                         kv_cache_dtype=kv_cache_dtype)
 
     def _work(self):
         while True:
@@ -272,7 +276,7 @@ class BatchingEngine(Engine):
         seq = Sequence(job, self.tokenizer, self.eos, self.timeout)
         P = len(job.prompt_ids)
         ids, ones = np.asarray([job.prompt_ids], np.int64), np.ones((1, P), np.int64)
-        cache = self.model.new_cache(1, P)
+        cache = self.model.new_cache(1, P, dtype=self.kv_cache_dtype)
         with no_grad():
             logits = self.model(ids, attention_mask=ones, cache=cache).logits
         seq.last = self._choose(seq, to_numpy(logits.data[:, -1]))  # (1, V)

@@ -13,6 +13,14 @@ def test_generate_reports_tokens_per_second(family_runs, npplm):
     assert "tokens/s" in result.err and "stopped:" in result.err
 
 
+@pytest.mark.parametrize("family", ["llama", "glm", "t5"])
+def test_generate_with_an_int8_kv_cache(family, family_runs, npplm):
+    result = npplm("generate", "--model", family_runs[family], "--prompt", "def f(x):",
+                   "--max-new-tokens", "4", "--kv-cache", "int8")
+    assert result.code == 0, result.err
+    assert "tokens/s" in result.err
+
+
 def test_past_the_context_generate_stops_cleanly(family_runs, npplm):
     result = npplm("generate", "--model", family_runs["gpt"], "--prompt", "def f(x):",
                    "--max-new-tokens", "500")

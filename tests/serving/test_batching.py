@@ -23,21 +23,24 @@ def model():
     return GPT2LMHeadModel(config, seed=5).eval()
 
 
-def alone(model, job):
+def alone(model, job, kv_cache_dtype=None):
     out = model.generate(np.array([job.prompt_ids]), job.max_new_tokens,
                          temperature=job.temperature, top_p=job.top_p, seed=job.seed,
-                         eos_token_id=25)[0, len(job.prompt_ids):].tolist()
+                         eos_token_id=25, kv_cache_dtype=kv_cache_dtype)
+    out = out[0, len(job.prompt_ids):].tolist()
     return "".join(chr(97 + t) for t in (out[:out.index(25)] if 25 in out else out))
 
 
-def test_joining_and_leaving_jobs_get_what_they_would_get_alone(model):
+@pytest.mark.parametrize("kv_cache_dtype", [None, "int8"])
+def test_joining_and_leaving_jobs_get_what_they_would_get_alone(model, kv_cache_dtype):
+    # With an int8 cache too: each cached vector is quantised on its own, batched or not.
     rng = np.random.default_rng(0)
     jobs = [Job(rng.integers(0, 25, size=int(rng.integers(1, 12))).tolist(),
                 max_new_tokens=int(rng.integers(1, 30)),
                 temperature=[0.0, 1.0, 0.7][k % 3], top_p=[None, None, 0.9][k % 3], seed=k)
             for k in range(12)]
-    expected = [alone(model, job) for job in jobs]  # before the engine's thread runs kernels
-    engine = BatchingEngine(model, Letters(), max_batch=4)
+    expected = [alone(model, job, kv_cache_dtype) for job in jobs]  # before the engine runs
+    engine = BatchingEngine(model, Letters(), max_batch=4, kv_cache_dtype=kv_cache_dtype)
     events = [queue.Queue() for _ in jobs]
     for job, q in zip(jobs, events):  # 12 jobs, at most 4 at a time: they join as others leave
         engine.submit(job, q.put)
