@@ -16,6 +16,9 @@ OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / NUMBA_NUM_THREADS set to --threads, and
     decode    tokens/s over --new-tokens greedy tokens after it (the best of --repeats)
     tokens    the first 20 greedy ids, which must agree between engines
 
+`--split` adds where npplm's decoding time goes: each Numba kernel call timed (the 4-bit
+and 8-bit products, the embedding lookup, attention), the rest being Python and NumPy.
+
 transformers reads the GGUF file with `gguf_file=` and dequantises it to float32 (as
 npplm did before); llama.cpp keeps the blocks (its own Q8 activations, VNNI dot
 products); npplm keeps them too (npplm/quantization). The table ends with npplm's decode
@@ -77,11 +80,30 @@ def timed_decode(prefill, step, ids, new_tokens, repeats):
 # --- the engines, each in its own process ------------------------------------------------------
 
 
-def run_npplm(model, ids, new_tokens, repeats, activations):
+def timed_kernels(modules_and_names):
+    """Wrap kernels so that each call adds its seconds to the returned dict."""
+    spent = {}
+
+    def timed(name, kernel):
+        def call(*args):
+            start = time.perf_counter()
+            out = kernel(*args)
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+            return out
+        return call
+
+    for module, names in modules_and_names:
+        for name in names:
+            setattr(module, name, timed(name, getattr(module, name)))
+    return spent
+
+
+def run_npplm(model, ids, new_tokens, repeats, activations, split=False):
     sys.path.insert(0, str(ROOT))
     import numpy as np
 
     from autograd import no_grad
+    from gpu.numba_cpu import attention, quantized
     from npplm import runtime
 
     runtime.configure()
@@ -104,7 +126,22 @@ def run_npplm(model, ids, new_tokens, repeats, activations):
             logits = m(np.array([[token]]), cache=state["cache"]).logits.data
         return int(logits[0, -1].argmax())
 
-    return loaded, *timed_decode(prefill, step, ids, new_tokens, repeats)
+    result = timed_decode(prefill, step, ids, new_tokens, repeats)
+    if split:  # one more decode, its kernels timed
+        spent = timed_kernels([(quantized, ["matvec_int4", "matvec_int8", "gather_rows_int4",
+                                            "gather_rows_int8"]),
+                               (attention, ["attention_forward"])])
+        token = prefill(ids)
+        spent.clear()
+        start = time.perf_counter()
+        for _ in range(new_tokens - 1):
+            token = step(token)
+        per_token = (time.perf_counter() - start) / (new_tokens - 1) * 1e3
+        parts = ", ".join(f"{k} {v / (new_tokens - 1) * 1e3:.2f}" for k, v in spent.items())
+        rest = per_token - sum(spent.values()) / (new_tokens - 1) * 1e3
+        print(f"npplm decoding, ms a token: {per_token:.2f} = {parts}, the rest {rest:.2f}",
+              file=sys.stderr)
+    return (loaded, *result)
 
 
 def run_transformers(model, ids, new_tokens, repeats, threads):
@@ -162,7 +199,8 @@ def run_llama_cpp(model, ids, new_tokens, repeats, threads):
 def child(args):
     ids = json.loads(args.ids)
     if args.engine == "npplm":
-        result = run_npplm(args.model, ids, args.new_tokens, args.repeats, args.activations)
+        result = run_npplm(args.model, ids, args.new_tokens, args.repeats, args.activations,
+                           args.split)
     elif args.engine == "transformers":
         result = run_transformers(args.model, ids, args.new_tokens, args.repeats, args.threads)
     else:
@@ -180,7 +218,11 @@ def spawn(python, engine, args, ids):
     cmd = [python, __file__, "--engine", engine, "--model", str(args.model), "--ids",
            json.dumps(ids), "--threads", threads, "--new-tokens", str(args.new_tokens),
            "--repeats", str(args.repeats), "--activations", args.activations]
+    cmd += ["--split"] if args.split and engine == "npplm" else []
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    for line in done.stderr.splitlines():
+        if line.startswith("npplm decoding"):
+            print(line)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     if done.returncode or not lines:
         print(f"{engine}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
@@ -196,6 +238,8 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--activations", default="float32", choices=["float32", "q8"])
+    parser.add_argument("--split", action="store_true",
+                        help="also time npplm's kernels during one decode")
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     parser.add_argument("--ids", help=argparse.SUPPRESS)
     args = parser.parse_args()
