@@ -273,10 +273,11 @@ def main():
     for engine in ("llama.cpp", "transformers"):
         if ours and results.get(engine):
             other = results[engine]
-            same = sum(a == b for a, b in zip(ours["tokens"], other["tokens"]))
+            pairs = list(zip(ours["tokens"], other["tokens"]))
+            same = sum(a == b for a, b in pairs)
             print(f"npplm / {engine}: decode {ours['decode'] / other['decode']:.2f}x, "
                   f"prefill {ours['prefill'] / other['prefill']:.2f}x, "
-                  f"first 20 tokens agree: {same}/20")
+                  f"first {len(pairs)} tokens agree: {same}/{len(pairs)}")
 
 
 if __name__ == "__main__":
