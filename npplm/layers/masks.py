@@ -71,6 +71,8 @@ class CausalMask:
 def causal_bias(keep, T, S, dtype):
     """(B, 1, T, S) additive bias of causal attention over kept keys (B, S): 0 or the min."""
     xp = array_module(keep)
+    if T == 1:  # decoding: the one query is the last position and may read every kept key
+        return additive_mask(keep[:, None, None, :], dtype)  # (B, S) -> (B, 1, 1, S)
     allowed = xp.tril(xp.ones((T, S), dtype=bool), k=S - T)  # (T, S)
     allowed = allowed & keep[:, None, None, :]  # (T, S) & (B, 1, 1, S) -> (B, 1, T, S)
     return additive_mask(allowed, dtype)
