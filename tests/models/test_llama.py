@@ -16,14 +16,13 @@ import npplm
 from autograd import no_grad
 from npplm.models import ARCHITECTURES, BASE_MODELS
 from npplm.models.llama import LlamaConfig, LlamaForCausalLM, LlamaModel, num_parameters
+from tests.models.decoders import LENGTHS, B, T, left_padded_batch, saved_checkpoints
 from tests.tolerances import assert_close
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-B, T = 3, 9
-LENGTHS = np.array([9, 6, 3])  # a left-padded batch: rows of 9, 6 and 3 real tokens
 SCALING = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                original_max_position_embeddings=16)  # small, so the tiny D=8 is affected
 CASES = {  # id -> LlamaConfig.tiny overrides
@@ -50,26 +49,8 @@ def hf_model(config):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    built = {}
-
-    def get(case_id):
-        if case_id not in built:
-            model = hf_model(LlamaConfig.tiny(**CASES[case_id]))
-            path = tmp_path_factory.mktemp(case_id)
-            model.save_pretrained(path)
-            built[case_id] = model, path
-        return built[case_id]
-
-    return get
-
-
-def left_padded_batch(seed=0, pad=0):
-    rng = np.random.default_rng(seed)
-    mask = (np.arange(T) >= T - LENGTHS[:, None]).astype(np.int64)  # (B, T), zeros first
-    ids = np.where(mask == 1, rng.integers(1, 64, (B, T)), pad)
-    labels = np.where(mask == 1, ids, -100)
-    positions = np.where(mask == 1, np.cumsum(mask, -1) - 1, 1)  # as HF's generate
-    return ids, mask, labels, positions
+    return saved_checkpoints(tmp_path_factory,
+                             lambda case_id: hf_model(LlamaConfig.tiny(**CASES[case_id])))
 
 
 # --- parity with transformers ------------------------------------------------------------

@@ -27,14 +27,13 @@ from npplm.models.qwen2 import (
     num_parameters,
     read_gguf,
 )
+from tests.models.decoders import LENGTHS, B, T, left_padded_batch, saved_checkpoints
 from tests.tolerances import assert_close
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-B, T = 3, 9
-LENGTHS = np.array([9, 6, 3])  # a left-padded batch: rows of 9, 6 and 3 real tokens
 CASES = {  # id -> Qwen2Config.tiny overrides
     "gqa": {},  # H=4 query heads, K=2 key/value heads
     "gqa_tied": dict(tie_word_embeddings=True),  # as the 0.5B and 1.5B models
@@ -63,26 +62,8 @@ def hf_model(config, cls=None):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    built = {}
-
-    def get(case_id):
-        if case_id not in built:
-            model = hf_model(Qwen2Config.tiny(**CASES[case_id]))
-            path = tmp_path_factory.mktemp(case_id)
-            model.save_pretrained(path)
-            built[case_id] = model, path
-        return built[case_id]
-
-    return get
-
-
-def left_padded_batch(seed=0, pad=0):
-    rng = np.random.default_rng(seed)
-    mask = (np.arange(T) >= T - LENGTHS[:, None]).astype(np.int64)  # (B, T), zeros first
-    ids = np.where(mask == 1, rng.integers(1, 64, (B, T)), pad)
-    labels = np.where(mask == 1, ids, -100)
-    positions = np.where(mask == 1, np.cumsum(mask, -1) - 1, 1)  # as HF's generate
-    return ids, mask, labels, positions
+    return saved_checkpoints(tmp_path_factory,
+                             lambda case_id: hf_model(Qwen2Config.tiny(**CASES[case_id])))
 
 
 def max_diff(a, b):
