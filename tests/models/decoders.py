@@ -1,5 +1,5 @@
-"""What the decoder-only families' parity tests share (LLaMA and Qwen2): a left-padded
-batch, and tiny transformers checkpoints saved once per test module."""
+"""What the decoder-only families' parity tests share: a left-padded batch (LLaMA, Qwen2),
+and tiny transformers checkpoints saved once per test module (GPT too)."""
 
 import numpy as np
 

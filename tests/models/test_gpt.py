@@ -26,6 +26,7 @@ from npplm.models.gpt import (
     band,
     num_parameters,
 )
+from tests.models.decoders import saved_checkpoints
 from tests.tolerances import assert_close
 
 torch = pytest.importorskip("torch")
@@ -64,17 +65,7 @@ def hf_model(family):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """family -> (transformers model, its save_pretrained directory), built once."""
-    built = {}
-
-    def get(family):
-        if family not in built:
-            model = hf_model(family)
-            path = tmp_path_factory.mktemp(family)
-            model.save_pretrained(path)
-            built[family] = model, path
-        return built[family]
-
-    return get
+    return saved_checkpoints(tmp_path_factory, hf_model)
 
 
 def left_padded_batch(seed=0):
