@@ -76,15 +76,33 @@ def _accumulate(grads, node, index, g):
         slots[index] = g if slots[index] is None else slots[index] + g
 
 
-def backward(tensor, grad):
+def leaf_uses(root):
+    """{id(leaf): (leaf, how many graph edges lead into it)} for the graph below `root`."""
+    uses = {}
+    for node in toposort(root):
+        for p in node.parents:
+            if p is not None and p._node is None:
+                leaf, n = uses.get(id(p), (p, 0))
+                uses[id(p)] = (leaf, n + 1)
+    return uses
+
+
+def backward(tensor, grad, on_leaf_done=None):
     """Propagate `grad` (= dLoss/d tensor, a raw array) back to every leaf's `.grad`.
 
     The order: a node is always created after the nodes of its inputs, so creation order
     is a topological order of the graph. Visiting nodes newest first (a heap keyed on
     -seq) therefore reaches each node only after every node that consumed its output, when
     its gradient is complete. No recursion, and no separate sorting pass.
+
+    on_leaf_done(leaf), when given, is called as soon as a leaf's `.grad` is complete: when
+    the last node that uses it has been visited (one counting pass over the graph first).
+    Data-parallel training starts reducing a layer's gradients there, while backward goes
+    on through the layers below (npplm/distributed/data_parallel.py), as PyTorch's
+    post-accumulate-grad hooks let DDP do.
     """
     root = tensor._node
+    pending = leaf_uses(root) if on_leaf_done is not None else None
     grads = {}
     handed_out = {id(grad)}  # arrays a leaf may not keep as its own .grad (see below)
     _accumulate(grads, root, tensor._index, grad)
@@ -99,7 +117,11 @@ def backward(tensor, grad):
         prim = node.primitive
         in_grads = prim.vjp(g, out, *node.inputs, **node.params)
         for parent, ig in zip(node.parents, in_grads):
-            if parent is None or ig is None:
+            if parent is None:
+                continue
+            if ig is None:
+                if pending is not None and parent._node is None:
+                    _used(pending, parent, on_leaf_done)
                 continue
             if ig.shape != parent.data.shape or ig.dtype != parent.data.dtype:
                 raise RuntimeError(
@@ -114,7 +136,17 @@ def backward(tensor, grad):
                 else:
                     parent.grad = ig  # a fresh array: keep it, no copy
                 handed_out.add(id(parent.grad))
+                if pending is not None:
+                    _used(pending, parent, on_leaf_done)
             else:
                 if parent._node not in grads:  # its first gradient: schedule the node
                     heapq.heappush(heap, (-parent._node.seq, parent._node))
                 _accumulate(grads, parent._node, parent._index, ig)
+
+
+def _used(pending, leaf, on_leaf_done):
+    """One edge into `leaf` is done; the last one completes its gradient."""
+    _, n = pending[id(leaf)]
+    pending[id(leaf)] = (leaf, n - 1)
+    if n == 1:
+        on_leaf_done(leaf)

@@ -88,12 +88,13 @@ class Tensor:
         self.grad = None
 
     # --- reverse mode -------------------------------------------------------------------
-    def backward(self, grad=None):
+    def backward(self, grad=None, on_leaf_done=None):
         """Compute d(self)/d(leaf) for every leaf that requires gradients into `leaf.grad`.
 
         `grad` is d(loss)/d(self); it may be omitted only when self is a scalar (size 1),
         where it is 1. Gradients add up over repeated calls, as in PyTorch: reset them
-        with `zero_grad()` between steps.
+        with `zero_grad()` between steps. on_leaf_done(leaf) is called once a leaf's
+        gradient is complete (see graph.backward).
         """
         if not self.requires_grad:
             raise RuntimeError(
@@ -117,8 +118,10 @@ class Tensor:
                 )
         if self._node is None:  # a leaf differentiated with respect to itself
             self.grad = grad.copy() if self.grad is None else self.grad + grad
+            if on_leaf_done is not None:
+                on_leaf_done(self)
             return
-        _backward(self, grad)
+        _backward(self, grad, on_leaf_done)
 
     # --- operators: each one is a registered primitive ---------------------------------
     def __add__(self, other):

@@ -126,7 +126,8 @@ def test_npplm_top_level_holds_packages_and_the_entry_points_only():
 FLOORS = [["autograd"], ["gpu"], ["npplm.runtime"], ["npplm.layers"], ["npplm.quantization"],
           ["npplm.generation"],
           ["npplm.io", "npplm.tokenizers"], ["npplm.models"], ["npplm.objectives"],
-          ["npplm.training"], ["npplm.inference", "npplm.alignment"], ["npplm.serving"],
+          ["npplm.distributed"], ["npplm.training"], ["npplm.inference", "npplm.alignment"],
+          ["npplm.serving"],
           ["npplm.cli", "npplm.__main__"]]
 
 

@@ -141,11 +141,15 @@ class AdamW(Optimizer):
                 xp = array_module(p.data)
                 state["exp_avg"] = xp.zeros_like(p.data)
                 state["exp_avg_sq"] = xp.zeros_like(p.data)
-            g, m, v = p.grad, state["exp_avg"], state["exp_avg_sq"]
-            update = (kernels.adamw_update if kernels.applies(p.data, g, m, v)
-                      else adamw_update_reference)
-            update(p.data, g, m, v, group["lr"], group["betas"], group["eps"],
-                   group["weight_decay"], self.t)
+            self.update(group, p.data, p.grad, state["exp_avg"], state["exp_avg_sq"])
+
+    def update(self, group, p, g, m, v):
+        """Step self.t of AdamW on the arrays p, g, m, v (a whole parameter, or the slice of
+        it that one rank owns under ZeRO-1: the update is elementwise), in place."""
+        update = (kernels.adamw_update if kernels.applies(p, g, m, v)
+                  else adamw_update_reference)
+        update(p, g, m, v, group["lr"], group["betas"], group["eps"], group["weight_decay"],
+               self.t)
 
 
 def adamw_update_reference(p, g, m, v, lr, betas, eps, weight_decay, t):

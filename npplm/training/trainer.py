@@ -44,8 +44,10 @@ import numpy as np
 
 from autograd import no_grad
 from npplm import runtime
+from npplm.distributed import GradientBuckets, ZeroAdamW, current_world, shard_batch, shard_weights
 from npplm.training.checkpointing import (
     check_same_run,
+    dropout_modules,
     latest_checkpoint,
     load_checkpoint,
     rng_states,
@@ -84,6 +86,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # the newest this many are kept
     log_every: int = 10  # steps between lines of metrics.jsonl
     seed: int = 0
+    zero: bool = False  # with several ranks: shard AdamW's moments (ZeRO-1)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "eval_batches", "log_every"):
@@ -224,7 +227,11 @@ class Trainer:
 
     def __init__(self, model, collator, train, val=None, config=None, run_dir=None,
                  perplexity=True, sample=None, progress=False, log=print, run_info=None,
-                 tokenizer=None, eval_metrics=None, loss_fn=None):
+                 tokenizer=None, eval_metrics=None, loss_fn=None, world=None):
+        self.world = world or current_world()
+        self.main = self.world.is_main  # only rank 0 logs, draws the bar and writes files
+        if not self.main:
+            log, progress = (lambda *args, **kwargs: None), False
         self.model, self.collator = model, collator
         self.train_examples, self.val_examples = train, val
         self.has_val = val is not None and len(val) > 0
@@ -235,6 +242,11 @@ class Trainer:
         self.loss_fn = loss_fn or (lambda model, batch: model(**batch).loss)
         self.log, self.run_info, self.tokenizer = log, dict(run_info or {}), tokenizer
         self.optimizer = self.config.make_optimizer(model)
+        self.buckets = None  # several ranks: data parallel (npplm/distributed)
+        if self.world.size > 1 and self.config.zero:
+            self.optimizer = ZeroAdamW(self.optimizer, self.world)
+        elif self.world.size > 1:
+            self.buckets = GradientBuckets(self.optimizer.params, self.world)
         self.schedule = self.config.schedule()
         self.order = BlockOrder(len(train), seed=self.config.seed)
         self.step, self.position = 0, 0  # updates done, examples served
@@ -257,6 +269,8 @@ class Trainer:
 
     def train_step(self):
         """One update; returns its metrics record (step counts updates done)."""
+        if self.world.size > 1:
+            return self._data_parallel_step()
         cfg, model, opt = self.config, self.model, self.optimizer
         lr = self.schedule(self.step)
         opt.set_lr(lr)
@@ -280,6 +294,46 @@ class Trainer:
         self.step += 1
         return {"step": self.step, "loss": total, "lr": lr, "grad_norm": norm, "tokens": tokens}
 
+    def _data_parallel_step(self):
+        """train_step on several ranks (npplm/distributed/data_parallel.py): every rank
+        collates the whole micro-batches, computes on its rows, and the weighted gradients
+        are summed over ranks, so the update is one process's. The loss and the norm are
+        checked after the sums, where every rank sees the same numbers and stops together."""
+        cfg, model, opt, world = self.config, self.model, self.optimizer, self.world
+        lr = self.schedule(self.step)
+        opt.set_lr(lr)
+        model.train()
+        reseed_dropout(model, cfg.seed, self.step, world.rank)
+        batches = [self._micro_batch(micro) for micro in range(cfg.grad_accum)]
+        shards = [shard_batch(b, world.rank, world.size) for b in batches]
+        shifted = getattr(self.collator, "shifts_labels", False)
+        sequence_terms = any(k in b for b in batches for k in SEQUENCE_TERMS)
+        weights = shard_weights(batches, shards, lambda b: scored_tokens(b, shifted),
+                                sequence_terms)
+        total = 0.0
+        for micro, (shard, weight) in enumerate(zip(shards, weights)):
+            loss = self.loss_fn(model, shard)
+            total += float(loss.item()) * weight
+            last = micro == len(shards) - 1  # only the last backward reduces (no_sync)
+            hook = self.buckets.on_leaf_done if last and self.buckets is not None else None
+            (loss * weight).backward(on_leaf_done=hook)
+        if self.buckets is not None:
+            self.buckets.finish()
+            norm = clip_grad_norm(opt.params, cfg.clip_grad_norm)
+        else:
+            opt.reduce_gradients()
+            norm = opt.clip_grad_norm(cfg.clip_grad_norm)
+        total = world.sum(total)
+        if not math.isfinite(total):
+            self._diverged(f"the loss is {total}")
+        if not math.isfinite(norm):
+            self._diverged(f"the gradient norm is {norm}")
+        opt.step()
+        opt.zero_grad()
+        self.step += 1
+        return {"step": self.step, "loss": total, "lr": lr, "grad_norm": norm,
+                "tokens": sum(tokens_in(b) for b in batches)}
+
     def _diverged(self, what):
         self.optimizer.zero_grad()
         where = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
@@ -297,26 +351,35 @@ class Trainer:
         examples and the same random choices, so passes are comparable."""
         if not self.has_val:
             return None
-        B, model = self.config.batch_size, self.model
+        B, model, world = self.config.batch_size, self.model, self.world
         model.eval()
-        losses = []
+        losses, count = [], 0
         with no_grad():
             for i in range(self.config.eval_batches):
                 lo = i * B
                 if lo >= len(self.val_examples):
                     break
+                count += 1
+                if i % world.size != world.rank:
+                    continue  # several ranks: batch i is rank i mod N's
                 hi = min(lo + B, len(self.val_examples))
                 examples = [self.val_examples[j] for j in range(lo, hi)]
                 rng = np.random.default_rng([self.config.seed, _VAL, i, 0])
                 batch = self._collate(examples, rng, np.arange(lo, hi))
                 losses.append(float(self.loss_fn(model, batch).item()))
         model.train()
+        if world.size > 1:
+            return world.sum(sum(losses)) / count
         return float(np.mean(losses))
 
     # --- checkpoints ---------------------------------------------------------------------
     def save(self):
         """Checkpoint the run as it stands between two steps (nothing without run_dir)."""
         if self.run_dir is None:
+            return None
+        if not self.main:  # rank 0 writes; ZeRO's moments are gathered from every rank
+            if isinstance(self.optimizer, ZeroAdamW):
+                self.optimizer.state_arrays()
             return None
         state = {"step": self.step, "position": self.position, "rng": rng_states(self.model),
                  "train_config": asdict(self.config), "run": self.run_info,
@@ -344,7 +407,7 @@ class Trainer:
     # --- metrics -------------------------------------------------------------------------
     @property
     def metrics(self):
-        return MetricsFile.of_run(self.run_dir)
+        return MetricsFile.of_run(self.run_dir if self.main else None)
 
     def _record(self, record):
         self.history.append(record)
@@ -352,7 +415,7 @@ class Trainer:
 
     def plot(self):
         """loss.png in the run folder: training and validation loss against step."""
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.main:
             plot_losses(self.history, self.run_dir / "loss.png")
 
     # --- the loop ------------------------------------------------------------------------
@@ -363,6 +426,17 @@ class Trainer:
         process settings of npplm.runtime.configure() are applied first.
         """
         runtime.configure()
+        if self.world.size == 1:
+            return self._fit(resume, stop_at)
+        try:
+            return self._fit(resume, stop_at)
+        except (TrainingDiverged, KeyboardInterrupt):
+            raise  # every rank saw the same sums and stops the same way
+        except Exception as e:  # one rank alone: end the job, or the others wait forever
+            self.world.abort(f"npplm: rank {self.world.rank} of {self.world.size} failed at "
+                             f"step {self.step + 1}: {type(e).__name__}: {e}")
+
+    def _fit(self, resume, stop_at):
         cfg = self.config
         self._tokens_seen = 0
         if self.run_dir is not None:
@@ -373,6 +447,8 @@ class Trainer:
             else:  # said with or without the progress bar
                 self.log(f"resuming from {self.last_checkpoint} (step {self.step} of "
                          f"{cfg.steps})")
+        for p in self.optimizer.params:  # several ranks start from rank 0's weights
+            self.world.broadcast(p.data)
         last = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
         bar = _progress_bar(cfg.steps, self.step) if self.progress else None
         say = bar.write if bar is not None else self.log
@@ -382,7 +458,7 @@ class Trainer:
         restore = self._catch_ctrl_c()
         try:
             while self.step < last:
-                if self._interrupted:
+                if self.world.sum(self._interrupted):  # on any rank: all save and stop
                     self.save()
                     say(f"interrupted: saved step {self.step} to {self.last_checkpoint}")
                     raise KeyboardInterrupt
@@ -436,16 +512,24 @@ class Trainer:
         if self.perplexity:
             record["val_ppl"] = math.exp(min(loss, 700.0))
             text += f" | perplexity {record['val_ppl']:10.2f}"
-        if self.eval_metrics is not None:
+        if self.eval_metrics is not None and self.main:
             extra = self.eval_metrics(self.model)
             record.update(extra)
             text += "".join(f" | {k} {v:.4g}" for k, v in extra.items())
-        if self.sample is not None:
+        if self.sample is not None and self.main:
             record["sample"] = self.sample(self.model)
             text += "\n" + record["sample"]
         self._record(record)
         self.plot()
         say(text)
+
+
+def reseed_dropout(model, seed, step, rank):
+    """With several ranks, each Dropout draws from (seed, step, rank, its index): ranks
+    draw different masks for their different rows, and a resumed run draws the same ones
+    without saving any rank's generator. (One process keeps its saved generators.)"""
+    for index, (_, module) in enumerate(dropout_modules(model)):
+        module.rng = np.random.default_rng([seed, _TRAIN, step, rank, index])
 
 
 def _progress_bar(total, initial):
