@@ -216,3 +216,35 @@ def test_python_number_operands_get_no_gradient_work():
     x = leaf(3)
     (x * 0.5 + 1.0 - 2.0 / (x * x + 1.0)).sum().backward()
     np.testing.assert_allclose(x.grad, 0.5 + 4 * x.data / (x.data**2 + 1) ** 2)
+
+
+def test_on_leaf_done_reports_each_leaf_once_when_its_gradient_is_complete():
+    """w is used three times: it is reported once, when the gradients of all three uses
+    have arrived (what it holds then is its final gradient); a leaf outside the graph is
+    not reported; the gradients are those of a backward without the callback."""
+    rng = np.random.default_rng(0)
+    w = Tensor(rng.standard_normal((3, 3)).astype(np.float32), requires_grad=True)
+    b = Tensor(rng.standard_normal(3).astype(np.float32), requires_grad=True)
+    x = Tensor(rng.standard_normal((2, 3)).astype(np.float32), requires_grad=True)
+    unused = Tensor(np.ones(3, np.float32), requires_grad=True)
+
+    def loss():
+        h = (x @ w + b).tanh()
+        return ((h @ w) * (h @ w)).sum()
+
+    seen = []
+
+    def done(leaf):
+        seen.append((leaf, leaf.grad.copy()))
+
+    loss().backward(on_leaf_done=done)
+    plain = {id(t): t.grad.copy() for t in (w, b, x)}
+    assert sorted(id(t) for t, _ in seen) == sorted(id(t) for t in (w, b, x))
+    for t, grad_when_reported in seen:
+        np.testing.assert_array_equal(grad_when_reported, plain[id(t)])  # already complete
+    for t in (w, b, x):
+        t.grad = None
+    loss().backward()
+    for t in (w, b, x):
+        np.testing.assert_array_equal(t.grad, plain[id(t)])
+    assert unused.grad is None
