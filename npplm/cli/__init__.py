@@ -37,6 +37,7 @@ from npplm.cli import (
     train,
 )
 from npplm.cli.common import HelpFormatter, Parser, UsageError
+from npplm.distributed.world import launched_by_mpiexec
 
 DESCRIPTION = """\
 npplm: the pre-trained language models that shaped the field, in readable NumPy.
@@ -108,8 +109,9 @@ def main(argv=None):
     from npplm import runtime
 
     runtime.configure()  # the allocator and thread-pool settings the benchmarks assume
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given (train --nproc)
     try:
-        args.func(args)
+        status = args.func(args)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -122,9 +124,32 @@ def main(argv=None):
         usage = isinstance(e, UsageError)
         kind = "" if usage or _named(e) else f"{type(e).__name__}: "
         hint = "" if usage else " (--debug shows the traceback)"
-        print(f"npplm {args.command}: error: {kind}{e}{hint}", file=sys.stderr)
+        message = f"npplm {args.command}: error: {kind}{e}{hint}"
+        if launched_by_mpiexec():
+            return _failed_on_a_rank(e, message, 2 if usage else 1)
+        print(message, file=sys.stderr)
         return 2 if usage else 1
-    return 0
+    return status or 0
+
+
+def _failed_on_a_rank(error, message, status):
+    """An error on one of several MPI ranks. A usage error (the same on every rank) and rank
+    0's error that the others already know (world.telling_the_others) are printed once, by
+    rank 0, and every rank returns; any other ends the whole job (MPI_Abort) with the rank
+    named, or the other ranks would wait forever."""
+    from npplm.distributed import DistributedError, current_world
+
+    world = current_world()
+    if isinstance(error, DistributedError) and not world.is_main:
+        return status  # rank 0 prints why
+    if isinstance(error, UsageError):  # every rank has the same arguments: rank 0 says it
+        if world.is_main:
+            print(message, file=sys.stderr)
+        return status
+    if getattr(error, "told_the_other_ranks", False):
+        print(message, file=sys.stderr)
+        return status
+    world.abort(message.replace(": error:", f": error on rank {world.rank}:", 1), status)
 
 
 SELF_EXPLAINING = (ValueError, OSError, RuntimeError, MemoryError)  # what checks raise

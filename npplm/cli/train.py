@@ -1,4 +1,5 @@
-"""`npplm train`: thin over npplm.training.pretrain.pretrain."""
+"""`npplm train`: thin over npplm.training.pretrain.pretrain (--nproc: over
+npplm.distributed.launch, which starts this same command under mpiexec)."""
 
 from npplm.cli.common import (
     UsageError,
@@ -86,11 +87,20 @@ def add_parser(sub):
     run.add_argument("--prompt", help="the causal LMs' sample prompt (default: the start of a "
                                       "method on the stdlib, else validation text)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    ranks = p.add_argument_group("several processes (MPI; pip install 'npplm[mpi]')")
+    ranks.add_argument("--nproc", type=positive_int, default=1,
+                       help="train data-parallel on this many ranks of this machine (starts "
+                            "mpiexec; or run `mpiexec -n N npplm train ...` yourself); each "
+                            "rank takes its rows of every batch, and the run is the same")
+    ranks.add_argument("--zero", action="store_true",
+                       help="with several ranks: shard AdamW's moments over them (ZeRO-1)")
     p.set_defaults(func=run_command)
     return p
 
 
 def run_command(args):
+    from npplm.distributed import current_world
+    from npplm.distributed.launch import relaunch, without_option
     from npplm.training import TrainConfig, TrainingDiverged
     from npplm.training.pretrain import pretrain
     from npplm.training.recipe import parse_overrides, resolve_request
@@ -106,19 +116,33 @@ def run_command(args):
             warmup_steps=warmup, weight_decay=args.weight_decay,
             clip_grad_norm=args.clip or None, eval_every=args.eval_every,
             eval_batches=args.eval_batches, save_every=args.save_every,
-            log_every=args.log_every, seed=args.seed)
+            log_every=args.log_every, seed=args.seed, zero=args.zero)
         request = dict(family=args.model, preset=args.preset, objective=args.objective,
                        data=args.data, block_size=args.block_size, vocab_size=args.vocab_size,
                        overrides=parse_overrides(args.set), tokenizer=args.tokenizer,
                        max_chars=args.max_chars, seed=args.seed, masking=args.masking)
         resolve_request(**request)
         out = args.out or f"runs/{args.model}-{args.objective or 'default'}"
-        check_usable(out, args.overwrite)
+        world = current_world()
+        if world.size == 1:  # (several ranks: rank 0's claim checks it and tells the others)
+            check_usable(out, args.overwrite)
+        ranks = max(args.nproc, world.size)
+        if args.batch_size < ranks:
+            raise UsageError(f"--batch-size {args.batch_size} cannot be split over {ranks} "
+                             "ranks")
+        if args.zero and args.optimizer != "adamw":
+            raise UsageError("--zero shards AdamW's moments; it needs --optimizer adamw")
+        if args.nproc > 1 and world.size > 1 and args.nproc != world.size:
+            raise UsageError(f"--nproc {args.nproc}, but mpiexec started {world.size} ranks")
+    if args.nproc > 1 and world.size == 1:  # start this command on N ranks; they print
+        return relaunch(args.nproc, without_option(args.argv, "--nproc"))
     try:
         result = pretrain(out, config, overwrite=args.overwrite, progress=not args.quiet,
                           sample_prompt=args.prompt, **request)
     except TrainingDiverged as e:
         raise RuntimeError(f"stopped: {e}") from e
+    if not world.is_main:
+        return None  # rank 0 reports
     history, trainer = result.history, result.trainer
     evals = [r for r in history if "val_loss" in r]
     if evals:

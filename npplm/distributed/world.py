@@ -26,6 +26,7 @@ arrays with NCCL (`cupy.cuda.nccl`), the NCCL unique id broadcast over MPI; NumP
 still go over MPI. See nccl.py.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -85,6 +86,13 @@ class SingleProcess:
 
     def abort(self, message, code=1):
         raise SystemExit(message)
+
+    @contextlib.contextmanager
+    def telling_the_others(self, what):
+        yield
+
+    def wait_for_main(self):
+        pass
 
     def __repr__(self):
         return "SingleProcess()"
@@ -179,6 +187,24 @@ class Mpi:
 
     def barrier(self):
         self.comm.Barrier()
+
+    @contextlib.contextmanager
+    def telling_the_others(self, what):
+        """Rank 0 runs the block; the others wait in wait_for_main() and learn whether it
+        succeeded. If it raised, they raise DistributedError with its message (a refused
+        run folder stops every rank with the same one-line reason, nobody waits forever)."""
+        try:
+            yield
+        except BaseException as e:
+            self.broadcast_json({"error": f"{what}: {type(e).__name__}: {e}"})
+            e.told_the_other_ranks = True
+            raise
+        self.broadcast_json({"ok": True})
+
+    def wait_for_main(self):
+        status = self.broadcast_json(None)
+        if "error" in status:
+            raise DistributedError(status["error"])
 
     def abort(self, message, code=1):
         """Print `message` and end every rank of the job now (MPI_Abort: mpiexec kills the

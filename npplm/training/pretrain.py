@@ -17,14 +17,21 @@ In order, and nothing is written or removed before step 4:
        corpus, tokenizer, model, examples;
     4. only now: the previous run is cleared (overwrite), run.json and the tokenizer are
        written, and the Trainer fits, resuming from the newest checkpoint.
+
+On several MPI ranks (`mpiexec -n N`, npplm/distributed) rank 0 does steps 1-4 alone; the
+others wait for it (or stop with its error), then build the same run with the tokenizer
+rank 0 saved, and all train together; only rank 0 writes.
 """
 
+import contextlib
 import dataclasses
 import os
 import pathlib
 import shutil
 from dataclasses import dataclass
 
+from npplm.distributed import current_world
+from npplm.tokenizers import load_tokenizer
 from npplm.training.recipe import build_run, resolve_request
 from npplm.training.run_folder import RunFolderError, claimed
 from npplm.training.trainer import Trainer
@@ -59,24 +66,33 @@ def pretrain(out, config, *, overwrite=False, progress=False, sample_prompt=None
     an unusable folder, TrainingDiverged, and KeyboardInterrupt after saving on Ctrl-C."""
     resolved = resolve_request(**request)
     out = pathlib.Path(out)
-    with claimed(out, resolved, overwrite=overwrite, log=log) as claim:
-        reuse = None
-        if claim.resuming and (out / "tokenizer").is_dir():
-            from npplm.tokenizers import load_tokenizer
-
-            reuse = load_tokenizer(out / "tokenizer")  # trained from this same request
-        run = build_run(**{**request, "tokenizer": reuse or request.get("tokenizer")},
-                        sample_prompt=sample_prompt, log=log)
-        run.info.update(resolved)  # what was asked, also when the tokenizer was reused
-        claim.commit({"recipe": run.info, "train_config": dataclasses.asdict(config)})
-        if not (out / "tokenizer").is_dir():
-            save_tokenizer(run.tokenizer, out / "tokenizer")
+    world = current_world()
+    with contextlib.ExitStack() as held:
+        if world.is_main:
+            with world.telling_the_others("rank 0 could not start the run"):
+                claim = held.enter_context(claimed(out, resolved, overwrite=overwrite, log=log))
+                reuse = None
+                if claim.resuming and (out / "tokenizer").is_dir():
+                    reuse = load_tokenizer(out / "tokenizer")  # trained from this same request
+                run = build_run(**{**request, "tokenizer": reuse or request.get("tokenizer")},
+                                sample_prompt=sample_prompt, log=log)
+                run.info.update(resolved)  # what was asked, also when the tokenizer was reused
+                claim.commit({"recipe": run.info, "train_config": dataclasses.asdict(config)})
+                if not (out / "tokenizer").is_dir():
+                    save_tokenizer(run.tokenizer, out / "tokenizer")
+        else:  # several ranks: rank 0 has claimed the folder and saved the tokenizer
+            world.wait_for_main()
+            log = lambda *args, **kwargs: None  # noqa: E731
+            run = build_run(**{**request, "tokenizer": load_tokenizer(out / "tokenizer")},
+                            sample_prompt=sample_prompt, log=log)
+            run.info.update(resolved)
         examples = config.steps * config.batch_size * config.grad_accum
+        ranks = f" on {world.size} ranks" if world.size > 1 else ""
         log(f"training {config.steps} steps of {config.batch_size * config.grad_accum} examples "
-            f"({examples / len(run.train):.2f} epochs); run folder {out}")
+            f"({examples / len(run.train):.2f} epochs){ranks}; run folder {out}")
         trainer = Trainer(run.model, run.collator, run.train, run.val, config, run_dir=out,
                           perplexity=run.perplexity, sample=run.sample, progress=progress,
-                          log=log, run_info=run.info, tokenizer=run.tokenizer)
+                          log=log, run_info=run.info, tokenizer=run.tokenizer, world=world)
         history = trainer.fit(resume=True)
         return Pretraining(run, trainer, history, trainer.resumed_from)
 

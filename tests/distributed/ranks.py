@@ -130,6 +130,22 @@ def buckets_equal_flat(world):
             "nonzero": bool(np.abs(grads[0]).sum() > 0)}
 
 
+def fault(out, world):
+    """Rank 1 raises in its loss at step 3: the Trainer ends the job naming rank and step
+    (the test checks mpiexec's exit and message). Nothing is written."""
+    def loss_fn(model, batch):
+        if world.rank == 1 and trainer.step + 1 == 3:
+            raise ValueError("a fault injected by the test")
+        return model(**batch).loss
+
+    model = gpt()
+    config = TrainConfig(steps=10, batch_size=8, warmup_steps=0, eval_every=0, save_every=0)
+    trainer = Trainer(model, clm, blocks(), config=config, world=world, loss_fn=loss_fn,
+                      run_dir=out / "run", log=lambda *a: None)
+    trainer.fit()
+    return {"finished": True}, {}
+
+
 def main():
     scenario, out = sys.argv[1], pathlib.Path(sys.argv[2])
     world = current_world()
