@@ -21,9 +21,10 @@ doing nothing (a sum over one rank is the array itself), so the trainer has one 
 mpi4py is imported only by a process that mpiexec started (`launched_by_mpiexec`), so npplm
 works without the `[mpi]` extra.
 
-GPUs: `Mpi(nccl=True)` (chosen by `current_world()` when NPPLM_BACKEND=cupy) sums CuPy
-arrays with NCCL (`cupy.cuda.nccl`), the NCCL unique id broadcast over MPI; NumPy arrays
-still go over MPI. See nccl.py.
+GPUs: `Mpi(nccl=True)` (chosen by `current_world()` when NPPLM_BACKEND=cupy) moves CuPy
+arrays with NCCL (`cupy.cuda.nccl`: all-reduce, reduce-scatter, all-gather, broadcast),
+the NCCL unique id broadcast over MPI; NumPy arrays and Python numbers still go over MPI.
+See nccl.py.
 """
 
 import contextlib
@@ -117,7 +118,7 @@ class Mpi:
     # --- sums ----------------------------------------------------------------------------
     def allreduce(self, array):
         """array <- the sum over ranks of array, in place; returns it."""
-        if self.nccl is not None and self.nccl.handles(array):
+        if self._on_gpu(array):
             return self.nccl.allreduce(array)
         self.comm.Allreduce(self.MPI.IN_PLACE, _buffer(array), op=self.MPI.SUM)
         return array
@@ -126,7 +127,7 @@ class Mpi:
         """Start the in-place sum of `array` over ranks; returns the request (see wait).
         The array must not be touched until the request is complete. CuPy arrays under
         NCCL are reduced on the stream at once (NCCL is asynchronous by itself): None."""
-        if self.nccl is not None and self.nccl.handles(array):
+        if self._on_gpu(array):
             self.nccl.allreduce(array)
             return None
         return self.comm.Iallreduce(self.MPI.IN_PLACE, _buffer(array), op=self.MPI.SUM)
@@ -143,18 +144,27 @@ class Mpi:
         while live and not self.MPI.Request.Testall(live):
             time.sleep(0)
 
+    def _on_gpu(self, array):
+        return self.nccl is not None and self.nccl.handles(array)
+
     def reduce_scatter(self, send, recv):
         """recv <- rank r's block of the sum of every rank's `send` (send has size x recv)."""
+        if self._on_gpu(send):
+            return self.nccl.reduce_scatter(send, recv)
         self.comm.Reduce_scatter_block(_buffer(send), _buffer(recv), op=self.MPI.SUM)
         return recv
 
     def allgather(self, send, recv):
         """recv <- every rank's `send`, concatenated in rank order."""
+        if self._on_gpu(send):
+            return self.nccl.allgather(send, recv)
         self.comm.Allgather(_buffer(send), _buffer(recv))
         return recv
 
     def broadcast(self, array, root=0):
         """array <- root's array, in place."""
+        if self._on_gpu(array):
+            return self.nccl.broadcast(array, root)
         self.comm.Bcast(_buffer(array), root=root)
         return array
 

@@ -50,9 +50,11 @@ MLM = MaskedLMCollator(VOCAB, mask_id=4, pad_id=0, special_ids=[1, 2], token_typ
 
 
 def digest(model):
+    from autograd import to_numpy
+
     h = hashlib.sha256()
     for p in model.parameters():
-        h.update(np.ascontiguousarray(p.data).tobytes())
+        h.update(np.ascontiguousarray(to_numpy(p.data)).tobytes())
     return h.hexdigest()
 
 
@@ -144,6 +146,29 @@ def fault(out, world):
                       run_dir=out / "run", log=lambda *a: None)
     trainer.fit()
     return {"finished": True}, {}
+
+
+def nccl(out, world):
+    """Under NPPLM_BACKEND=cupy on 2 GPUs: NCCL's collectives, then 10 data-parallel steps
+    against one process (tests/gpu/test_nccl.py)."""
+    import cupy
+
+    x = cupy.full(6, world.rank + 1, cupy.float32)
+    world.allreduce(x)
+    part = cupy.empty(3, cupy.float32)
+    world.reduce_scatter(cupy.arange(6, dtype=cupy.float32), part)
+    every = cupy.empty(6, cupy.float32)
+    world.allgather(cupy.full(3, world.rank, cupy.float32), every)
+    root = cupy.full(2, world.rank + 7, cupy.float32)
+    world.broadcast(root)
+    results = {"allreduce": x.get().tolist(), "reduce_scatter": part.get().tolist(),
+               "allgather": every.get().tolist(), "broadcast": root.get().tolist(),
+               "nccl": world.nccl is not None}
+    model, losses, trainer = train(gpt, clm, blocks(), world)
+    results["clm"] = {"losses": losses, "same_on_every_rank": trainer.same_on_every_rank}
+    if world.is_main:
+        results["clm"]["one_process"] = train(gpt, clm, blocks(), SingleProcess())[1]
+    return results, {}
 
 
 def main():
