@@ -25,6 +25,15 @@ checkpoint (see checkpointing.py), so two runs with the same settings produce th
 losses, and a killed run resumed from its last checkpoint produces exactly the losses the
 uninterrupted run would have (tested by killing a real `npplm train` process).
 
+Several processes: started by `mpiexec -n N` (or `npplm train --nproc N`), the same loop
+runs data-parallel (npplm/distributed/): every rank collates the whole micro-batches and
+computes on its rows, the weighted gradients are summed over ranks in buckets while
+backward runs (or reduce-scattered under ZeRO-1, TrainConfig.zero), and the update is one
+process's with the same global batch, to float32 rounding (tests/distributed/). Rank 0
+alone logs, draws the bar and writes checkpoints; a rank that raises ends the job with its
+rank and step named. Dropout draws from (seed, step, rank), so ranks differ and a resumed
+run draws the same masks.
+
 Safety: a loss or gradient norm that is NaN or infinite stops the run before the update
 is applied, with TrainingDiverged naming the step and the last good checkpoint. Ctrl-C
 lets the current step finish, saves a checkpoint and stops (a second Ctrl-C stops at once).
