@@ -19,6 +19,7 @@ from npplm.distributed.data_parallel import (
     shard_rows,
     shard_weights,
 )
+from npplm.distributed.pipeline import GPipe, bubble
 from npplm.distributed.world import (
     DistributedError,
     Mpi,
@@ -28,6 +29,6 @@ from npplm.distributed.world import (
 )
 from npplm.distributed.zero import ZeroAdamW
 
-__all__ = ["DistributedError", "GradientBuckets", "Mpi", "SingleProcess", "ZeroAdamW",
-           "allreduce_flat", "current_world", "launched_by_mpiexec", "shard_batch",
+__all__ = ["DistributedError", "GPipe", "GradientBuckets", "Mpi", "SingleProcess", "ZeroAdamW",
+           "allreduce_flat", "bubble", "current_world", "launched_by_mpiexec", "shard_batch",
            "shard_rows", "shard_weights"]

@@ -453,8 +453,26 @@ class _GPTBackbone(GPTPreTrainedModel):
         position_ids    (B, T) or (T,); None: from the mask (see the module docstring), or
                         cache.length .. cache.length + T - 1 without one
         """
-        config = self.config
         wte, wpe, blocks, ln_f = self._parts()
+        input_ids, position_ids, biases = self.layer_inputs(input_ids, attention_mask, cache,
+                                                            position_ids)
+        h = wte(input_ids) + wpe(position_ids)  # (B, T, C) + (B or 1, T, C) -> (B, T, C)
+        h = self.drop(h)
+        for i, (block, kind) in enumerate(zip(blocks, self.config.layer_kinds())):
+            h = block(h, biases[kind], cache, i)  # (B, T, C)
+        if cache is not None:
+            cache.advance(input_ids.shape[1])  # every layer wrote its T positions
+        if ln_f is not None:
+            h = ln_f(h)
+        return ModelOutput(last_hidden_state=h)
+
+    def layer_inputs(self, input_ids, attention_mask=None, cache=None, position_ids=None):
+        """What forward computes before its first block, from its arguments (checked):
+        (input_ids (B, T), position_ids (B or 1, T), {layer kind: attention mask}).
+        A pipeline stage (npplm.distributed.pipeline) calls it to run a slice of the blocks.
+        """
+        config = self.config
+        wte = self._parts()[0]
         input_ids = int_array(input_ids, "input_ids")
         if input_ids.ndim != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must have shape (B, T) with T >= 1, got "
@@ -492,16 +510,7 @@ class _GPTBackbone(GPTPreTrainedModel):
             if attention_mask is not None:
                 allowed = allowed & mask[:, None, None, :]  # & (B, 1, 1, S) -> (B, 1, T, S)
             biases[kind] = additive_mask(allowed, dtype)  # on the host: attention moves it
-
-        h = wte(input_ids) + wpe(position_ids)  # (B, T, C) + (B or 1, T, C) -> (B, T, C)
-        h = self.drop(h)
-        for i, (block, kind) in enumerate(zip(blocks, config.layer_kinds())):
-            h = block(h, biases[kind], cache, i)  # (B, T, C)
-        if cache is not None:
-            cache.advance(T)
-        if ln_f is not None:
-            h = ln_f(h)
-        return ModelOutput(last_hidden_state=h)
+        return input_ids, position_ids, biases
 
 
 class GPT2Model(_GPTBackbone):

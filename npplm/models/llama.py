@@ -441,6 +441,20 @@ class LlamaModel(LlamaPreTrainedModel):
                                                  config.rope_parameters)
 
     def forward(self, input_ids, attention_mask=None, cache=None, position_ids=None):
+        input_ids, cos, sin, bias = self.layer_inputs(input_ids, attention_mask, cache,
+                                                      position_ids)
+        h = self.embed_tokens(input_ids)  # (B, T) -> (B, T, C)
+        for i, block in enumerate(self.layers):
+            h = block(h, cos, sin, bias, cache, i)  # (B, T, C)
+        if cache is not None:
+            cache.advance(input_ids.shape[1])  # every layer wrote its T positions
+        return ModelOutput(last_hidden_state=self.norm(h))
+
+    def layer_inputs(self, input_ids, attention_mask=None, cache=None, position_ids=None):
+        """What forward computes before its first block, from its arguments (checked):
+        (input_ids (B, T), cos, sin (B or 1, T, D) on the weights' device, CausalMask).
+        A pipeline stage (npplm.distributed.pipeline) calls it to run a slice of the blocks.
+        """
         config = self.config
         input_ids = int_array(input_ids, "input_ids")
         if input_ids.ndim != 2 or input_ids.shape[1] == 0:
@@ -477,14 +491,7 @@ class LlamaModel(LlamaPreTrainedModel):
                              f"{(B, T)} or {(T,)}")
         # The tables follow the weights' device: positions on the host, cos/sin moved once.
         cos, sin = rope_cos_sin(position_ids, self.rope_frequencies, dtype)  # (B?, T, D)
-        cos, sin = self.xp.asarray(cos), self.xp.asarray(sin)
-
-        h = self.embed_tokens(input_ids)  # (B, T) -> (B, T, C)
-        for i, block in enumerate(self.layers):
-            h = block(h, cos, sin, bias, cache, i)  # (B, T, C)
-        if cache is not None:
-            cache.advance(T)  # every layer wrote its T positions
-        return ModelOutput(last_hidden_state=self.norm(h))
+        return input_ids, self.xp.asarray(cos), self.xp.asarray(sin), bias
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):

@@ -344,6 +344,7 @@ class Qwen2Model(Qwen2PreTrainedModel):
                                                  config.rope_parameters)
 
     forward = LlamaModel.forward
+    layer_inputs = LlamaModel.layer_inputs
 
 
 class Qwen2ForCausalLM(Qwen2PreTrainedModel, GenerationMixin):
