@@ -74,7 +74,10 @@ def shard_weights(batches, shards, count, sequence_terms):
 class GradientBuckets:
     """Sums gradients over ranks during backward, in buckets (see the module docstring).
 
-    params   the model's parameters in their usual order; buckets take them reversed
+    params   the model's parameters in the model's order (model.parameters(): embeddings
+             first, then block by block), which buckets take reversed; not an optimizer's
+             order, which groups matrices before vectors and would put the first block's
+             biases, complete only at the end of backward, into the first bucket
     world    a world.Mpi (or SingleProcess: then nothing is sent)
     """
 
@@ -95,6 +98,7 @@ class GradientBuckets:
         if current:
             self._add_bucket(current, size)
         self.wait_s = 0.0  # time spent waiting in finish(): the communication not hidden
+        self.bytes_sent = self.bytes_done_in_backward = 0  # how much overlapped backward
         self._reset()
 
     def _add_bucket(self, params, size):
@@ -130,6 +134,10 @@ class GradientBuckets:
         """After the last backward of an update: send the buckets that never filled (a
         parameter without a gradient counts as zeros), wait for all, and point each
         p.grad at its summed slice. A parameter with no gradient here keeps none."""
+        for i, bucket in enumerate(self.buckets):  # (the statistics of overlap)
+            self.bytes_sent += bucket["buffer"].nbytes
+            if self.started[i] and self.world.poll([self.requests[i]]):
+                self.bytes_done_in_backward += bucket["buffer"].nbytes
         for i, bucket in enumerate(self.buckets):
             if not self.started[i]:
                 for p in bucket["params"]:  # (copied again if reported: harmless)

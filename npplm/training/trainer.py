@@ -255,7 +255,9 @@ class Trainer:
         if self.world.size > 1 and self.config.zero:
             self.optimizer = ZeroAdamW(self.optimizer, self.world)
         elif self.world.size > 1:
-            self.buckets = GradientBuckets(self.optimizer.params, self.world)
+            trained = {id(p) for p in self.optimizer.params}  # in the model's order, which
+            self.buckets = GradientBuckets(  # backward completes about in reverse
+                [p for p in model.parameters() if id(p) in trained], self.world)
         self.schedule = self.config.schedule()
         self.order = BlockOrder(len(train), seed=self.config.seed)
         self.step, self.position = 0, 0  # updates done, examples served
