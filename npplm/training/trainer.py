@@ -458,8 +458,14 @@ class Trainer:
             else:  # said with or without the progress bar
                 self.log(f"resuming from {self.last_checkpoint} (step {self.step} of "
                          f"{cfg.steps})")
-        for p in self.optimizer.params:  # several ranks start from rank 0's weights
-            self.world.broadcast(p.data)
+        if self.world.size > 1:
+            for p in self.optimizer.params:  # several ranks start from rank 0's weights
+                self.world.broadcast(p.data)
+            pids = np.zeros(self.world.size, np.int64)
+            self.world.allgather(np.array([os.getpid()], np.int64), pids)
+            self.log(f"{self.world.size} ranks, data parallel{' with ZeRO-1' * cfg.zero}: "
+                     + ", ".join(f"rank {r} pid {pid}" for r, pid in enumerate(pids))
+                     + " (a rank that dies is named by its pid in mpiexec's report)")
         last = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
         bar = _progress_bar(cfg.steps, self.step) if self.progress else None
         say = bar.write if bar is not None else self.log

@@ -89,6 +89,7 @@ def exactness(out, world):
     cases = {
         "clm": (gpt, clm, blocks(), {}),
         "clm_accum": (gpt, clm, blocks(), {"batch_size": 4, "grad_accum": 2}),
+        "mlm": (bert, MLM, mlm_data(), {}),
         "mlm_accum": (bert, MLM, mlm_data(), {"batch_size": 4, "grad_accum": 2}),
         "clm_zero": (gpt, clm, blocks(), {"zero": True}),
         "mlm_zero": (bert, MLM, mlm_data(), {"zero": True, "grad_accum": 2}),
@@ -169,6 +170,24 @@ def nccl(out, world):
     if world.is_main:
         results["clm"]["one_process"] = train(gpt, clm, blocks(), SingleProcess())[1]
     return results, {}
+
+
+def death(out, world):
+    """Rank 1 kills itself (SIGKILL) during step 3, after checkpoints at steps 1 and 2:
+    mpiexec ends the job and names its pid; rank 0 logged every rank's pid at the start."""
+    import os
+    import signal
+
+    def loss_fn(model, batch):
+        if world.rank == 1 and trainer.step + 1 == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return model(**batch).loss
+
+    config = TrainConfig(steps=10, batch_size=8, warmup_steps=0, eval_every=0, save_every=1)
+    trainer = Trainer(gpt(), clm, blocks(), config=config, world=world, loss_fn=loss_fn,
+                      run_dir=out / "run", log=lambda *a: print(*a, flush=True))
+    trainer.fit()
+    return {"finished": True}, {}
 
 
 def main():

@@ -3,6 +3,7 @@ ending the job, a refused run folder."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -82,6 +83,21 @@ def test_a_rank_that_raises_ends_the_job_naming_itself_and_the_step(tmp_path):
         in result.stderr, result.stderr
     assert not (tmp_path / "fault.json").exists()
     assert not list((tmp_path / "run").glob("checkpoints/*.tmp-*"))
+
+
+def test_a_rank_that_dies_ends_the_job_and_is_named_by_its_pid(tmp_path):
+    started = time.time()
+    result = run_ranks(["-m", "tests.distributed.ranks", "death", tmp_path], check=False,
+                       timeout=60)
+    assert time.time() - started < 60
+    assert result.returncode != 0
+    pids = dict(re.findall(r"rank (\d) pid (\d+)", result.stdout))
+    assert set(pids) == {"0", "1"}, result.stdout
+    assert f"PID {pids['1']} " in result.stdout + result.stderr, result.stdout + result.stderr
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert (checkpoints / "step-000002" / "model.safetensors").is_file()
+    assert not list(checkpoints.glob("*.tmp-*"))
+    assert not (tmp_path / "death.json").exists()
 
 
 def test_rank_zeros_refusal_stops_every_rank_with_one_line(tmp_path):
