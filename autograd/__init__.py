@@ -11,6 +11,7 @@ its own virtual environment). Read it in this order:
     ops/          the primitives, each forward with its VJP below it: elementwise.py,
                   reduce.py, shape.py, linalg.py
     gradcheck.py  finite-difference checking, for our tests and for yours
+    checkpoint.py activation checkpointing: keep a block's inputs, replay it in backward
 
 Gradients are first-order only: VJPs compute on raw arrays, not on Tensors, so a gradient
 has no graph of its own (no double backprop). That keeps every VJP plain array code.
@@ -23,7 +24,7 @@ has been imported.
 """
 
 from autograd.backend import BACKEND, BACKENDS, BackendError, array_module, to_numpy, xp
-from autograd.graph import is_grad_enabled, no_grad
+from autograd.graph import enable_grad, is_grad_enabled, no_grad
 from autograd.tensor import DEFAULT_DTYPE, Tensor, as_array
 from autograd.primitive import REGISTRY, Primitive, primitive, unbroadcast
 from autograd.ops.elementwise import (
@@ -37,15 +38,16 @@ from autograd.ops.shape import (
 )
 from autograd.ops.linalg import matmul
 from autograd.gradcheck import GradcheckError, gradcheck, numerical_grad
+from autograd.checkpoint import checkpoint
 
 permute = transpose
 
 __all__ = [
     "BACKEND", "BACKENDS", "BackendError", "DEFAULT_DTYPE", "GradcheckError", "Primitive",
     "REGISTRY", "Tensor", "abs", "add", "array_module", "as_array", "astype", "broadcast_to",
-    "clip", "concatenate", "div", "erf", "exp", "expand_dims", "getitem", "gradcheck",
-    "is_grad_enabled", "log", "logsumexp", "matmul", "max", "maximum", "mean", "minimum",
-    "mul", "neg", "no_grad", "numerical_grad", "pad", "permute", "pow", "primitive", "relu",
-    "reshape", "sigmoid", "split", "sqrt", "squeeze", "stack", "sub", "sum", "tanh",
-    "to_numpy", "transpose", "unbroadcast", "var", "where", "xp",
+    "checkpoint", "clip", "concatenate", "div", "enable_grad", "erf", "exp", "expand_dims",
+    "getitem", "gradcheck", "is_grad_enabled", "log", "logsumexp", "matmul", "max", "maximum",
+    "mean", "minimum", "mul", "neg", "no_grad", "numerical_grad", "pad", "permute", "pow",
+    "primitive", "relu", "reshape", "sigmoid", "split", "sqrt", "squeeze", "stack", "sub", "sum",
+    "tanh", "to_numpy", "transpose", "unbroadcast", "var", "where", "xp"
 ]

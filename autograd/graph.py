@@ -35,6 +35,20 @@ class no_grad:
         _grad_enabled = self._previous
 
 
+class enable_grad:
+    """Context manager: record graphs again, e.g. inside no_grad (a checkpointed block's
+    replay in backward, autograd/checkpoint.py)."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous = _grad_enabled
+        _grad_enabled = True
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous
+
+
 class Node:
     """One primitive application in the graph."""
 

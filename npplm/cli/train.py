@@ -68,6 +68,9 @@ def add_parser(sub):
                      help="AdamW's decoupled weight decay, on matrices only")
     opt.add_argument("--clip", type=non_negative_float, default=1.0,
                      help="clip the gradient norm to this (0: no clipping)")
+    opt.add_argument("--grad-checkpointing", action="store_true",
+                     help="keep only each block's input and recompute the block in backward: "
+                          "less memory for about a third more compute")
     opt.add_argument("--seed", type=int, default=0, help="seeds the data order, masks and "
                                                          "initialization")
     run = p.add_argument_group("run folder and output")
@@ -116,7 +119,8 @@ def run_command(args):
             warmup_steps=warmup, weight_decay=args.weight_decay,
             clip_grad_norm=args.clip or None, eval_every=args.eval_every,
             eval_batches=args.eval_batches, save_every=args.save_every,
-            log_every=args.log_every, seed=args.seed, zero=args.zero)
+            log_every=args.log_every, seed=args.seed, zero=args.zero,
+            gradient_checkpointing=args.grad_checkpointing)
         request = dict(family=args.model, preset=args.preset, objective=args.objective,
                        data=args.data, block_size=args.block_size, vocab_size=args.vocab_size,
                        overrides=parse_overrides(args.set), tokenizer=args.tokenizer,

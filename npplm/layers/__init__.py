@@ -14,6 +14,7 @@ parameters and call the functions.
                        positions_from_mask
     attention.py       split_heads, merge_heads, attention(), the fused causal_attention
     rotary.py          RoPE: rope_frequencies (incl. LLaMA-3 scaling), rope_cos_sin, apply_rotary
+    checkpointing.py   run_block: a block, or the block replayed in backward (checkpointing)
 
 A fused primitive that has a Numba kernel calls it with one visible line in its forward
 or VJP, before the reference code beside it: `gpu/numba_cpu/` on the CPU, `gpu/numba_cuda/`
@@ -23,6 +24,7 @@ the same whatever has been imported.
 
 from npplm.layers.activations import activation, gelu, gelu_tanh, silu
 from npplm.layers.attention import attention, causal_attention, merge_heads, split_heads
+from npplm.layers.checkpointing import checkpointed, run_block
 from npplm.layers.dropout import Dropout, dropout
 from npplm.layers.embedding import Embedding, check_ids, int_array
 from npplm.layers.gradient_scale import grad_scale
@@ -53,9 +55,9 @@ __all__ = [
     "IGNORE_INDEX", "CausalMask", "Dropout", "Embedding", "LayerNorm", "Linear", "Module",
     "RMSNorm", "activation", "additive_mask", "apply_rotary", "attention",
     "binary_cross_entropy_with_logits", "causal_attention", "causal_bias", "causal_lm_loss",
-    "causal_mask", "check_ids", "cross_entropy", "dropout", "gelu", "gelu_tanh",
+    "causal_mask", "check_ids", "checkpointed", "cross_entropy", "dropout", "gelu", "gelu_tanh",
     "grad_scale", "int_array", "layer_norm", "linear", "log_softmax", "mean_squared_error",
     "merge_heads", "no_init", "padding_mask", "positions_from_mask", "rms_norm", "rope_cos_sin",
-    "rope_frequencies", "sequence_classification_loss", "silu", "softmax",
+    "rope_frequencies", "run_block", "sequence_classification_loss", "silu", "softmax",
     "span_extraction_loss", "split_heads",
 ]

@@ -43,6 +43,7 @@ def initial_weight(rng, shape, std, dtype):
 
 class Module:
     training = True
+    gradient_checkpointing = False  # run_block replays this module's blocks in backward
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
@@ -138,6 +139,16 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    def gradient_checkpointing_enable(self, enable=True):
+        """Keep only each block's input and recompute its activations in backward, in this
+        module and every submodule (Hugging Face's method name; layers/checkpointing.py)."""
+        for _, m in self.named_modules():
+            m.gradient_checkpointing = enable
+        return self
+
+    def gradient_checkpointing_disable(self):
+        return self.gradient_checkpointing_enable(False)
 
     def zero_grad(self):
         for p in self.parameters():

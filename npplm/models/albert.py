@@ -65,6 +65,7 @@ from npplm.layers import (
     int_array,
     merge_heads,
     padding_mask,
+    run_block,
     split_heads,
 )
 from npplm.models.base import (
@@ -338,7 +339,7 @@ class AlbertLayerGroup(Module):
 
     def forward(self, x, bias=None):
         for layer in self.albert_layers:
-            x = layer(x, bias)
+            x = run_block(self, layer, x, bias)
         return x
 
 

@@ -57,6 +57,7 @@ from npplm.layers import (
     int_array,
     merge_heads,
     padding_mask,
+    run_block,
     sequence_classification_loss,
     span_extraction_loss,
     split_heads,
@@ -321,7 +322,7 @@ class BertEncoder(Module):
 
     def forward(self, x, bias=None):
         for block in self.layer:
-            x = block(x, bias)
+            x = run_block(self, block, x, bias)
         return x
 
 

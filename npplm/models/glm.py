@@ -90,6 +90,7 @@ from npplm.layers import (
     grad_scale,
     int_array,
     merge_heads,
+    run_block,
     split_heads,
 )
 from npplm.models.base import (
@@ -430,7 +431,7 @@ class GLMModel(Module):
              + self.block_position_embeddings(position_ids[:, 1]))  # (B, T) -> (B, T, C)
         h = self.embedding_dropout(h)
         for i, block in enumerate(self.layers):
-            h = block(h, bias, cache, i)  # (B, T, C)
+            h = run_block(self, block, h, bias, cache, i)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
         return ModelOutput(last_hidden_state=h)

@@ -85,6 +85,7 @@ from npplm.layers import (
     int_array,
     merge_heads,
     positions_from_mask,
+    run_block,
     split_heads,
 )
 from npplm.models.base import (
@@ -459,7 +460,7 @@ class _GPTBackbone(GPTPreTrainedModel):
         h = wte(input_ids) + wpe(position_ids)  # (B, T, C) + (B or 1, T, C) -> (B, T, C)
         h = self.drop(h)
         for i, (block, kind) in enumerate(zip(blocks, self.config.layer_kinds())):
-            h = block(h, biases[kind], cache, i)  # (B, T, C)
+            h = run_block(self, block, h, biases[kind], cache, i)  # (B, T, C)
         if cache is not None:
             cache.advance(input_ids.shape[1])  # every layer wrote its T positions
         if ln_f is not None:

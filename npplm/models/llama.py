@@ -95,6 +95,7 @@ from npplm.layers import (
     positions_from_mask,
     rope_cos_sin,
     rope_frequencies,
+    run_block,
     silu,
 )
 from npplm.models.base import (
@@ -445,7 +446,7 @@ class LlamaModel(LlamaPreTrainedModel):
                                                       position_ids)
         h = self.embed_tokens(input_ids)  # (B, T) -> (B, T, C)
         for i, block in enumerate(self.layers):
-            h = block(h, cos, sin, bias, cache, i)  # (B, T, C)
+            h = run_block(self, block, h, cos, sin, bias, cache, i)  # (B, T, C)
         if cache is not None:
             cache.advance(input_ids.shape[1])  # every layer wrote its T positions
         return ModelOutput(last_hidden_state=self.norm(h))

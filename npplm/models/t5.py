@@ -78,6 +78,7 @@ from npplm.layers import (
     cross_entropy,
     int_array,
     merge_heads,
+    run_block,
     split_heads,
 )
 from npplm.models.base import (
@@ -438,7 +439,7 @@ class T5Stack(Module):
         mask_bias = array_module(position.data).asarray(mask_bias)  # host mask -> device
         bias = position + Tensor(mask_bias)  # + (B, 1, T, S) or (B, 1, 1, S)
         for i, block in enumerate(self.block):
-            x = block(x, bias, encoder_states, cross_bias, cache, i)
+            x = run_block(self, block, x, bias, encoder_states, cross_bias, cache, i)
         if cache is not None:
             cache.self_attention.advance(T)
         return self.dropout(self.final_layer_norm(x))

@@ -96,6 +96,7 @@ class TrainConfig:
     log_every: int = 10  # steps between lines of metrics.jsonl
     seed: int = 0
     zero: bool = False  # with several ranks: shard AdamW's moments (ZeRO-1)
+    gradient_checkpointing: bool = False  # keep block inputs only; replay blocks in backward
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "eval_batches", "log_every"):
@@ -245,6 +246,8 @@ class Trainer:
         self.train_examples, self.val_examples = train, val
         self.has_val = val is not None and len(val) > 0
         self.config = config or TrainConfig()
+        if self.config.gradient_checkpointing:
+            model.gradient_checkpointing_enable()  # (autograd/checkpoint.py)
         self.run_dir = None if run_dir is None else pathlib.Path(run_dir)
         self.perplexity, self.sample, self.progress = perplexity, sample, progress
         self.eval_metrics = eval_metrics
