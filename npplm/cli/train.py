@@ -68,6 +68,12 @@ def add_parser(sub):
                      help="AdamW's decoupled weight decay, on matrices only")
     opt.add_argument("--clip", type=non_negative_float, default=1.0,
                      help="clip the gradient norm to this (0: no clipping)")
+    opt.add_argument("--loss-scaling", action="store_true",
+                     help="dynamic loss scaling (torch.amp.GradScaler's rules): an update "
+                          "with inf/NaN gradients is skipped and the scale halved")
+    opt.add_argument("--spike-guard", type=positive_float, metavar="Z",
+                     help="skip an update whose loss or gradient norm lies more than Z "
+                          "standard deviations above the last 128 updates' (e.g. 6)")
     opt.add_argument("--grad-checkpointing", action="store_true",
                      help="keep only each block's input and recompute the block in backward: "
                           "less memory for about a third more compute")
@@ -120,7 +126,8 @@ def run_command(args):
             clip_grad_norm=args.clip or None, eval_every=args.eval_every,
             eval_batches=args.eval_batches, save_every=args.save_every,
             log_every=args.log_every, seed=args.seed, zero=args.zero,
-            gradient_checkpointing=args.grad_checkpointing)
+            gradient_checkpointing=args.grad_checkpointing, loss_scaling=args.loss_scaling,
+            spike_guard=args.spike_guard)
         request = dict(family=args.model, preset=args.preset, objective=args.objective,
                        data=args.data, block_size=args.block_size, vocab_size=args.vocab_size,
                        overrides=parse_overrides(args.set), tokenizer=args.tokenizer,

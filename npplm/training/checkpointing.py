@@ -124,12 +124,18 @@ def save_checkpoint(run_dir, step, model, optimizer, state, keep=2, tokenizer=No
             extra(tmp)
         os.replace(tmp, final)
     write_json({"step": step, "path": final.name}, folder / LATEST)
-    steps = sorted(int(p.name.split("-")[1]) for p in folder.glob("step-*")
-                   if p.is_dir() and ".tmp-" not in p.name)
+    steps = checkpoint_steps(run_dir)
     for old in steps[:-keep] if keep else []:
         if old != step:
             shutil.rmtree(folder / checkpoint_name(old), ignore_errors=True)
     return final
+
+
+def checkpoint_steps(run_dir):
+    """The steps of a run's complete checkpoints, in order."""
+    folder = pathlib.Path(run_dir) / "checkpoints"
+    return sorted(int(p.name.split("-")[1]) for p in folder.glob("step-*")
+                  if p.is_dir() and ".tmp-" not in p.name)
 
 
 def latest_checkpoint(run_dir):

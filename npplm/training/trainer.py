@@ -56,6 +56,8 @@ from npplm import runtime
 from npplm.distributed import GradientBuckets, ZeroAdamW, current_world, shard_batch, shard_weights
 from npplm.training.checkpointing import (
     check_same_run,
+    checkpoint_name,
+    checkpoint_steps,
     dropout_modules,
     latest_checkpoint,
     load_checkpoint,
@@ -63,8 +65,10 @@ from npplm.training.checkpointing import (
     save_checkpoint,
 )
 from npplm.training.data import BlockOrder
+from npplm.training.loss_scaling import DynamicLossScaler
 from npplm.training.optim import SGD, AdamW, clip_grad_norm, decay_groups
 from npplm.training.schedule import WarmupCosine
+from npplm.training.spike_guard import SpikeGuard, plan_rewind
 
 _TRAIN, _VAL = 0, 1  # tags that keep training and validation random streams apart
 
@@ -97,6 +101,8 @@ class TrainConfig:
     seed: int = 0
     zero: bool = False  # with several ranks: shard AdamW's moments (ZeRO-1)
     gradient_checkpointing: bool = False  # keep block inputs only; replay blocks in backward
+    loss_scaling: bool = False  # dynamic loss scaling (loss_scaling.py; for float16 gradients)
+    spike_guard: float | None = None  # skip updates whose loss or norm z-score exceeds this
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "eval_batches", "log_every"):
@@ -123,6 +129,10 @@ class TrainConfig:
         if not all(0 <= b < 1 for b in self.betas) or not self.eps > 0:
             raise ValueError(f"TrainConfig: betas={self.betas} must lie in [0, 1) and "
                              f"eps={self.eps} be > 0")
+        if self.spike_guard is not None and not (math.isfinite(self.spike_guard)
+                                                 and self.spike_guard > 0):
+            raise ValueError(f"TrainConfig.spike_guard={self.spike_guard} must be a z-score "
+                             "> 0 or None")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"TrainConfig.clip_grad_norm={self.clip_grad_norm} must be > 0 "
                              "or None")
@@ -262,6 +272,9 @@ class Trainer:
             self.buckets = GradientBuckets(  # backward completes about in reverse
                 [p for p in model.parameters() if id(p) in trained], self.world)
         self.schedule = self.config.schedule()
+        self.scaler = DynamicLossScaler(enabled=self.config.loss_scaling)
+        self.guard = (None if self.config.spike_guard is None
+                      else SpikeGuard(threshold=self.config.spike_guard))
         self.order = BlockOrder(len(train), seed=self.config.seed)
         self.step, self.position = 0, 0  # updates done, examples served
         self.history = []  # every metrics record of this process, in order
@@ -296,17 +309,13 @@ class Trainer:
             tokens += tokens_in(batch)
             loss = self.loss_fn(model, batch)
             value = float(loss.item())
-            if not math.isfinite(value):
+            if not math.isfinite(value) and not self.scaler.enabled:  # (scaling: skipped)
                 self._diverged(f"the loss is {value}")
-            (loss * weight).backward()
+            self._backward(loss * weight)
             total += value * weight
-        norm = clip_grad_norm(opt.params, cfg.clip_grad_norm)
-        if not math.isfinite(norm):
-            self._diverged(f"the gradient norm is {norm}")
-        opt.step()
-        opt.zero_grad()
-        self.step += 1
-        return {"step": self.step, "loss": total, "lr": lr, "grad_norm": norm, "tokens": tokens}
+        found_inf = self.scaler.unscale_(opt.params)
+        norm = None if found_inf else clip_grad_norm(opt.params, cfg.clip_grad_norm)
+        return self._finish_update(lr, total, norm, found_inf, tokens)
 
     def _data_parallel_step(self):
         """train_step on several ranks (npplm/distributed/data_parallel.py): every rank
@@ -330,23 +339,64 @@ class Trainer:
             total += float(loss.item()) * weight
             last = micro == len(shards) - 1  # only the last backward reduces (no_sync)
             hook = self.buckets.on_leaf_done if last and self.buckets is not None else None
-            (loss * weight).backward(on_leaf_done=hook)
-        if self.buckets is not None:
+            self._backward(loss * weight, hook)
+        if self.buckets is not None:  # the sums: an inf on any rank is in every rank's
             self.buckets.finish()
-            norm = clip_grad_norm(opt.params, cfg.clip_grad_norm)
-        else:
+            found_inf = self.scaler.unscale_(opt.params)
+            norm = None if found_inf else clip_grad_norm(opt.params, cfg.clip_grad_norm)
+        else:  # ZeRO-1: each rank holds its slice of the sums; they agree on an inf
+            found_inf = world.sum(float(self.scaler.unscale_(opt.params))) > 0
             opt.reduce_gradients()
-            norm = opt.clip_grad_norm(cfg.clip_grad_norm)
+            norm = None if found_inf else opt.clip_grad_norm(cfg.clip_grad_norm)
         total = world.sum(total)
-        if not math.isfinite(total):
+        if not math.isfinite(total) and not self.scaler.enabled:
             self._diverged(f"the loss is {total}")
-        if not math.isfinite(norm):
+        return self._finish_update(lr, total, norm, found_inf,
+                                   sum(tokens_in(b) for b in batches))
+
+    def _backward(self, loss, on_leaf_done=None):
+        """Backward from the (scaled) loss. Under loss scaling an overflow is expected now
+        and then, and handled (the update is skipped), so NumPy's overflow warnings are not
+        shown for it."""
+        if not self.scaler.enabled:
+            return loss.backward(on_leaf_done=on_leaf_done)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.scaler.scale_loss(loss).backward(on_leaf_done=on_leaf_done)
+
+    def _finish_update(self, lr, total, norm, found_inf, tokens):
+        """The update once the gradients are in and clipped: skipped for inf/NaN gradients
+        under loss scaling (the scale backs off) or for a spike (SpikeGuard), else applied;
+        a non-finite norm without scaling stops the run. Returns the metrics record."""
+        if norm is not None and not math.isfinite(norm):
             self._diverged(f"the gradient norm is {norm}")
-        opt.step()
-        opt.zero_grad()
+        skipped = None
+        if found_inf:
+            skipped = f"inf/NaN gradients at loss scale {self.scaler.scale:g}"
+        elif self.guard is not None:
+            skipped = self.guard.observe(total, norm)
+            if self.guard.persistent:  # skipping no longer helps: say where PaLM would go
+                saved = [] if self.run_dir is None else checkpoint_steps(self.run_dir)
+                plan = plan_rewind(self.step + 1, saved)
+                remedy = ("" if plan is None else
+                          f"; PaLM's remedy: resume from {checkpoint_name(plan.checkpoint_step)} "
+                          f"with the data order moved {plan.skip_updates} updates on")
+                self._diverged(f"the last {self.guard.patience} updates were all spikes "
+                               f"({skipped}){remedy}")
+        record = {"step": self.step + 1, "loss": total, "lr": lr, "grad_norm": norm,
+                  "tokens": tokens}
+        if self.scaler.enabled:
+            record["loss_scale"] = self.scaler.scale
+        if skipped is None:
+            self.optimizer.step()
+        else:
+            record["skipped"] = skipped
+        self.optimizer.zero_grad()
+        self.scaler.update(found_inf)
+        if self.scaler.enabled or self.guard is not None:
+            record["skipped_steps"] = self.scaler.skipped_steps + (
+                self.guard.skipped_steps if self.guard is not None else 0)
         self.step += 1
-        return {"step": self.step, "loss": total, "lr": lr, "grad_norm": norm,
-                "tokens": sum(tokens_in(b) for b in batches)}
+        return record
 
     def _diverged(self, what):
         self.optimizer.zero_grad()
@@ -398,6 +448,10 @@ class Trainer:
         state = {"step": self.step, "position": self.position, "rng": rng_states(self.model),
                  "train_config": asdict(self.config), "run": self.run_info,
                  "tokens_seen": self._tokens_seen}
+        if self.scaler.enabled:
+            state["loss_scaler"] = self.scaler.state()
+        if self.guard is not None:
+            state["spike_guard"] = self.guard.state()
         self.last_checkpoint = save_checkpoint(self.run_dir, self.step, self.model,
                                                self.optimizer, state,
                                                keep=self.config.keep_checkpoints,
@@ -414,6 +468,10 @@ class Trainer:
                        ("batch_size", "grad_accum", "seed"))
         self.step, self.position = int(state["step"]), int(state["position"])
         self._tokens_seen = int(state.get("tokens_seen", 0))
+        if self.scaler.enabled and "loss_scaler" in state:
+            self.scaler.load_state(state["loss_scaler"])
+        if self.guard is not None and "spike_guard" in state:
+            self.guard.load_state(state["spike_guard"])
         self.last_checkpoint = path
         self.history = self.metrics.kept_until(self.step)
         return self.step
@@ -492,7 +550,9 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
                                     tok_s=f"{record['tokens_per_s']:,.0f}")
-                if self.step % cfg.log_every == 0 or self.step == last:
+                if "skipped" in record:
+                    say(f"step {self.step}: update skipped: {record['skipped']}")
+                if self.step % cfg.log_every == 0 or self.step == last or "skipped" in record:
                     record["tokens_seen"] = self._tokens_seen
                     self._record(record)
                     window_tokens, window_time = 0, 0.0
