@@ -38,6 +38,7 @@ the gradients equal those without checkpointing bit for bit (tests/autograd).
 
 from autograd.backend import array_module
 from autograd.graph import Node, enable_grad, is_grad_enabled, no_grad
+from autograd.precision import is_float
 from autograd.tensor import Tensor
 
 
@@ -114,7 +115,7 @@ def checkpoint(fn, *args, params=(), random_state=None):
     replay.multiple = multiple
     outputs = y if multiple else (y,)
     for o in outputs:
-        if not (isinstance(o, Tensor) and o.dtype.kind == "f"):
+        if not (isinstance(o, Tensor) and is_float(o.dtype)):
             raise TypeError(f"checkpoint: fn must return float Tensors, got {type(o).__name__}")
     parents = tuple(t if t.requires_grad else None for t in tensors) + tuple(params)
     raw = tuple(t.data for t in tensors) + tuple(p.data for p in params)

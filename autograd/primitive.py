@@ -22,6 +22,7 @@ tuple of arrays, and its VJP receives a tuple of gradients (zeros for unused out
 import numpy
 
 from autograd.graph import Node, is_grad_enabled
+from autograd.precision import is_float, is_half
 from autograd.tensor import Tensor
 
 REGISTRY = {}  # name -> Primitive, in definition order: tests and benchmarks enumerate it
@@ -57,7 +58,7 @@ class Primitive:
                 needs_grad = needs_grad or a.requires_grad
                 a = a.data
             dtype = getattr(a, "dtype", None)
-            if dtype is not None and dtype.kind == "f":
+            if dtype is not None and is_float(dtype):
                 if float_dtype is None:
                     float_dtype = dtype
                 elif dtype != float_dtype:
@@ -71,7 +72,7 @@ class Primitive:
             out = numpy.asarray(out)
         node = None
         first = out[0] if self.multiple_outputs else out
-        if needs_grad and is_grad_enabled() and first.dtype.kind == "f":  # ints: no gradient
+        if needs_grad and is_grad_enabled() and is_float(first.dtype):  # ints: no gradient
             parents = tuple(a if isinstance(a, Tensor) and a.requires_grad else None
                             for a in args)
             node = Node(self, parents, tuple(raw), params, out)
@@ -95,6 +96,8 @@ def unbroadcast(g, shape):
     """
     if g.shape == shape:
         return g
+    if is_half(g):  # the sums in float32 (autograd/precision.py)
+        return unbroadcast(g.astype("float32"), shape).astype(g.dtype)
     extra = g.ndim - len(shape)
     if extra:
         g = g.sum(axis=tuple(range(extra)))

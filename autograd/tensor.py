@@ -15,6 +15,7 @@ import numpy
 import autograd.backend as backend
 from autograd.backend import to_numpy
 from autograd.graph import backward as _backward
+from autograd.precision import is_float
 
 DEFAULT_DTYPE = numpy.float32
 
@@ -39,7 +40,7 @@ class Tensor:
                 data = data.astype(DEFAULT_DTYPE)
         else:
             data = backend.xp.asarray(data, dtype=dtype)
-        if requires_grad and data.dtype.kind != "f":
+        if requires_grad and not is_float(data.dtype):
             raise TypeError(
                 f"only floating-point Tensors can require gradients, got dtype {data.dtype}"
             )

@@ -8,10 +8,12 @@ row (on the left) or a column (on the right), as NumPy does, and its axis remove
 """
 
 from autograd.backend import array_module
+from autograd.precision import in_float32, in_float32_vjp
 from autograd.primitive import primitive, unbroadcast
 
 
 @primitive
+@in_float32  # 16-bit operands: accumulated in float32 (autograd/precision.py)
 def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must have at least 1 dimension, got shapes "
@@ -32,6 +34,7 @@ def matmul(a, b):
 
 
 @matmul.defvjp
+@in_float32_vjp
 def matmul_vjp(g, out, a, b):
     xp = array_module(g)
     if a.ndim > 2 and b.ndim == 2:  # the shared-weight case of the forward, kept as one GEMM

@@ -1,10 +1,12 @@
 """Reductions over `axis` (None, an int, or a tuple of ints), with `keepdims`.
 
-Each VJP first puts the reduced axes back as size-1 axes (`_keep`), after which NumPy
+Sums of 16-bit arrays add in float32 (`in_float32`, autograd/precision.py). Each VJP
+first puts the reduced axes back as size-1 axes (`_keep`), after which NumPy
 broadcasting spreads the gradient over the elements that were reduced.
 """
 
 from autograd.backend import array_module
+from autograd.precision import in_float32, in_float32_vjp
 from autograd.primitive import primitive
 
 
@@ -40,24 +42,28 @@ def _count(shape, axis):
 
 
 @primitive
+@in_float32
 def sum(x, *, axis=None, keepdims=False):
     _axes(axis, x.ndim)
     return x.sum(axis=axis, keepdims=keepdims)
 
 
 @sum.defvjp
+@in_float32_vjp
 def sum_vjp(g, out, x, *, axis=None, keepdims=False):
     xp = array_module(g)
     return (xp.broadcast_to(_keep(g, x.ndim, axis, keepdims), x.shape),)
 
 
 @primitive
+@in_float32
 def mean(x, *, axis=None, keepdims=False):
     _axes(axis, x.ndim)
     return x.mean(axis=axis, keepdims=keepdims)
 
 
 @mean.defvjp
+@in_float32_vjp
 def mean_vjp(g, out, x, *, axis=None, keepdims=False):
     xp = array_module(g)
     g = _keep(g, x.ndim, axis, keepdims) / _count(x.shape, axis)
@@ -79,6 +85,7 @@ def max_vjp(g, out, x, *, axis=None, keepdims=False):
 
 
 @primitive
+@in_float32
 def var(x, *, axis=None, keepdims=False, ddof=0):
     """Variance: mean((x - mean(x))^2) with N - ddof in the denominator."""
     _axes(axis, x.ndim)
@@ -86,6 +93,7 @@ def var(x, *, axis=None, keepdims=False, ddof=0):
 
 
 @var.defvjp
+@in_float32_vjp
 def var_vjp(g, out, x, *, axis=None, keepdims=False, ddof=0):
     # d var / d x_i = 2 (x_i - mean) / (N - ddof)
     centered = x - x.mean(axis=axis, keepdims=True)
@@ -94,6 +102,7 @@ def var_vjp(g, out, x, *, axis=None, keepdims=False, ddof=0):
 
 
 @primitive
+@in_float32
 def logsumexp(x, *, axis=None, keepdims=False):
     """log(sum(exp(x))), computed stably by factoring out the maximum."""
     xp = array_module(x)
@@ -108,6 +117,7 @@ def _squeeze(out, ndim, axis):
 
 
 @logsumexp.defvjp
+@in_float32_vjp
 def logsumexp_vjp(g, out, x, *, axis=None, keepdims=False):
     # d lse / d x_i = exp(x_i - lse) = softmax(x)_i
     xp = array_module(g)

@@ -3,6 +3,7 @@
 import numpy
 
 from autograd.backend import array_module, scatter_add
+from autograd.precision import in_float32_vjp
 from autograd.primitive import primitive, unbroadcast
 
 
@@ -89,6 +90,7 @@ def getitem(x, *, index):
 
 
 @getitem.defvjp
+@in_float32_vjp  # repeated indices (an embedding table's rows) add in float32
 def getitem_vjp(g, out, x, *, index):
     xp = array_module(g)
     # zeros, not zeros_like: NumPy's zeros gets pre-zeroed pages from the OS and touches

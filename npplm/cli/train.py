@@ -68,6 +68,9 @@ def add_parser(sub):
                      help="AdamW's decoupled weight decay, on matrices only")
     opt.add_argument("--clip", type=non_negative_float, default=1.0,
                      help="clip the gradient norm to this (0: no clipping)")
+    opt.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                     help="bf16 / fp16: forward and backward in 16 bits on float32 master "
+                          "weights (fp16 with loss scaling); on a CPU slower, for study")
     opt.add_argument("--loss-scaling", action="store_true",
                      help="dynamic loss scaling (torch.amp.GradScaler's rules): an update "
                           "with inf/NaN gradients is skipped and the scale halved")
@@ -127,6 +130,7 @@ def run_command(args):
             eval_batches=args.eval_batches, save_every=args.save_every,
             log_every=args.log_every, seed=args.seed, zero=args.zero,
             gradient_checkpointing=args.grad_checkpointing, loss_scaling=args.loss_scaling,
+            precision=args.precision,
             spike_guard=args.spike_guard)
         request = dict(family=args.model, preset=args.preset, objective=args.objective,
                        data=args.data, block_size=args.block_size, vocab_size=args.vocab_size,

@@ -15,6 +15,7 @@ ReLU (T5 v1.0) is the engine's `relu`.
 import math
 
 from autograd import array_module, erf, primitive
+from autograd.precision import in_float32, in_float32_vjp
 from gpu.numba_cpu import activations as kernels
 
 _SQRT_HALF = math.sqrt(0.5)
@@ -36,12 +37,14 @@ def gelu_grad_reference(g, x):
 
 
 @primitive
+@in_float32
 def gelu(x):
     """GELU, exact (erf) form."""
     return kernels.gelu_forward(x) if kernels.applies(x) else gelu_reference(x)
 
 
 @gelu.defvjp
+@in_float32_vjp
 def gelu_vjp(g, out, x):
     return (kernels.gelu_backward(g, x) if kernels.applies(g, x) else gelu_grad_reference(g, x),)
 
@@ -62,12 +65,14 @@ def gelu_tanh_grad_reference(g, x):
 
 
 @primitive
+@in_float32
 def gelu_tanh(x):
     """GELU, tanh approximation."""
     return kernels.gelu_tanh_forward(x) if kernels.applies(x) else gelu_tanh_reference(x)
 
 
 @gelu_tanh.defvjp
+@in_float32_vjp
 def gelu_tanh_vjp(g, out, x):
     if kernels.applies(g, x):
         return (kernels.gelu_tanh_backward(g, x),)
@@ -75,6 +80,7 @@ def gelu_tanh_vjp(g, out, x):
 
 
 @primitive
+@in_float32
 def silu(x):
     """SiLU(x) = x * sigmoid(x)  (also "swish"; Elfwing et al., 1702.03118)."""
     xp = array_module(x)
@@ -83,6 +89,7 @@ def silu(x):
 
 
 @silu.defvjp
+@in_float32_vjp
 def silu_vjp(g, out, x):
     # d/dx [x s(x)] = s + x s (1 - s)
     xp = array_module(x)

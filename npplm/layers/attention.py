@@ -15,6 +15,7 @@ a `CausalMask` as the bias.
 import math
 
 from autograd import Tensor, array_module, as_array, primitive
+from autograd.precision import in_float32, in_float32_vjp
 from gpu.numba_cpu import attention as kernels
 from gpu.numba_cuda import attention as cuda_kernels
 from npplm.layers.masks import CausalMask, causal_bias
@@ -99,6 +100,7 @@ def causal_attention_grad_reference(g, g_lse, q, k, v, keep, scale):
 
 
 @primitive(multiple_outputs=True)
+@in_float32(keep_float32=(1,))
 def causal_attention(q, k, v, keep, *, scale):
     """(out (B, H, T, D), lse (B, H, T)) of causal attention over the keys `keep` (B, S)
     keeps: `attention(q, k, v, CausalMask(keep))` as one node, with each row's lse."""
@@ -110,6 +112,7 @@ def causal_attention(q, k, v, keep, *, scale):
 
 
 @causal_attention.defvjp
+@in_float32_vjp
 def causal_attention_vjp(g, out, q, k, v, keep, *, scale):
     (g_out, g_lse), (y, lse) = g, out
     if kernels.applies(q, k, v, keep):

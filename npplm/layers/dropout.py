@@ -12,6 +12,7 @@ same ones.
 import numpy as np
 
 from autograd import Tensor, array_module, primitive
+from autograd.precision import is_half
 from npplm.layers.module import Module
 
 
@@ -41,7 +42,8 @@ def dropout(x, p, rng, training=True):
         raise ValueError("dropout needs an explicit random generator, e.g. "
                          "numpy.random.default_rng(0)")
     data = x.data if isinstance(x, Tensor) else x  # (an ndarray's .data is its buffer)
-    keep = array_module(data).asarray(rng.random(data.shape, dtype=data.dtype) >= p)
+    draw = "float32" if is_half(data) else data.dtype  # (NumPy draws float32 or float64 only)
+    keep = array_module(data).asarray(rng.random(data.shape, dtype=draw) >= p)
     return dropout_with_mask(x, keep, p=p)
 
 

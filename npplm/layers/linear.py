@@ -17,12 +17,14 @@ benchmarks/bench_autograd.py). The two differ only in float rounding.
 import numpy as np
 
 from autograd import Tensor, primitive
+from autograd.precision import in_float32, in_float32_vjp
 from npplm.layers.module import Module, initial_weight
 
 FEW_ROWS = 64  # up to this many rows, the forward computes (W x^T)^T
 
 
 @primitive
+@in_float32
 def linear(x, weight, bias=None):
     """(..., in) @ (in, out) + (out,) -> (..., out); `weight` is (out, in)."""
     n_out, n_in = weight.shape
@@ -40,6 +42,7 @@ def linear(x, weight, bias=None):
 
 
 @linear.defvjp
+@in_float32_vjp
 def linear_vjp(g, out, x, weight, bias=None):
     # y = x W^T + b:  dx = g W,  dW = g^T x (summed over every row),  db = sum of g's rows
     n_out, n_in = weight.shape

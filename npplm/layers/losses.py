@@ -16,6 +16,7 @@ host, and move to the logits' device here, at the one place they meet them.
 import numpy as np
 
 from autograd import Tensor, abs, array_module, as_array, exp, log, maximum, primitive, to_numpy
+from autograd.precision import in_float32, in_float32_vjp
 from gpu.numba_cpu import softmax as kernels
 from gpu.numba_cuda import softmax as cuda_kernels
 from npplm.layers.embedding import int_array
@@ -71,6 +72,7 @@ def cross_entropy_grad_reference(logits, safe, weight, label_smoothing):
 
 
 @primitive
+@in_float32(keep_float32=(0,))
 def cross_entropy(logits, targets, *, ignore_index=IGNORE_INDEX, label_smoothing=0.0,
                   reduction="mean"):
     """Cross-entropy of integer targets under softmax(logits), classes on the last axis.
@@ -99,6 +101,7 @@ def cross_entropy(logits, targets, *, ignore_index=IGNORE_INDEX, label_smoothing
 
 
 @cross_entropy.defvjp
+@in_float32_vjp
 def cross_entropy_vjp(g, out, logits, targets, *, ignore_index=IGNORE_INDEX,
                       label_smoothing=0.0, reduction="mean"):
     # dloss_i/dlogits_i = softmax(logits_i) - q_i, where q_i is the target distribution:

@@ -17,6 +17,7 @@ Glossary: C is the normalised (last) axis; x has shape (..., C); weight and bias
 import numpy as np
 
 from autograd import Tensor, array_module, primitive
+from autograd.precision import in_float32, in_float32_vjp
 from gpu.numba_cpu import normalization as kernels
 from gpu.numba_cuda import normalization as cuda_kernels
 from npplm.layers.module import Module
@@ -65,6 +66,7 @@ def layer_norm_grad_reference(g, x, weight, eps):
 
 
 @primitive
+@in_float32
 def layer_norm(x, weight, bias, *, eps=1e-5):
     """LayerNorm over the last axis: `layer_norm_reference`, or its kernel on float32."""
     _check("layer_norm", x, weight, bias)
@@ -76,6 +78,7 @@ def layer_norm(x, weight, bias, *, eps=1e-5):
 
 
 @layer_norm.defvjp
+@in_float32_vjp
 def layer_norm_vjp(g, out, x, weight, bias, *, eps=1e-5):
     if kernels.applies(x, weight, g):
         return kernels.layer_norm_backward(g, x, weight, eps)  # Numba, float32 NumPy
@@ -106,6 +109,7 @@ def rms_norm_grad_reference(g, x, weight, eps):
 
 
 @primitive
+@in_float32
 def rms_norm(x, weight, *, eps=1e-6):
     """RMSNorm over the last axis: `rms_norm_reference`, or its kernel on float32."""
     _check("rms_norm", x, weight)
@@ -117,6 +121,7 @@ def rms_norm(x, weight, *, eps=1e-6):
 
 
 @rms_norm.defvjp
+@in_float32_vjp
 def rms_norm_vjp(g, out, x, weight, *, eps=1e-6):
     if kernels.applies(x, weight, g):
         return kernels.rms_norm_backward(g, x, weight, eps)  # Numba, float32 NumPy

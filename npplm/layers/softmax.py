@@ -17,6 +17,7 @@ reuses them.
 """
 
 from autograd import array_module, primitive
+from autograd.precision import in_float32, in_float32_vjp
 from gpu.numba_cpu import softmax as kernels
 from gpu.numba_cuda import softmax as cuda_kernels
 
@@ -34,6 +35,7 @@ def log_softmax_reference(x, axis=-1):
 
 
 @primitive
+@in_float32
 def softmax(x, *, axis=-1):
     """softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m), with m = max(x) for stability."""
     if kernels.applies(axis, x):
@@ -44,6 +46,7 @@ def softmax(x, *, axis=-1):
 
 
 @softmax.defvjp
+@in_float32_vjp
 def softmax_vjp(g, out, x, *, axis=-1):
     # With s = softmax(x): ds_i/dx_j = s_i (delta_ij - s_j), so
     # dL/dx_j = sum_i g_i s_i (delta_ij - s_j) = s_j (g_j - sum_i g_i s_i).
@@ -55,6 +58,7 @@ def softmax_vjp(g, out, x, *, axis=-1):
 
 
 @primitive
+@in_float32
 def log_softmax(x, *, axis=-1):
     """log_softmax(x)_i = x_i - logsumexp(x)."""
     if kernels.applies(axis, x):
@@ -65,6 +69,7 @@ def log_softmax(x, *, axis=-1):
 
 
 @log_softmax.defvjp
+@in_float32_vjp
 def log_softmax_vjp(g, out, x, *, axis=-1):
     # d(x_i - lse)/dx_j = delta_ij - softmax_j, so dL/dx_j = g_j - softmax_j * sum_i g_i.
     if kernels.applies(axis, g, out):

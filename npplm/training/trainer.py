@@ -67,6 +67,7 @@ from npplm.training.checkpointing import (
 from npplm.training.data import BlockOrder
 from npplm.training.loss_scaling import DynamicLossScaler
 from npplm.training.optim import SGD, AdamW, clip_grad_norm, decay_groups
+from npplm.training.precision import PRECISIONS, MixedPrecision
 from npplm.training.schedule import WarmupCosine
 from npplm.training.spike_guard import SpikeGuard, plan_rewind
 
@@ -101,7 +102,8 @@ class TrainConfig:
     seed: int = 0
     zero: bool = False  # with several ranks: shard AdamW's moments (ZeRO-1)
     gradient_checkpointing: bool = False  # keep block inputs only; replay blocks in backward
-    loss_scaling: bool = False  # dynamic loss scaling (loss_scaling.py; for float16 gradients)
+    precision: str = "fp32"  # "bf16" / "fp16": 16-bit forward and backward (precision.py)
+    loss_scaling: bool = False  # dynamic loss scaling (loss_scaling.py); on with fp16
     spike_guard: float | None = None  # skip updates whose loss or norm z-score exceeds this
 
     def __post_init__(self):
@@ -113,6 +115,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"TrainConfig.{name}={value!r} must be an integer >= 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision={self.precision!r}; use one of "
+                             f"{', '.join(PRECISIONS)}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"TrainConfig.optimizer={self.optimizer!r}; use 'adamw' or 'sgd'")
         if self.warmup_steps > self.steps:
@@ -272,7 +277,9 @@ class Trainer:
             self.buckets = GradientBuckets(  # backward completes about in reverse
                 [p for p in model.parameters() if id(p) in trained], self.world)
         self.schedule = self.config.schedule()
-        self.scaler = DynamicLossScaler(enabled=self.config.loss_scaling)
+        self.precision = MixedPrecision(self.config.precision)
+        self.scaler = DynamicLossScaler(enabled=self.config.loss_scaling
+                                        or self.config.precision == "fp16")
         self.guard = (None if self.config.spike_guard is None
                       else SpikeGuard(threshold=self.config.spike_guard))
         self.order = BlockOrder(len(train), seed=self.config.seed)
@@ -305,14 +312,15 @@ class Trainer:
         total, tokens = 0.0, 0
         batches = [self._micro_batch(micro) for micro in range(cfg.grad_accum)]
         shifted = getattr(self.collator, "shifts_labels", False)
-        for batch, weight in zip(batches, accumulation_weights(batches, shifted)):
-            tokens += tokens_in(batch)
-            loss = self.loss_fn(model, batch)
-            value = float(loss.item())
-            if not math.isfinite(value) and not self.scaler.enabled:  # (scaling: skipped)
-                self._diverged(f"the loss is {value}")
-            self._backward(loss * weight)
-            total += value * weight
+        with self.precision.working_copies(model.parameters()):  # 16-bit inside, if asked
+            for batch, weight in zip(batches, accumulation_weights(batches, shifted)):
+                tokens += tokens_in(batch)
+                loss = self.loss_fn(model, batch)
+                value = float(loss.item())
+                if not math.isfinite(value) and not self.scaler.enabled:  # scaling: skip
+                    self._diverged(f"the loss is {value}")
+                self._backward(loss * weight)
+                total += value * weight
         found_inf = self.scaler.unscale_(opt.params)
         norm = None if found_inf else clip_grad_norm(opt.params, cfg.clip_grad_norm)
         return self._finish_update(lr, total, norm, found_inf, tokens)
@@ -334,12 +342,13 @@ class Trainer:
         weights = shard_weights(batches, shards, lambda b: scored_tokens(b, shifted),
                                 sequence_terms)
         total = 0.0
-        for micro, (shard, weight) in enumerate(zip(shards, weights)):
-            loss = self.loss_fn(model, shard)
-            total += float(loss.item()) * weight
-            last = micro == len(shards) - 1  # only the last backward reduces (no_sync)
-            hook = self.buckets.on_leaf_done if last and self.buckets is not None else None
-            self._backward(loss * weight, hook)
+        with self.precision.working_copies(model.parameters()):  # 16-bit inside, if asked
+            for micro, (shard, weight) in enumerate(zip(shards, weights)):
+                loss = self.loss_fn(model, shard)
+                total += float(loss.item()) * weight
+                last = micro == len(shards) - 1  # only the last backward reduces (no_sync)
+                hook = self.buckets.on_leaf_done if last and self.buckets is not None else None
+                self._backward(loss * weight, hook)
         if self.buckets is not None:  # the sums: an inf on any rank is in every rank's
             self.buckets.finish()
             found_inf = self.scaler.unscale_(opt.params)
