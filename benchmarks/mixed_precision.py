@@ -44,7 +44,7 @@ def train(run, precision, steps, pure=False):
     from npplm.training.precision import half_dtype
 
     model = run.model.__class__(run.model.config, seed=0)  # the same initial weights
-    model.load_weights(run.model.state_dict())
+    model.load_state_dict(run.model.state_dict())
     config = TrainConfig(steps=steps, batch_size=16, lr=3e-3, warmup_steps=min(30, steps),
                          eval_every=0, save_every=0, log_every=1, eval_batches=8,
                          precision="fp32" if pure else precision, seed=0)
