@@ -99,6 +99,10 @@ def add_parser(sub):
     run.add_argument("--prompt", help="the causal LMs' sample prompt (default: the start of a "
                                       "method on the stdlib, else validation text)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--dry-run", action="store_true",
+                     help="write nothing, train nothing: print the memory a step takes "
+                          "(weights, gradients, moments, activations with and without "
+                          "--grad-checkpointing) beside the measured peak of real steps")
     ranks = p.add_argument_group("several processes (MPI; pip install 'npplm[mpi]')")
     ranks.add_argument("--nproc", type=positive_int, default=1,
                        help="train data-parallel on this many ranks of this machine (starts "
@@ -139,8 +143,8 @@ def run_command(args):
         resolve_request(**request)
         out = args.out or f"runs/{args.model}-{args.objective or 'default'}"
         world = current_world()
-        if world.size == 1:  # (several ranks: rank 0's claim checks it and tells the others)
-            check_usable(out, args.overwrite)
+        if world.size == 1 and not args.dry_run:  # (several ranks: rank 0's claim checks
+            check_usable(out, args.overwrite)  # it and tells the others)
         ranks = max(args.nproc, world.size)
         if args.batch_size < ranks:
             raise UsageError(f"--batch-size {args.batch_size} cannot be split over {ranks} "
@@ -149,6 +153,12 @@ def run_command(args):
             raise UsageError("--zero shards AdamW's moments; it needs --optimizer adamw")
         if args.nproc > 1 and world.size > 1 and args.nproc != world.size:
             raise UsageError(f"--nproc {args.nproc}, but mpiexec started {world.size} ranks")
+    if args.dry_run:
+        from npplm.training.memory import dry_run
+        from npplm.training.recipe import build_run
+
+        dry_run(build_run(**request, log=print), config)
+        return None
     if args.nproc > 1 and world.size == 1:  # start this command on N ranks; they print
         return relaunch(args.nproc, without_option(args.argv, "--nproc"))
     try:
