@@ -47,6 +47,8 @@ What is different from GPT-2:
     Xavier-initialised with gain beta = (8N)^(-1/4) (DeepNet table 1, decoder-only row, N
     layers; queries and keys keep gain 1). `deepnorm=False` gives plain post-LN (alpha =
     beta = 1). No final LayerNorm: every block already ends with one.
+    (layernorm_position="pre" gives GLM-10B's pre-LN with a final LayerNorm instead,
+    which the stability experiment, benchmarks/glm_stability.py, compares.)
   - GeLU (exact, erf) rather than GPT-2's tanh approximation.
   - A single linear output layer tied to the word embeddings (no extra MLP head).
   - 2D positions, two learned tables, instead of one.
@@ -130,6 +132,10 @@ class GLMConfig:
     layernorm_epsilon: float = 1e-5
     initializer_range: float = 0.02  # std of the embedding tables
     deepnorm: bool = True  # alpha, beta from DeepNet; False: plain post-LN (both 1)
+    # "post" (GLM-130B's, with DeepNorm) or "pre" (GLM-10B's, Megatron's: LN before each
+    # sublayer, a final LN after the stack; names input_layernorm, post_attention_layernorm,
+    # final_layernorm as in THUDM's checkpoints); the stability experiment compares them
+    layernorm_position: str = "post"
     # GLM-130B's embedding gradient shrink; 1.0 (none) for the original GLM sizes, 0.1 in
     # GLM-130B. Only the gradient of the word-embedding lookup is scaled.
     embedding_grad_scale: float = 1.0
@@ -147,6 +153,12 @@ class GLMConfig:
         check_probabilities(self, "embedding_dropout_prob", "attention_dropout_prob",
                             "output_dropout_prob")
         check_scales(self, positive=["layernorm_epsilon"], non_negative=["initializer_range"])
+        if self.layernorm_position not in ("post", "pre"):
+            raise ValueError(f"GLMConfig.layernorm_position={self.layernorm_position!r}; use "
+                             "'post' or 'pre'")
+        if self.layernorm_position == "pre" and self.deepnorm:
+            raise ValueError("GLMConfig: DeepNorm scales a post-LN residual; with "
+                             "layernorm_position='pre' set deepnorm=False")
         if not 0.0 < self.embedding_grad_scale <= 1.0:
             raise ValueError(f"GLMConfig.embedding_grad_scale={self.embedding_grad_scale} "
                              "must be in (0, 1]")
@@ -230,7 +242,8 @@ def num_parameters(config):
     C, F = config.hidden_size, config.inner_dim
     embeddings = (config.vocab_size + 2 * config.max_sequence_length) * C
     layer = (C * 3 * C + 3 * C) + (C * C + C) + (C * F + F) + (F * C + C) + 2 * 2 * C
-    return embeddings + config.num_layers * layer
+    final = 2 * C if config.layernorm_position == "pre" else 0  # pre-LN's final LayerNorm
+    return embeddings + config.num_layers * layer + final
 
 
 # --- the blank-infilling layout --------------------------------------------------------------
@@ -346,17 +359,25 @@ class GLMMLP(Module):
 
 
 class GLMBlock(Module):
-    """Post-LN with DeepNorm: h = LN_1(alpha h + attn(h)); h = LN_2(alpha h + mlp(h))."""
+    """Post-LN with DeepNorm: h = LN_1(alpha h + attn(h)); h = LN_2(alpha h + mlp(h)).
+    Pre-LN (layernorm_position="pre"): h = h + attn(LN_1(h)); h = h + mlp(LN_2(h))."""
 
     def __init__(self, config, rng):
         C, eps = config.hidden_size, config.layernorm_epsilon
         self.alpha = config.deepnorm_alpha
+        self.pre = config.layernorm_position == "pre"
+        if self.pre:  # THUDM's GLM-10B names
+            self.input_layernorm = LayerNorm(C, eps=eps)
         self.attention = GLMAttention(config, rng)
         self.post_attention_layernorm = LayerNorm(C, eps=eps)
         self.mlp = GLMMLP(config, rng)
-        self.post_mlp_layernorm = LayerNorm(C, eps=eps)
+        if not self.pre:
+            self.post_mlp_layernorm = LayerNorm(C, eps=eps)
 
     def forward(self, h, bias, cache=None, layer=0):
+        if self.pre:  # the residual stream is never normalised: only each sublayer's input
+            h = h + self.attention(self.input_layernorm(h), bias, cache, layer)
+            return h + self.mlp(self.post_attention_layernorm(h))
         # alpha > 1 weighs the residual above the sublayer's update, which bounds how far
         # one update can move the stream (DeepNet section 3).
         h = self.post_attention_layernorm(h * self.alpha + self.attention(h, bias, cache,
@@ -381,6 +402,8 @@ class GLMModel(Module):
                                                    what="block position")
         self.embedding_dropout = Dropout(config.embedding_dropout_prob, rng)
         self.layers = [GLMBlock(config, rng) for _ in range(config.num_layers)]
+        if config.layernorm_position == "pre":
+            self.final_layernorm = LayerNorm(C, eps=config.layernorm_epsilon)
 
     def forward(self, input_ids, position_ids, attention_mask, cache=None):
         """-> ModelOutput(last_hidden_state (B, T, C)).
@@ -434,6 +457,8 @@ class GLMModel(Module):
             h = run_block(self, block, h, bias, cache, i)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
+        if config.layernorm_position == "pre":
+            h = self.final_layernorm(h)
         return ModelOutput(last_hidden_state=h)
 
 

@@ -361,3 +361,44 @@ def test_input_errors_name_the_value_and_the_limit():
 def test_config_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
         GLMConfig.tiny(**overrides)
+
+
+# --- pre-LN (GLM-10B's arrangement, for the stability experiment) ---------------------------
+
+
+@pytest.mark.parametrize("path", ["transformer.layers.0.input_layernorm.weight",
+                                  "transformer.layers.1.post_attention_layernorm.bias",
+                                  "transformer.final_layernorm.weight",
+                                  "transformer.layers.0.mlp.dense_4h_to_h.weight"])
+def test_pre_ln_gradient_matches_finite_differences(path):
+    model = tiny_model(num_layers=2, hidden_size=8, num_attention_heads=2, intermediate_size=6,
+                       max_sequence_length=12, layernorm_position="pre", deepnorm=False)
+    ids, pos, labels, sep = batch_of(example())
+    *owners, leaf = path.split(".")
+    owner = model
+    for name in owners:
+        owner = owner[int(name)] if name.isdigit() else getattr(owner, name)
+    original = getattr(owner, leaf)
+
+    def loss(w):
+        setattr(owner, leaf, w)
+        return model(ids, pos, sep, labels=labels).loss
+
+    try:
+        gradcheck(loss, original.data.copy(), atol=1e-6, rtol=1e-5)
+    finally:
+        setattr(owner, leaf, original)
+
+
+def test_pre_ln_has_a_final_layernorm_and_refuses_deepnorm():
+    config = GLMConfig.tiny(layernorm_position="pre", deepnorm=False)
+    model = GLMForConditionalGeneration(config)
+    names = [n for n, _ in model.named_parameters()]
+    assert "transformer.final_layernorm.weight" in names
+    assert "transformer.layers.0.input_layernorm.weight" in names
+    assert not any("post_mlp_layernorm" in n for n in names)
+    assert model.num_parameters() == num_parameters(config)
+    with pytest.raises(ValueError, match="DeepNorm scales a post-LN residual"):
+        GLMConfig.tiny(layernorm_position="pre")
+    with pytest.raises(ValueError, match="layernorm_position='sandwich'"):
+        GLMConfig.tiny(layernorm_position="sandwich", deepnorm=False)
