@@ -14,7 +14,8 @@ same initial weights and data order:
     pure bf16   the weights themselves bfloat16 and AdamW updating them in bfloat16 (its
                 moments bfloat16 too): no master weights, as Micikevicius et al. warn
 
-Printed: the training loss at a few steps, the largest and the mean |loss - fp32's| over
+Printed (`--lr` sets the peak learning rate, 3e-3 by default as `npplm train`'s; `--variants`
+picks the runs): the training loss at a few steps, the largest and the mean |loss - fp32's| over
 the last 50 steps, the validation loss at the end, and seconds per step. The pure run shows
 the stall: updates smaller than half a bfloat16 step (1/256 of a weight's magnitude) round
 away, so as the learning rate decays, less and less of each update survives.
@@ -38,14 +39,14 @@ def build(quick):
                      log=lambda *a: None)
 
 
-def train(run, precision, steps, pure=False):
+def train(run, precision, steps, lr, pure=False):
     """(training losses, final validation loss, seconds per step) of one run."""
     from npplm.training import TrainConfig, Trainer
     from npplm.training.precision import half_dtype
 
     model = run.model.__class__(run.model.config, seed=0)  # the same initial weights
     model.load_state_dict(run.model.state_dict())
-    config = TrainConfig(steps=steps, batch_size=16, lr=3e-3, warmup_steps=min(30, steps),
+    config = TrainConfig(steps=steps, batch_size=16, lr=lr, warmup_steps=min(30, steps),
                          eval_every=0, save_every=0, log_every=1, eval_batches=8,
                          precision="fp32" if pure else precision, seed=0)
     trainer = Trainer(model, run.collator, run.train, run.val, config, log=lambda *a: None)
@@ -66,6 +67,9 @@ def train(run, precision, steps, pure=False):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16", "fp16", "pure bf16"],
+                        choices=["fp32", "bf16", "fp16", "pure bf16"])
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args(argv)
     steps = 12 if args.quick else args.steps
@@ -74,10 +78,12 @@ def main(argv=None):
     runtime.configure()
     run = build(args.quick)
     print(f"npplm train's default GPT-2 ({run.model.num_parameters():,} parameters), {steps} "
-          f"steps of 16 x {run.train.shape[1]} tokens; {time.strftime('%Y-%m-%d')}")
-    results = {name: train(run, precision, steps, pure=name == "pure bf16")
-               for name, precision in (("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"),
-                                       ("pure bf16", "bf16"))}
+          f"steps of 16 x {run.train.shape[1]} tokens, peak lr {args.lr:g}; "
+          f"{time.strftime('%Y-%m-%d')}")
+    if "fp32" not in args.variants:
+        args.variants.insert(0, "fp32")  # the reference
+    results = {name: train(run, name.split()[-1], steps, args.lr, pure=name == "pure bf16")
+               for name in args.variants}
     reference = results["fp32"][0]
     marks = sorted({0, steps // 4, steps // 2, 3 * steps // 4, steps - 1})
     print(f"{'':10s} " + " ".join(f"{'step ' + str(m + 1):>9s}" for m in marks)
