@@ -77,6 +77,10 @@ def add_parser(sub):
     opt.add_argument("--spike-guard", type=positive_float, metavar="Z",
                      help="skip an update whose loss or gradient norm lies more than Z "
                           "standard deviations above the last 128 updates' (e.g. 6)")
+    opt.add_argument("--spike-rewind", action="store_true",
+                     help="with --spike-guard: when 5 updates in a row are spikes, go back to "
+                          "a checkpoint about 100 steps earlier and skip 300 updates' batches "
+                          "(PaLM's remedy) instead of stopping")
     opt.add_argument("--grad-checkpointing", action="store_true",
                      help="keep only each block's input and recompute the block in backward: "
                           "less memory for about a third more compute")
@@ -135,7 +139,7 @@ def run_command(args):
             log_every=args.log_every, seed=args.seed, zero=args.zero,
             gradient_checkpointing=args.grad_checkpointing, loss_scaling=args.loss_scaling,
             precision=args.precision,
-            spike_guard=args.spike_guard)
+            spike_guard=args.spike_guard, spike_rewind=args.spike_rewind)
         request = dict(family=args.model, preset=args.preset, objective=args.objective,
                        data=args.data, block_size=args.block_size, vocab_size=args.vocab_size,
                        overrides=parse_overrides(args.set), tokenizer=args.tokenizer,

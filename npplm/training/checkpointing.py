@@ -100,19 +100,21 @@ def _plain(value):
 
 
 def save_checkpoint(run_dir, step, model, optimizer, state, keep=2, tokenizer=None,
-                    extra=None):
+                    extra=None, replace=False):
     """Write checkpoint `step` atomically, point latest.json at it, keep the newest `keep`.
 
     `state` is the JSON part (trainer_state.json): the trainer gives step, position, RNG
     states and its settings. extra(folder), when given, writes more into the checkpoint's
-    folder before it is complete (RLHF's critic). Returns the checkpoint's folder.
+    folder before it is complete (RLHF's critic). replace=True writes it even where
+    checkpoint `step` exists (a spike rewind moves its data position): the new one is
+    complete before the old one is moved aside. Returns the checkpoint's folder.
     """
     folder = pathlib.Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / checkpoint_name(step)
     for stale in folder.glob("*.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    if not final.exists():
+    if replace or not final.exists():
         tmp = folder / f"{checkpoint_name(step)}.tmp-{os.getpid()}"
         model.save_pretrained(tmp)
         if tokenizer is not None:
@@ -122,7 +124,13 @@ def save_checkpoint(run_dir, step, model, optimizer, state, keep=2, tokenizer=No
         write_json({**state, "optimizer": optimizer.state_meta()}, tmp / "trainer_state.json")
         if extra is not None:
             extra(tmp)
-        os.replace(tmp, final)
+        if final.exists():  # replace: the old one aside (a .tmp- name), the new one in
+            old = folder / f"{checkpoint_name(step)}.tmp-old-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
     write_json({"step": step, "path": final.name}, folder / LATEST)
     steps = checkpoint_steps(run_dir)
     for old in steps[:-keep] if keep else []:

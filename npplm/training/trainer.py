@@ -43,6 +43,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import signal
 import tempfile
 import threading
@@ -105,6 +106,7 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16" / "fp16": 16-bit forward and backward (precision.py)
     loss_scaling: bool = False  # dynamic loss scaling (loss_scaling.py); on with fp16
     spike_guard: float | None = None  # skip updates whose loss or norm z-score exceeds this
+    spike_rewind: bool = False  # spikes that persist: rewind to a checkpoint (PaLM)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "eval_batches", "log_every"):
@@ -383,12 +385,15 @@ class Trainer:
             skipped = f"inf/NaN gradients at loss scale {self.scaler.scale:g}"
         elif self.guard is not None:
             skipped = self.guard.observe(total, norm)
-            if self.guard.persistent:  # skipping no longer helps: say where PaLM would go
+            if self.guard.persistent:  # skipping no longer helps: PaLM's remedy, or stop
                 saved = [] if self.run_dir is None else checkpoint_steps(self.run_dir)
                 plan = plan_rewind(self.step + 1, saved)
+                if self.config.spike_rewind and plan is not None:
+                    return self._rewind(plan, skipped)
                 remedy = ("" if plan is None else
-                          f"; PaLM's remedy: resume from {checkpoint_name(plan.checkpoint_step)} "
-                          f"with the data order moved {plan.skip_updates} updates on")
+                          f"; PaLM's remedy (--spike-rewind): resume from "
+                          f"{checkpoint_name(plan.checkpoint_step)} with the data order moved "
+                          f"{plan.skip_updates} updates on")
                 self._diverged(f"the last {self.guard.patience} updates were all spikes "
                                f"({skipped}){remedy}")
         record = {"step": self.step + 1, "loss": total, "lr": lr, "grad_norm": norm,
@@ -405,6 +410,31 @@ class Trainer:
             record["skipped_steps"] = self.scaler.skipped_steps + (
                 self.guard.skipped_steps if self.guard is not None else 0)
         self.step += 1
+        return record
+
+    def _rewind(self, plan, why):
+        """PaLM's remedy (spike_guard.py): back to checkpoint plan.checkpoint_step, the data
+        order moved plan.skip_updates updates on, past the batches of the spike. The
+        checkpoints and metrics after that step belong to the abandoned stretch and are
+        dropped (this run wrote them); the checkpoint is saved again with the moved data
+        position, so a run killed afterwards resumes past the skipped batches too."""
+        spike = self.step + 1
+        self.optimizer.zero_grad()
+        path = self.run_dir / "checkpoints" / checkpoint_name(plan.checkpoint_step)
+        self._restore(load_checkpoint(path, self.model, self.optimizer), path)
+        self.world.barrier()  # every rank has read it before rank 0 replaces it
+        cfg = self.config
+        self.position += plan.skip_updates * cfg.grad_accum * cfg.batch_size
+        if self.main:
+            for step in checkpoint_steps(self.run_dir):
+                if step > self.step:
+                    shutil.rmtree(self.run_dir / "checkpoints" / checkpoint_name(step))
+        self.save(replace=True)
+        self.history = self.metrics.kept_until(self.step)
+        record = {"step": self.step, "rewind": {"spike_at": spike, "to": self.step,
+                                                "skipped_updates": plan.skip_updates,
+                                                "why": why}}
+        self._record(record)
         return record
 
     def _diverged(self, what):
@@ -446,8 +476,9 @@ class Trainer:
         return float(np.mean(losses))
 
     # --- checkpoints ---------------------------------------------------------------------
-    def save(self):
-        """Checkpoint the run as it stands between two steps (nothing without run_dir)."""
+    def save(self, replace=False):
+        """Checkpoint the run as it stands between two steps (nothing without run_dir);
+        replace=True writes it even where a checkpoint of this step exists (a rewind)."""
         if self.run_dir is None:
             return None
         if not self.main:  # rank 0 writes; ZeRO's moments are gathered from every rank
@@ -464,7 +495,7 @@ class Trainer:
         self.last_checkpoint = save_checkpoint(self.run_dir, self.step, self.model,
                                                self.optimizer, state,
                                                keep=self.config.keep_checkpoints,
-                                               tokenizer=self.tokenizer)
+                                               tokenizer=self.tokenizer, replace=replace)
         return self.last_checkpoint
 
     def resume(self):
@@ -475,6 +506,12 @@ class Trainer:
         state = load_checkpoint(path, self.model, self.optimizer)
         check_same_run(path, state.get("train_config", {}), self.config,
                        ("batch_size", "grad_accum", "seed"))
+        self._restore(state, path)
+        self.history = self.metrics.kept_until(self.step)
+        return self.step
+
+    def _restore(self, state, path):
+        """The loop's own state from a checkpoint's trainer_state.json."""
         self.step, self.position = int(state["step"]), int(state["position"])
         self._tokens_seen = int(state.get("tokens_seen", 0))
         if self.scaler.enabled and "loss_scaler" in state:
@@ -482,8 +519,6 @@ class Trainer:
         if self.guard is not None and "spike_guard" in state:
             self.guard.load_state(state["spike_guard"])
         self.last_checkpoint = path
-        self.history = self.metrics.kept_until(self.step)
-        return self.step
 
     # --- metrics -------------------------------------------------------------------------
     @property
@@ -551,6 +586,11 @@ class Trainer:
                     raise KeyboardInterrupt
                 started = time.perf_counter()
                 record = self.train_step()
+                if "rewind" in record:
+                    r = record["rewind"]
+                    say(f"update {r['spike_at']}: spikes persisted ({r['why']}); rewound to "
+                        f"step {r['to']}, the data order moved {r['skipped_updates']} updates on")
+                    continue
                 window_time += time.perf_counter() - started
                 self._tokens_seen += record["tokens"]
                 window_tokens += record["tokens"]

@@ -143,5 +143,33 @@ def test_spikes_that_persist_stop_the_run_with_palms_remedy(tmp_path):
     except TrainingDiverged as e:
         message = str(e)
     assert "the last 3 updates were all spikes" in message
-    assert "PaLM's remedy: resume from step-000010" in message, message
+    assert "PaLM's remedy (--spike-rewind): resume from step-000010" in message, message
     assert trainer.step == 27  # updates 26, 27 and 28 refused; 28 stopped the run
+
+
+def test_spike_rewind_goes_back_past_the_bad_batches_and_finishes(tmp_path):
+    """Three spikes in a row with spike_rewind: back to the oldest checkpoint kept (PaLM:
+    about 100 steps back; a short run has only step 20), the data order moved 300 updates
+    on, the abandoned stretch's checkpoints and metrics dropped, and the run finishes."""
+    m = model()
+    cfg = config(steps=40, spike_guard=6.0, spike_rewind=True, lr=1e-2, save_every=5,
+                 keep_checkpoints=2)
+    trainer = Trainer(m, clm, blocks(), config=cfg, run_dir=tmp_path, log=lambda *a: None)
+    trainer.guard = SpikeGuard(window=8, threshold=6.0, patience=3)
+    real, B = trainer.loss_fn, cfg.batch_size
+    bad = range(25 * B, 30 * B)  # the examples of updates 26-30 in the first pass
+
+    def spiking(model, batch):
+        return real(model, batch) * (100.0 if trainer.position - B in bad else 1.0)
+
+    trainer.loss_fn = spiking
+    history = trainer.fit()
+    rewinds = [r["rewind"] for r in history if "rewind" in r]
+    assert len(rewinds) == 1 and rewinds[0]["spike_at"] == 28
+    assert rewinds[0]["to"] == 20 and rewinds[0]["skipped_updates"] == 300
+    steps = [r["step"] for r in history if "loss" in r]
+    assert steps == list(range(1, 21)) + list(range(21, 41))  # 21-27 of the first pass gone
+    assert trainer.step == 40 and trainer.guard.skipped_steps == 0  # the guard's state of step 20
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    assert [r["step"] for r in logged if "loss" in r] == steps
+    assert (tmp_path / "checkpoints/step-000040").is_dir()
