@@ -2,8 +2,8 @@
 Post-LN, Pre-LN, Post-LN + DeepNorm, and Post-LN + DeepNorm + the embedding gradient
 shrink, at a learning rate high enough to provoke trouble.
 
-    .venv/bin/python benchmarks/glm_stability.py [--steps 300] [--lr 1e-2] [--layers 8]
-                                                  [--quick] [--plot PATH]
+    .venv/bin/python benchmarks/glm_stability.py [--steps 200] [--lr 1e-2] [--layers 6]
+                                                  [--batch 8] [--quick] [--plot PATH]
 
 GLM-130B (Zeng et al., arXiv:2210.02414, section 3 and figure 3) trained in float16 ("the
 forward in FP16, the update in FP32") and fought loss spikes. It kept Post-LN, which
@@ -64,7 +64,7 @@ def train(run, variant, args):
     config = dataclasses.replace(run.model.config, num_layers=args.layers,
                                  **VARIANTS[variant])
     model = GLMForConditionalGeneration(config, seed=0)
-    train_config = TrainConfig(steps=args.steps, batch_size=16, lr=args.lr,
+    train_config = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr,
                                warmup_steps=args.warmup, eval_every=0, save_every=0,
                                log_every=1, eval_batches=8, precision="fp16", seed=0)
     trainer = Trainer(model, run.collator, run.train, run.val, train_config,
@@ -85,10 +85,11 @@ def train(run, variant, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=8, help="blocks a step")
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     parser.add_argument("--plot", help="write the loss curves to this PNG")
     args = parser.parse_args(argv)
@@ -101,7 +102,7 @@ def main(argv=None):
     run = build_run("glm", objective="blank", max_chars=300_000 if args.quick else 2_000_000,
                     seed=0, log=lambda *a: None)
     print(f"GLM, {args.layers} layers, width {run.model.config.hidden_size}; fp16 with loss "
-          f"scaling; {args.steps} steps of 16 blocks, AdamW lr {args.lr:g}, warmup "
+          f"scaling; {args.steps} steps of {args.batch} blocks, AdamW lr {args.lr:g}, warmup "
           f"{args.warmup}, clipping 1.0; {time.strftime('%Y-%m-%d')}")
     results = {}
     for variant in VARIANTS:
