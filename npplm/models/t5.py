@@ -344,10 +344,10 @@ class T5LayerCrossAttention(Module):
         self.layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.dropout = Dropout(config.dropout_rate, rng)
 
-    def forward(self, x, encoder_states, bias, cache=None, layer=0):
-        if cache is None:
-            k, v = self.EncDecAttention.keys_values(encoder_states)  # (B, H, S, D) each
-        else:  # projected once per input sequence, when the cache was made
+    def forward(self, x, k, v, bias, cache=None, layer=0):
+        """k, v (B, H, S, D): this block's projections of the encoder output, made once
+        per input sequence by T5Stack (or, decoding, when the cache was made)."""
+        if cache is not None:
             k, v = (Tensor(a) for a in cache.cross_attention[layer])
         return x + self.dropout(self.EncDecAttention(self.layer_norm(x), k, v, bias))
 
@@ -406,10 +406,11 @@ class T5Block(Module):
             self.layer.append(T5LayerCrossAttention(config, rng))
         self.layer.append(T5LayerFF(config, rng))
 
-    def forward(self, x, bias, encoder_states=None, cross_bias=None, cache=None, layer=0):
+    def forward(self, x, bias, cross_k=None, cross_v=None, cross_bias=None, cache=None,
+                layer=0):
         x = self.layer[0](x, bias, cache, layer)
         if len(self.layer) == 3:  # a decoder block: cross-attention on the encoder output
-            x = self.layer[1](x, encoder_states, cross_bias, cache, layer)
+            x = self.layer[1](x, cross_k, cross_v, cross_bias, cache, layer)
         return self.layer[-1](x)
 
 
@@ -438,8 +439,16 @@ class T5Stack(Module):
         position = self.block[0].layer[0].SelfAttention.compute_bias(T, S)  # (1, H, T, S)
         mask_bias = array_module(position.data).asarray(mask_bias)  # host mask -> device
         bias = position + Tensor(mask_bias)  # + (B, 1, T, S) or (B, 1, 1, S)
+        # Every decoder block's keys and values of the encoder output, projected once per
+        # input sequence, before the blocks (decoding takes them from the cache instead).
+        # Outside the blocks, the encoder output's gradient adds up in the same order with
+        # or without activation checkpointing.
+        cross = [(None, None)] * len(self.block)
+        if self.is_decoder and cache is None:
+            cross = [block.layer[1].EncDecAttention.keys_values(encoder_states)
+                     for block in self.block]  # (B, H, S, D) each
         for i, block in enumerate(self.block):
-            x = run_block(self, block, x, bias, encoder_states, cross_bias, cache, i)
+            x = run_block(self, block, x, bias, *cross[i], cross_bias, cache, i)
         if cache is not None:
             cache.self_attention.advance(T)
         return self.dropout(self.final_layer_norm(x))
