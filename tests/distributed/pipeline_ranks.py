@@ -17,16 +17,10 @@ from npplm.io import write_safetensors
 from npplm.models.gpt import GPT2LMHeadModel, GPTConfig
 from npplm.models.llama import LlamaConfig, LlamaForCausalLM
 from npplm.training import TrainConfig, Trainer
-from npplm.training.data import BlockOrder, pack
+from npplm.training.data import BlockOrder
 from npplm.training.optim import AdamW, decay_groups
 from npplm.training.trainer import batch_rng
-
-T, VOCAB = 16, 64
-
-
-def clm(examples, rng):
-    x = np.stack(examples)
-    return {"input_ids": x, "labels": x}
+from tests.distributed.ranks import T, blocks, clm, gpt
 
 
 def clm_holes(examples, rng):
@@ -35,17 +29,6 @@ def clm_holes(examples, rng):
     x = np.stack(examples)
     labels = np.where(rng.random(x.shape) < 0.3, -100, x)
     return {"input_ids": x, "labels": labels}
-
-
-def blocks(n=48, seed=0):
-    rng = np.random.default_rng(seed)
-    stream = (np.arange(n * T) * 3 + rng.integers(0, 2, n * T)) % VOCAB
-    return pack([stream], T)
-
-
-def gpt():
-    return GPT2LMHeadModel(GPTConfig.tiny(n_positions=T, resid_pdrop=0.0, embd_pdrop=0.0,
-                                          attn_pdrop=0.0), seed=0)
 
 
 def gpt_dropout():
