@@ -20,7 +20,7 @@ from npplm.training import TrainConfig, Trainer
 from npplm.training.data import BlockOrder
 from npplm.training.optim import AdamW, decay_groups
 from npplm.training.trainer import batch_rng
-from tests.distributed.ranks import T, blocks, clm, gpt
+from tests.distributed.ranks import VOCAB, T, blocks, clm, gpt  # noqa: F401 (VOCAB: test_pipeline)
 
 
 def clm_holes(examples, rng):
