@@ -10,7 +10,7 @@ from npplm.distributed import shard_rows, shard_weights
 from npplm.io import read_safetensors
 from tests.distributed.mpi import run_ranks
 
-CASES = ("clm", "clm_accum", "mlm", "mlm_accum", "clm_zero", "mlm_zero")
+CASES = ("clm", "clm_accum", "mlm", "mlm_accum", "clm_zero", "mlm_zero", "clm_checkpointed")
 
 
 @pytest.fixture(scope="module")
