@@ -29,16 +29,11 @@ import numpy as np  # noqa: E402
 T = 512
 
 
-def rss_bytes():
-    """The resident set now (Linux: /proc/self/statm)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def one_case(checkpointing, batch, steps, quick):
     from npplm import runtime
     from npplm.models.gpt import GPT2LMHeadModel, GPTConfig
     from npplm.training import AdamW, clip_grad_norm, decay_groups
+    from npplm.training.memory import rss_bytes
 
     runtime.configure()
 

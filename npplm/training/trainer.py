@@ -34,6 +34,13 @@ alone logs, draws the bar and writes checkpoints; a rank that raises ends the jo
 rank and step named. Dropout draws from (seed, step, rank), so ranks differ and a resumed
 run draws the same masks.
 
+Precision and stability (each off by default; see the files named): the forward and
+backward may run in 16 bits on float32 master weights (precision.py), the loss be scaled
+for float16 gradients (loss_scaling.py: an update with inf/NaN gradients is skipped), an
+update whose loss or gradient norm is an outlier be skipped or, when spikes persist, the
+run rewound past them (spike_guard.py), and blocks be recomputed in backward instead of
+kept (TrainConfig.gradient_checkpointing, autograd/checkpoint.py).
+
 Safety: a loss or gradient norm that is NaN or infinite stops the run before the update
 is applied, with TrainingDiverged naming the step and the last good checkpoint. Ctrl-C
 lets the current step finish, saves a checkpoint and stops (a second Ctrl-C stops at once).

@@ -3,24 +3,24 @@ thread per rank (the CI machine has two cores), a time limit, and the output on 
 
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
 import pytest
+
+from npplm.distributed.launch import find_mpiexec
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 
 
 def mpiexec():
-    """The mpiexec of this environment's MPICH wheel; the test skips without mpi4py."""
+    """The mpiexec `npplm train --nproc` would use; the test skips without the [mpi] extra."""
     pytest.importorskip("mpi4py", reason="the [mpi] extra (mpi4py, mpich) is not installed")
-    here = pathlib.Path(sys.executable).parent / "mpiexec"
-    found = str(here) if here.is_file() else shutil.which("mpiexec")
-    if found is None:
-        pytest.skip("no mpiexec (pip install mpich)")
-    return found
+    try:
+        return find_mpiexec()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
 
 
 def run_ranks(args, n=2, timeout=240, check=True, env=None):
