@@ -76,7 +76,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autograd import Tensor, as_array, no_grad, split, to_numpy
+from autograd import Tensor, array_module, as_array, concatenate, no_grad, split, to_numpy
 from npplm.generation import decode
 from npplm.layers import (
     IGNORE_INDEX,
@@ -86,12 +86,15 @@ from npplm.layers import (
     Linear,
     Module,
     additive_mask,
+    apply_rotary,
     attention,
     cross_entropy,
     gelu,
     grad_scale,
     int_array,
     merge_heads,
+    rope_cos_sin,
+    rope_frequencies,
     run_block,
     split_heads,
 )
@@ -110,6 +113,9 @@ from npplm.models.output import ModelOutput
 
 
 MODEL_TYPE = "npplm-glm"  # config.json's model_type (see GLMConfig.to_hf)
+DEEPNORM_CONSTANTS = ("deepnet", "glm-130b")
+POSITION_ENCODINGS = ("learned", "rotary", "rotary_2d")
+ACTIVATIONS = ("gelu", "geglu")
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,20 @@ class GLMConfig:
     # GLM-130B's embedding gradient shrink; 1.0 (none) for the original GLM sizes, 0.1 in
     # GLM-130B. Only the gradient of the word-embedding lookup is scaled.
     embedding_grad_scale: float = 1.0
+    # Which DeepNorm constants (see deepnorm_alpha / deepnorm_beta): "deepnet" (DeepNet's
+    # table 1, decoder-only row, which the source prints) or "glm-130b" (GLM-130B's paper
+    # and code: alpha = (2N)^(1/2), init gain (2N)^(-1/2))
+    deepnorm_constants: str = "deepnet"
+    # GLM-130B normalises the embeddings before the first layer (its layer 0's
+    # input_layernorm); GLM-1's post-LN stack as written here feeds them in raw
+    embedding_layernorm: bool = False
+    # "learned": GLM's two position tables (2021); "rotary": GLM-130B's RoPE on one
+    # position row (its released config); "rotary_2d": RoPE on both rows, the first half
+    # of each head's dims by position, the second by block position (SwissArmyTransformer's
+    # position_encoding_2d, as ChatGLM-6B runs)
+    position_encoding: str = "learned"
+    rope_theta: float = 10000.0  # RoPE's base (10,000 in every GLM)
+    hidden_act: str = "gelu"  # "gelu" (GLM) or "geglu" (GLM-130B: x1 * gelu(x2), F wide)
     pad_token_id: int = 0
     mask_token_id: int = 30588  # [MASK]: a short blank inside the text
     gmask_token_id: int = 30589  # [gMASK]: one long blank at the end of Part A
@@ -164,6 +184,21 @@ class GLMConfig:
                              "must be in (0, 1]")
         check_token_ids(self, "pad_token_id", "mask_token_id", "gmask_token_id",
                         "sop_token_id", "eop_token_id")
+        for name, allowed in (("deepnorm_constants", DEEPNORM_CONSTANTS),
+                              ("position_encoding", POSITION_ENCODINGS),
+                              ("hidden_act", ACTIVATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"GLMConfig.{name}={getattr(self, name)!r}; use one of "
+                                 f"{', '.join(map(repr, allowed))}")
+        if self.embedding_layernorm and self.layernorm_position != "post":
+            raise ValueError("GLMConfig.embedding_layernorm is GLM-130B's post-LN stack's "
+                             "first LayerNorm; pre-LN normalises each sublayer's input already")
+        # RoPE rotates pairs of dims: the head (rotary) or each half of it (rotary_2d)
+        pairs = {"rotary": 2, "rotary_2d": 4}.get(self.position_encoding, 1)
+        if self.head_dim % pairs:
+            raise ValueError(f"GLMConfig: position_encoding={self.position_encoding!r} needs "
+                             f"a head dim divisible by {pairs}, got {self.head_dim}")
+        check_scales(self, positive=["rope_theta"])
 
     @property
     def head_dim(self):
@@ -171,18 +206,31 @@ class GLMConfig:
 
     @property
     def inner_dim(self):
-        return 4 * self.hidden_size if self.intermediate_size is None else \
-            self.intermediate_size  # F
+        """F: 4 C for GELU; 8/3 C (rounded down) for GeGLU, SwissArmyTransformer's default,
+        whose two F-wide halves keep the parameter count of a 4 C GELU MLP."""
+        if self.intermediate_size is not None:
+            return self.intermediate_size
+        return 4 * self.hidden_size * 2 // 3 if self.hidden_act == "geglu" else \
+            4 * self.hidden_size
 
     @property
     def deepnorm_alpha(self):
-        """Residual multiplier: (2N)^(1/4) for decoder-only models (DeepNet table 1)."""
-        return (2 * self.num_layers) ** 0.25 if self.deepnorm else 1.0
+        """Residual multiplier: (2N)^(1/4) in DeepNet's decoder-only row (table 1);
+        (2N)^(1/2) in GLM-130B (paper section 2.1; SwissArmyTransformer's glm130B_model.py,
+        `alpha = (2 * self.num_layers) ** 0.5`). At N = 70: 3.44 and 11.83."""
+        if not self.deepnorm:
+            return 1.0
+        return (2 * self.num_layers) ** (0.5 if self.deepnorm_constants == "glm-130b" else 0.25)
 
     @property
     def deepnorm_beta(self):
-        """Init gain of the value, output and feed-forward weights: (8N)^(-1/4)."""
-        return (8 * self.num_layers) ** -0.25 if self.deepnorm else 1.0
+        """Init gain of the value, output and feed-forward weights: (8N)^(-1/4) in DeepNet's
+        table; (2N)^(-1/2) in GLM-130B (paper section 2.1). At N = 70: 0.206 and 0.085."""
+        if not self.deepnorm:
+            return 1.0
+        if self.deepnorm_constants == "glm-130b":
+            return (2 * self.num_layers) ** -0.5
+        return (8 * self.num_layers) ** -0.25
 
     # Presets: table 1 of the paper (GLM-Base and GLM-Large use BERT's WordPiece
     # vocabulary, GLM-10B GPT-2's BPE; vocabulary and context sizes as in THUDM's released
@@ -205,6 +253,30 @@ class GLMConfig:
                              num_layers=48, num_attention_heads=64, pad_token_id=50256,
                              mask_token_id=50260, gmask_token_id=50263,
                              sop_token_id=50258, eop_token_id=50259), **overrides})
+
+    @classmethod
+    def glm_130b(cls, **overrides):
+        """GLM-130B (Zeng et al. 2022, table 11; THUDM/GLM-130B configs/model_glm_130b.sh):
+        L=70, C=12288, H=96, F=32768 GeGLU, icetk's 150,528 tokens, 2,048 positions; post-LN
+        with GLM-130B's DeepNorm, the embedding LayerNorm, rotary positions (one row), the
+        embedding gradient shrink 0.1. Special ids: icetk-glm-130B's [MASK] 150000,
+        [gMASK] 150001, sop 150004, eop 150005, pad = eop (its tokenizer has no pad)."""
+        return cls(**{**dict(vocab_size=150528, max_sequence_length=2048, hidden_size=12288,
+                             num_layers=70, num_attention_heads=96, intermediate_size=32768,
+                             deepnorm_constants="glm-130b", embedding_layernorm=True,
+                             position_encoding="rotary", hidden_act="geglu",
+                             embedding_grad_scale=0.1, pad_token_id=150005,
+                             mask_token_id=150000, gmask_token_id=150001,
+                             sop_token_id=150004, eop_token_id=150005), **overrides})
+
+    @classmethod
+    def glm_130b_tiny(cls, **overrides):
+        """GLM-130B's recipe (glm_130b's switches) at a laptop's width: L=4, C=128, H=4,
+        F=341 GeGLU (8/3 C). Its DeepNorm constants are those of 4 layers, as the recipe's
+        are (alpha = sqrt(2N) = 2.83)."""
+        return cls.glm_130b(**{**dict(vocab_size=30592, max_sequence_length=512,
+                                      hidden_size=128, num_layers=4, num_attention_heads=4,
+                                      intermediate_size=None), **overrides})
 
     @classmethod
     def tiny(cls, **overrides):
@@ -230,20 +302,25 @@ class GLMConfig:
 def num_parameters(config):
     """Parameters of a GLM for `config`, from the config alone (nothing allocated).
 
-    Embeddings: (V + 2 max_sequence_length) C (words, positions, block positions). Each
-    layer: query_key_value C 3C + 3C, dense C^2 + C, dense_h_to_4h C F + F, dense_4h_to_h
-    F C + C, two LayerNorms 4C; with F = 4C that is 12 C^2 + 13 C. The output layer adds
-    nothing (tied), and post-LN has no final LayerNorm.
+    Embeddings: V C words, and with learned positions 2 max_sequence_length C more
+    (positions, block positions); RoPE has no parameters. Each layer: query_key_value
+    C 3C + 3C, dense C^2 + C, dense_h_to_4h C F + F (GeGLU: C 2F + 2F), dense_4h_to_h F C + C,
+    two LayerNorms 4C; with F = 4C that is 12 C^2 + 13 C. The output layer adds nothing
+    (tied); post-LN has no final LayerNorm, pre-LN one (2C), and GLM-130B's embedding
+    LayerNorm adds 2C.
 
-        GLMConfig.base()       109,335,552  "110M"
-        GLMConfig.large()      334,684,160  "335M"
-        GLMConfig.glm_10b()  9,880,666,112  "10B"
+        GLMConfig.base()           109,335,552  "110M"
+        GLMConfig.large()          334,684,160  "335M"
+        GLMConfig.glm_10b()      9,880,666,112  "10B"
+        GLMConfig.glm_130b()   128,697,794,560  "130B"
     """
     C, F = config.hidden_size, config.inner_dim
-    embeddings = (config.vocab_size + 2 * config.max_sequence_length) * C
-    layer = (C * 3 * C + 3 * C) + (C * C + C) + (C * F + F) + (F * C + C) + 2 * 2 * C
-    final = 2 * C if config.layernorm_position == "pre" else 0  # pre-LN's final LayerNorm
-    return embeddings + config.num_layers * layer + final
+    positions = 2 * config.max_sequence_length if config.position_encoding == "learned" else 0
+    embeddings = (config.vocab_size + positions) * C
+    up = 2 * F if config.hidden_act == "geglu" else F  # dense_h_to_4h's outputs
+    layer = (C * 3 * C + 3 * C) + (C * C + C) + (C * up + up) + (F * C + C) + 2 * 2 * C
+    extra = 2 * C * ((config.layernorm_position == "pre") + config.embedding_layernorm)
+    return embeddings + config.num_layers * layer + extra
 
 
 # --- the blank-infilling layout --------------------------------------------------------------
@@ -263,7 +340,8 @@ def blank_infilling_mask(sep, T, past=0):
     return (key < sep) | (key <= query)  # (B, T, S)
 
 
-def blank_infilling_inputs(tokens, spans, *, mask_token_id, sop_token_id, eop_token_id):
+def blank_infilling_inputs(tokens, spans, *, mask_token_id, sop_token_id, eop_token_id,
+                           count_on=False):
     """Part A / Part B, 2D positions and targets from a sequence and its blanks (section 2.1).
 
     tokens  a sequence of ids, x_1 .. x_n
@@ -277,6 +355,11 @@ def blank_infilling_inputs(tokens, spans, *, mask_token_id, sop_token_id, eop_to
                              row 1: 0 in Part A, 1.. inside a span ([S] is 1)
         labels        (T,)   IGNORE_INDEX on Part A, span + [E] on each span's inputs
         sep           ()     the length of Part A
+    count_on=True makes row 0 of Part B count on from the span's mask, p + 1, p + 2, ...
+    (p + the block position): GLM-130B's one-row positions for a [gMASK] continuation
+    (THUDM/GLM-130B generate.py, `get_masks_and_position_ids` with gmask=True numbers the
+    whole sequence 0, 1, 2, ...; for [MASK] it keeps every generated token at the mask's
+    position, which is row 0 as it is). Only rotary position_encoding reads row 0 alone.
     """
     tokens = [int(t) for t in tokens]
     n = len(tokens)
@@ -302,8 +385,9 @@ def blank_infilling_inputs(tokens, spans, *, mask_token_id, sop_token_id, eop_to
         span = tokens[s:e]
         ids += [sop_token_id] + span  # inputs:  [S] x_s .. x_{e-1}
         labels += span + [eop_token_id]  # targets: x_s .. x_{e-1} [E]
-        pos += [mask_position[(s, e)]] * (len(span) + 1)
-        block += list(range(1, len(span) + 2))
+        inside = list(range(1, len(span) + 2))  # [S] is 1
+        pos += [mask_position[(s, e)] + (b if count_on else 0) for b in inside]
+        block += inside
     return dict(input_ids=np.array(ids, dtype=np.int64),
                 position_ids=np.array([pos, block], dtype=np.int64),  # (2, T)
                 labels=np.array(labels, dtype=np.int64), sep=np.int64(sep))
@@ -332,11 +416,16 @@ class GLMAttention(Module):
         self.attention_dropout = Dropout(config.attention_dropout_prob, rng)
         self.output_dropout = Dropout(config.output_dropout_prob, rng)
 
-    def forward(self, x, bias, cache=None, layer=0):
+    def forward(self, x, bias, rotary=(), cache=None, layer=0):
+        """rotary: () for learned positions; ((cos, sin),) to rotate the whole head
+        (GLM-130B); ((cos, sin), (cos, sin)) to rotate its first half by position and its
+        second half by block position (rotary_2d). Tables (B, T, D / len(rotary))."""
         q, k, v = split(self.query_key_value(x), sections=3, axis=-1)  # 3 x (B, T, C)
         q = split_heads(q, self.n_head)  # (B, T, C) -> (B, H, T, D)
         k = split_heads(k, self.n_head)  # (B, T, C) -> (B, H, T, D)
         v = split_heads(v, self.n_head)  # (B, T, C) -> (B, H, T, D)
+        if rotary:  # keys are rotated before they are cached, as in LLaMA
+            q, k = rotate(q, rotary), rotate(k, rotary)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # -> (B, H, S, D), constants: no gradient
             k, v = Tensor(k), Tensor(v)
@@ -345,17 +434,38 @@ class GLMAttention(Module):
         return self.output_dropout(self.dense(y))
 
 
+def rotate(x, rotary):
+    """RoPE on (B, H, T, D) queries or keys: the whole head by one table pair, or (2D) the
+    first D/2 dims by the first pair and the last D/2 by the second, each half rotated as
+    its own head (SwissArmyTransformer's `position_encoding_2d`: q1, q2 = q.chunk(2))."""
+    if len(rotary) == 1:
+        return apply_rotary(x, *rotary[0])  # (B, H, T, D)
+    halves = split(x, sections=2, axis=-1)  # 2 x (B, H, T, D/2)
+    return concatenate(*(apply_rotary(h, cos, sin) for h, (cos, sin) in zip(halves, rotary)),
+                       axis=-1)  # -> (B, H, T, D)
+
+
 class GLMMLP(Module):
-    """dense_4h_to_h(GELU(dense_h_to_4h(x))), C -> F -> C, both Xavier with gain beta."""
+    """dense_4h_to_h(GELU(dense_h_to_4h(x))), C -> F -> C, both Xavier with gain beta.
+    GeGLU (GLM-130B): dense_h_to_4h is C -> 2F, its output halves [x1, x2], and
+    dense_4h_to_h(x1 * GELU(x2)) (SwissArmyTransformer's GEGLU: the second half is the gate)."""
 
     def __init__(self, config, rng):
         C, F, beta = config.hidden_size, config.inner_dim, config.deepnorm_beta
-        self.dense_h_to_4h = Linear(C, F, std=_xavier_std(C, F, beta), rng=rng)
+        self.glu = config.hidden_act == "geglu"
+        wide = 2 * F if self.glu else F
+        self.dense_h_to_4h = Linear(C, wide, std=_xavier_std(C, wide, beta), rng=rng)
         self.dense_4h_to_h = Linear(F, C, std=_xavier_std(F, C, beta), rng=rng)
         self.dropout = Dropout(config.output_dropout_prob, rng)
 
     def forward(self, x):
-        return self.dropout(self.dense_4h_to_h(gelu(self.dense_h_to_4h(x))))  # (B, T, C)
+        h = self.dense_h_to_4h(x)  # (B, T, C) -> (B, T, F) or (B, T, 2F)
+        if self.glu:
+            x1, x2 = split(h, sections=2, axis=-1)  # 2 x (B, T, F)
+            h = x1 * gelu(x2)  # (B, T, F)
+        else:
+            h = gelu(h)
+        return self.dropout(self.dense_4h_to_h(h))  # (B, T, F) -> (B, T, C)
 
 
 class GLMBlock(Module):
@@ -374,14 +484,14 @@ class GLMBlock(Module):
         if not self.pre:
             self.post_mlp_layernorm = LayerNorm(C, eps=eps)
 
-    def forward(self, h, bias, cache=None, layer=0):
+    def forward(self, h, bias, rotary=(), cache=None, layer=0):
         if self.pre:  # the residual stream is never normalised: only each sublayer's input
-            h = h + self.attention(self.input_layernorm(h), bias, cache, layer)
+            h = h + self.attention(self.input_layernorm(h), bias, rotary, cache, layer)
             return h + self.mlp(self.post_attention_layernorm(h))
         # alpha > 1 weighs the residual above the sublayer's update, which bounds how far
         # one update can move the stream (DeepNet section 3).
-        h = self.post_attention_layernorm(h * self.alpha + self.attention(h, bias, cache,
-                                                                          layer))
+        h = self.post_attention_layernorm(h * self.alpha + self.attention(h, bias, rotary,
+                                                                          cache, layer))
         return self.post_mlp_layernorm(h * self.alpha + self.mlp(h))
 
 
@@ -389,7 +499,8 @@ class GLMBlock(Module):
 
 
 class GLMModel(Module):
-    """Embeddings (word, position, block position) and the L post-LN blocks."""
+    """Embeddings (word, and with learned positions position and block position) and the
+    L blocks; GLM-130B's embedding LayerNorm before them."""
 
     def __init__(self, config, seed=0, rng=None):
         rng = np.random.default_rng(seed) if rng is None else rng
@@ -397,10 +508,16 @@ class GLMModel(Module):
         self.config = config
         self.word_embeddings = Embedding(config.vocab_size, C, std=std, rng=rng,
                                          what="token id")
-        self.position_embeddings = Embedding(P, C, std=std, rng=rng, what="position")
-        self.block_position_embeddings = Embedding(P, C, std=std, rng=rng,
-                                                   what="block position")
+        if config.position_encoding == "learned":
+            self.position_embeddings = Embedding(P, C, std=std, rng=rng, what="position")
+            self.block_position_embeddings = Embedding(P, C, std=std, rng=rng,
+                                                       what="block position")
+        else:  # RoPE: (D/2,) frequencies over the head, or over each half of it (2D)
+            rotated = config.head_dim // (2 if config.position_encoding == "rotary_2d" else 1)
+            self.rope_frequencies = rope_frequencies(rotated, config.rope_theta)
         self.embedding_dropout = Dropout(config.embedding_dropout_prob, rng)
+        if config.embedding_layernorm:
+            self.embedding_layernorm = LayerNorm(C, eps=config.layernorm_epsilon)
         self.layers = [GLMBlock(config, rng) for _ in range(config.num_layers)]
         if config.layernorm_position == "pre":
             self.final_layernorm = LayerNorm(C, eps=config.layernorm_epsilon)
@@ -447,14 +564,31 @@ class GLMModel(Module):
         # (B, T, S) -> (B, 1, T, S), every head; on the host: attention moves it
         bias = additive_mask(allowed[:, None], self.word_embeddings.weight.dtype)
 
+        if config.position_encoding != "learned":  # (tables check their own indices)
+            bad = (position_ids < 0) | (position_ids >= config.max_sequence_length)
+            if bad.any():
+                raise ValueError(f"position_ids holds {int(position_ids[bad][0])}, outside "
+                                 f"[0, max_sequence_length={config.max_sequence_length})")
         words = self.word_embeddings(input_ids)  # (B, T, C)
         if config.embedding_grad_scale != 1.0:
             words = grad_scale(words, alpha=config.embedding_grad_scale)
-        h = (words + self.position_embeddings(position_ids[:, 0])  # (B, T) -> (B, T, C)
-             + self.block_position_embeddings(position_ids[:, 1]))  # (B, T) -> (B, T, C)
+        rotary = ()
+        if config.position_encoding == "learned":
+            h = (words + self.position_embeddings(position_ids[:, 0])  # (B, T) -> (B, T, C)
+                 + self.block_position_embeddings(position_ids[:, 1]))  # (B, T) -> (B, T, C)
+        else:  # positions enter each attention as rotations: one row, or both (2D)
+            rows = 2 if config.position_encoding == "rotary_2d" else 1
+            dtype = self.word_embeddings.weight.dtype
+            xp = array_module(words.data)  # the tables follow the weights' device
+            rotary = tuple(tuple(xp.asarray(t) for t in  # (B, T, D / rows) each
+                                 rope_cos_sin(position_ids[:, r], self.rope_frequencies, dtype))
+                           for r in range(rows))
+            h = words
         h = self.embedding_dropout(h)
+        if config.embedding_layernorm:
+            h = self.embedding_layernorm(h)
         for i, block in enumerate(self.layers):
-            h = run_block(self, block, h, bias, cache, i)  # (B, T, C)
+            h = run_block(self, block, h, bias, rotary, cache, i)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
         if config.layernorm_position == "pre":
@@ -539,6 +673,10 @@ def fill_blank(model, part_a, max_new_tokens, *, temperature=0.0, top_k=None, to
     part_a = np.repeat(part_a, num_beams, axis=0)  # (R, T_A)
     mask_at = np.repeat(is_mask.argmax(axis=1), num_beams)  # (R,) the first mask of each row
     seps = np.full(R, sep)
+    # GLM-130B's one-row RoPE: a [gMASK] continuation counts on from the mask, a [MASK]
+    # blank stays at its position (blank_infilling_inputs, count_on)
+    count_on = ((part_a[np.arange(R), mask_at] == config.gmask_token_id)  # (R,)
+                & (config.position_encoding == "rotary"))
     cache = model.new_cache(R, total, dtype=kv_cache_dtype)
     block_position = 0  # of the token fed last: [S] is 1, the first chosen token 2, ...
 
@@ -552,7 +690,8 @@ def fill_blank(model, part_a, max_new_tokens, *, temperature=0.0, top_k=None, to
             model(part_a, positions, seps, cache=cache)  # (R, 2, T_A) positions
             tokens = np.full(R, config.sop_token_id)
         block_position += 1
-        pos = np.stack([mask_at, np.full(R, block_position)], 1)[:, :, None]  # (R, 2, 1)
+        pos = np.stack([mask_at + count_on * block_position,
+                        np.full(R, block_position)], 1)[:, :, None]  # (R, 2, 1)
         return to_numpy(model(tokens[:, None], pos, seps, cache=cache).logits.data[:, -1])
 
     with no_grad():
