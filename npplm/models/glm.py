@@ -1,14 +1,63 @@
 """GLM: one decoder stack that fills blanks autoregressively, so it both understands and writes.
 
-Paper: Du, Qian, Liu, Ding, Qiu, Yang and Tang, "GLM: General Language Model Pretraining
-with Autoregressive Blank Infilling" (ACL 2022), arXiv:2103.10360. DeepNorm: Wang et al.,
-"DeepNet: Scaling Transformers to 1,000 Layers", arXiv:2203.00555. DeepNorm and the
-embedding gradient shrink are how GLM-130B (Zeng et al., arXiv:2210.02414, section 3)
-trains the same architecture stably; the source notes describe GLM with them, and so do we.
-Reference implementation: none that we can run. THUDM's GLM code and its checkpoints are
-not in transformers, so this file is tested by properties (tests/models/test_glm.py): the
-mask's invariants, cached infilling against recomputation, exact gradient scaling, finite
-differences.
+Papers: Du, Qian, Liu, Ding, Qiu, Yang and Tang, "GLM: General Language Model Pretraining
+with Autoregressive Blank Infilling" (ACL 2022), arXiv:2103.10360 (GLM, 2021); Zeng et al.,
+"GLM-130B: An Open Bilingual Pre-trained Model" (ICLR 2023), arXiv:2210.02414 (GLM-130B,
+section 2 and appendix); Wang et al., "DeepNet: Scaling Transformers to 1,000 Layers",
+arXiv:2203.00555 (DeepNorm). Reference code: THUDM/GLM (`blocklm_utils.py`, the model in
+`model/modeling_glm.py`), THUDM/GLM-130B (`generate.py`, `configs/model_glm_130b.sh`) and
+SwissArmyTransformer's `sat/model/official/glm130B_model.py`, the model GLM-130B runs. None
+of it runs here (CUDA, Megatron); transformers has no class for either, so this file is tested
+by properties (tests/models/test_glm.py: the mask's invariants, cached infilling against
+recomputation, exact gradient scaling, finite differences) and against a float64 PyTorch
+transcription of glm130B_model.py (tests/models/test_glm130b.py: logits and every gradient).
+
+Which GLM a configuration reproduces (the switches are GLMConfig fields):
+
+    GLMConfig.base() / large()   GLM (2021) trained with GLM-130B's stability recipe, as the
+        source describes GLM: post-LN with DeepNorm (DeepNet's decoder-only constants, the
+        table the source prints), learned 2D positions, GELU, an optional embedding
+        gradient shrink. The released GLM-Base/Large/10B are pre-LN Megatron stacks
+        (layernorm_position="pre", deepnorm=False gives that shape, GLM-10B's names).
+    GLMConfig.glm_130b()         GLM-130B as its code runs it: post-LN DeepNorm with
+        GLM-130B's constants (alpha = (2N)^(1/2) in glm130B_model.py; init gain (2N)^(-1/2),
+        paper section 2.1), the embedding LayerNorm, RoPE, GeGLU, the gradient shrink 0.1.
+        glm_130b_tiny() is the same recipe at a laptop's width (`npplm train --model glm
+        --preset glm_130b_tiny`).
+    ChatGLM / GLM-4 are another architecture (RMSNorm, SwiGLU, grouped-query attention,
+    plain causal decoding): npplm/models/chatglm.py, transformers' model type "glm".
+
+What differs from the reference code, switch by switch:
+  - DeepNorm's constants. deepnorm_constants="deepnet" (default, the source's table):
+    alpha = (2N)^(1/4), beta = (8N)^(-1/4); "glm-130b": alpha = (2N)^(1/2), beta = (2N)^(-1/2).
+    At N = 70: 3.44 / 0.206 against 11.83 / 0.085.
+  - Where the LayerNorms sit. SAT's GLM-130B layer normalises its input (input_layernorm)
+    and after the attention residual (post_attention_layernorm), and the stack ends with a
+    final_layernorm. Ours ends each block with post_mlp_layernorm instead: the same
+    LayerNorms, counted differently (layer i's input_layernorm is our layer i - 1's
+    post_mlp_layernorm, the final one our last layer's), except for layer 0's, which
+    normalises the embeddings: `embedding_layernorm=True` adds it (GLM-130B), False feeds
+    the raw embeddings (std 0.02) into the first alpha-scaled residual (our 2021 GLM).
+  - Positions. position_encoding="learned": GLM's two learned tables (2021).
+    "rotary": RoPE on one position row, the first row of position_ids (the block row is
+    not read), as GLM-130B's released config runs (it does not set SAT's
+    --position-encoding-2d; the source notes that GLM-130B dropped the 2D encoding). Its
+    generate.py keeps every token of a [MASK] blank at the mask's position and numbers a
+    [gMASK] continuation on (0, 1, 2, ... through the whole sequence): `fill_blank` and
+    `blank_infilling_inputs(count_on=True)` do the same. "rotary_2d": SAT's
+    position_encoding_2d (ChatGLM-6B's), the first half of each head's dims rotated by the
+    position row and the second by the block row, each half as its own RoPE head.
+  - The feed-forward. hidden_act="geglu": dense_h_to_4h is C -> 2F, x1 * GELU(x2) of its
+    halves (the second half gates: SAT's GEGLU), F = 8/3 C unless set (32,768 at 130B).
+  - query_key_value's rows. SAT lays the fused weight out head by head (q, k, v of head 0,
+    then of head 1, ...); ours, as GLM (2021), as the Q, K and V blocks. A converter of
+    GLM-130B's checkpoint would permute the rows (the test's `sat_names` shows how).
+  - Attention arithmetic. SAT divides q by sqrt(D) (layer + 1) and multiplies the scores by
+    (layer + 1) in float32 before softmax (an fp16 overflow guard, the identity in exact
+    arithmetic) and fills masked scores with -10000; we scale once and mask with -inf.
+  - Initialisation. SAT's code loads weights (skip_init); ours follows the paper: Xavier
+    normal, gain beta on the value, output and both feed-forward weights (the GeGLU
+    C -> 2F matrix as one), gain 1 on queries and keys, embeddings N(0, 0.02^2).
 
 Blank infilling, the pre-training task. From x = [x1 .. x6] sample spans, say {x3} and
 {x5, x6}. Part A is x with each span replaced by one [MASK]; Part B is the spans, each
@@ -34,9 +83,12 @@ each sampled token, until [E] (`fill_blank` below).
 
 The model, for ids (B, T) and positions (B, 2, T):
     h = shrink(E_word[ids]) + E_pos[positions[:, 0]] + E_block[positions[:, 1]]   (B, T, C)
+        (rotary positions: h = shrink(E_word[ids]); then h = LN_0(h) with the embedding
+        LayerNorm)
     repeat L times (post-LN with DeepNorm):
-        h = LN_1(alpha h + Attention(h))      blank-infilling mask above
+        h = LN_1(alpha h + Attention(h))      blank-infilling mask above (RoPE on q, k)
         h = LN_2(alpha h + MLP(h))            MLP(x) = W_2 GELU(W_1 x), F = 4 C
+                                              (GeGLU: W_2 (x1 * GELU(x2)), [x1, x2] = W_1 x)
     logits = h @ E_word^T                                   (B, T, V), the table tied
 Training minimises the cross-entropy of each Part B target given its input (no shift: the
 targets are already one step ahead, as in the table above).
@@ -45,13 +97,14 @@ What is different from GPT-2:
   - Post-LN, as the original Transformer, with DeepNorm: the residual is multiplied by
     alpha = (2N)^(1/4) before LayerNorm, and the value, output and feed-forward weights are
     Xavier-initialised with gain beta = (8N)^(-1/4) (DeepNet table 1, decoder-only row, N
-    layers; queries and keys keep gain 1). `deepnorm=False` gives plain post-LN (alpha =
-    beta = 1). No final LayerNorm: every block already ends with one.
+    layers; queries and keys keep gain 1; GLM-130B's own constants above). `deepnorm=False`
+    gives plain post-LN (alpha = beta = 1). No final LayerNorm: every block already ends
+    with one.
     (layernorm_position="pre" gives GLM-10B's pre-LN with a final LayerNorm instead,
     which the stability experiment, benchmarks/glm_stability.py, compares.)
   - GeLU (exact, erf) rather than GPT-2's tanh approximation.
   - A single linear output layer tied to the word embeddings (no extra MLP head).
-  - 2D positions, two learned tables, instead of one.
+  - 2D positions, two learned tables, instead of one (GLM-130B: RoPE, no table).
   - The blank-infilling mask instead of the causal one.
   - Embedding gradient shrink (GLM-130B): the word embedding's lookup passes its value
     unchanged but only `embedding_grad_scale` of its gradient (npplm.layers.grad_scale).
@@ -61,7 +114,8 @@ Parameter names follow THUDM's GLM checkpoint keys (transformer.word_embeddings,
 transformer.position_embeddings, transformer.block_position_embeddings,
 transformer.layers.N.attention.query_key_value, attention.dense, mlp.dense_h_to_4h,
 mlp.dense_4h_to_h). Their LayerNorms sit elsewhere (GLM-10B is pre-LN, Megatron-style), so
-ours are named for where post-LN puts them: post_attention_layernorm, post_mlp_layernorm.
+ours are named for where post-LN puts them: post_attention_layernorm, post_mlp_layernorm,
+and GLM-130B's first one transformer.embedding_layernorm.
 No checkpoint format is defined here: the released GLM weights are not pre-LN-compatible
 with this post-LN/DeepNorm model, and transformers has no GLM-1 class.
 
