@@ -14,19 +14,24 @@ embedding's lookup passes only 0.1 of its gradient), which removed the remaining
 
 Here: `npplm train`'s GLM recipe (blank infilling on the standard library's source, a
 byte-level BPE of 2048 ids, width 128, 4 heads) made deeper (`--layers`), trained from the
-same seed and the same batches four times, each in fp16 with dynamic loss scaling
+same seed and the same batches once per variant, each in fp16 with dynamic loss scaling
 (npplm/training/precision.py), AdamW, a short warmup and clipping at 1.0:
 
     post-LN              deepnorm=False
     pre-LN               layernorm_position="pre"
     post-LN + DeepNorm   deepnorm=True (GLM-130B's architecture)
     + EGS                deepnorm=True, embedding_grad_scale=0.1 (GLM-130B's recipe)
+    130B's DeepNorm + EGS  the same with GLM-130B's own constants, alpha = (2N)^(1/2),
+                         beta = (2N)^(-1/2) (DeepNet's table, above, is the source's)
+    GLM-130B             that, with the embedding LayerNorm, RoPE and GeGLU
+                         (GLMConfig.glm_130b's switches)
 
 Reported per variant: spikes (updates whose training loss lies more than 4 standard
 deviations above the previous 20 updates', counted after the fact), updates skipped for
 inf/NaN fp16 gradients (the loss scaler's), the last 20 updates' mean training loss, the
 validation loss at the end, and whether the run stopped (a non-finite gradient norm
-without an inf, which the trainer refuses to apply). `--plot` draws the four loss curves.
+without an inf, which the trainer refuses to apply). `--plot` draws the loss curves;
+`--variants a,b` runs only those (the others' numbers do not change: same seed, same batches).
 """
 
 import argparse
@@ -44,6 +49,13 @@ VARIANTS = {
     "pre-LN": dict(layernorm_position="pre", deepnorm=False, embedding_grad_scale=1.0),
     "post-LN + DeepNorm": dict(deepnorm=True, embedding_grad_scale=1.0),
     "+ EGS": dict(deepnorm=True, embedding_grad_scale=0.1),
+    # GLM-130B's own DeepNorm constants, alpha = (2N)^(1/2), beta = (2N)^(-1/2), with EGS
+    "130B's DeepNorm + EGS": dict(deepnorm=True, deepnorm_constants="glm-130b",
+                                  embedding_grad_scale=0.1),
+    # and the whole GLM-130B shape: + the embedding LayerNorm, RoPE, GeGLU (F = 8/3 C)
+    "GLM-130B": dict(deepnorm=True, deepnorm_constants="glm-130b", embedding_grad_scale=0.1,
+                     embedding_layernorm=True, position_encoding="rotary", hidden_act="geglu",
+                     intermediate_size=None),
 }
 
 
@@ -92,7 +104,13 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=8, help="blocks a step")
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     parser.add_argument("--plot", help="write the loss curves to this PNG")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated, of: {', '.join(VARIANTS)}")
     args = parser.parse_args(argv)
+    chosen = [v.strip() for v in args.variants.split(",")]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
     if args.quick:
         args.steps, args.layers, args.warmup = 25, 2, 2
     from npplm import runtime
@@ -105,7 +123,7 @@ def main(argv=None):
           f"scaling; {args.steps} steps of {args.batch} blocks, AdamW lr {args.lr:g}, warmup "
           f"{args.warmup}, clipping 1.0; {time.strftime('%Y-%m-%d')}")
     results = {}
-    for variant in VARIANTS:
+    for variant in chosen:
         results[variant] = r = train(run, variant, args)
         status = "" if r["stopped"] is None else f"  stopped: {r['stopped']}"
         print(f"{variant:20s} spikes {r['spikes']:3d}  skipped {r['skipped']:3d}  last-20 loss "
