@@ -28,14 +28,15 @@ from npplm.alignment.stage import (
 def reward_model_from(policy, pad_token_id, seed=0):
     """A reward model (one score) with a copy of the causal LM's backbone under a fresh
     score head, as InstructGPT starts its reward model from the SFT model."""
-    from npplm.models import gpt, llama, qwen2
+    from npplm.models import chatglm, gpt, llama, qwen2
 
     heads = {gpt.GPT2LMHeadModel: gpt.GPT2ForSequenceClassification,
              llama.LlamaForCausalLM: llama.LlamaForSequenceClassification,
-             qwen2.Qwen2ForCausalLM: qwen2.Qwen2ForSequenceClassification}
+             qwen2.Qwen2ForCausalLM: qwen2.Qwen2ForSequenceClassification,
+             chatglm.GlmForCausalLM: chatglm.GlmForSequenceClassification}
     if type(policy) not in heads:
-        raise ValueError(f"no reward model for a {type(policy).__name__}: GPT-2, LLaMA and "
-                         "Qwen2 have one")
+        raise ValueError(f"no reward model for a {type(policy).__name__}: GPT-2, LLaMA, "
+                         "Qwen2 and GLM-4 have one")
     return heads[type(policy)].from_backbone(policy, num_labels=1, seed=seed,
                                              pad_token_id=pad_token_id)
 

@@ -6,9 +6,12 @@
                 itself with GPT-2
     llama.py    LLaMA 1/2/3 (RMSNorm, RoPE, SwiGLU, grouped-query attention), GGUF files
     qwen2.py    Qwen2 and Qwen2.5: LLaMA's blocks with q/k/v biases (and their GGUF files)
+    chatglm.py  ChatGLM2/3 and GLM-4 (transformers' "glm"): LLaMA's blocks with q/k/v biases,
+                a fused gate/up projection, RoPE on half of each head in neighbouring pairs
     gguf_export.py  write_gguf: a LLaMA or Qwen2 model and its tokenizer to one quantised
                 GGUF file (`npplm quantize`)
-    glm.py      GLM (blank infilling, 2D positions, DeepNorm)
+    glm.py      GLM, the 2021 model (blank infilling, 2D positions, DeepNorm; model_type
+                "npplm-glm", not transformers' "glm", which is chatglm.py's)
     t5.py       T5 v1.0 / v1.1 (encoder-decoder, relative position buckets)
     bert.py, roberta.py, albert.py   the encoders and their task heads
 
@@ -22,7 +25,7 @@ import pathlib
 
 from npplm.io import CheckpointError, read_config, refuse_pickle
 from npplm.io.gguf import open_reader, read_metadata
-from npplm.models import albert, bert, glm, gpt, llama, qwen2, roberta, t5
+from npplm.models import albert, bert, chatglm, glm, gpt, llama, qwen2, roberta, t5
 
 ARCHITECTURES = {
     # BERT (bert.py)
@@ -63,6 +66,10 @@ ARCHITECTURES = {
     "Qwen2Model": qwen2.Qwen2Model,
     "Qwen2ForCausalLM": qwen2.Qwen2ForCausalLM,
     "Qwen2ForSequenceClassification": qwen2.Qwen2ForSequenceClassification,
+    # ChatGLM2/3 and GLM-4 (chatglm.py): transformers' model_type "glm"
+    "GlmModel": chatglm.GlmModel,
+    "GlmForCausalLM": chatglm.GlmForCausalLM,
+    "GlmForSequenceClassification": chatglm.GlmForSequenceClassification,
     # GLM (glm.py): npplm's own config.json (transformers has no class for the 2021 GLM)
     "GLMForConditionalGeneration": glm.GLMForConditionalGeneration,
     # T5 (t5.py)
@@ -77,6 +84,7 @@ BASE_MODELS = {
     "openai-gpt": gpt.OpenAIGPTModel,
     "llama": llama.LlamaModel,
     "qwen2": qwen2.Qwen2Model,
+    "glm": chatglm.GlmModel,  # GLM-4; the 2021 GLM (glm.py) is "npplm-glm"
     "t5": t5.T5Model,
 }
 GGUF_ARCHITECTURES = {

@@ -29,6 +29,7 @@ at any instant leaves either the previous checkpoint as latest, or the new one, 
 of one; stale `.tmp-*` folders are ignored and removed by the next save.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -83,10 +84,14 @@ def load_model_weights(model, directory):
         raise CheckpointError(f"{directory} is a checkpoint of {names[0]}, not of "
                               f"{type(model).__name__}")
     own = model.config.to_hf()
+    # A field the checkpoint lacks was added to the config class after it was written: it
+    # holds the field's default (GLM's deepnorm_constants, position_encoding, ...).
+    defaults = {f.name: f.default for f in dataclasses.fields(model.config)
+                if f.default is not dataclasses.MISSING}
     # model_type only names the family, which the architecture has checked (and GLM's
     # changed from "glm" to "npplm-glm": older GLM runs still resume).
     differ = sorted(k for k in (set(own) | set(saved)) - {"architectures", "model_type"}
-                    if _plain(saved.get(k)) != _plain(own.get(k)))
+                    if _plain(saved.get(k, defaults.get(k))) != _plain(own.get(k)))
     if differ:
         detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, model {own.get(k)!r}"
                            for k in differ[:6])

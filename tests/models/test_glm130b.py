@@ -328,3 +328,21 @@ def test_npplm_train_runs_the_130b_shaped_tiny_preset(tmp_path, capsys):
     assert (c.position_encoding, c.deepnorm_constants, c.hidden_act, c.embedding_layernorm,
             c.embedding_grad_scale) == ("rotary", "glm-130b", "geglu", True, 0.1)
     assert model.transformer.layers[0].alpha == pytest.approx(math.sqrt(8))
+
+
+def test_a_checkpoint_written_before_these_fields_existed_still_resumes(tmp_path):
+    from npplm.io import CheckpointError
+    from npplm.training.checkpointing import load_model_weights
+
+    model = GLMForConditionalGeneration(GLMConfig.tiny(), seed=0)
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    for key in ("deepnorm_constants", "embedding_layernorm", "position_encoding", "rope_theta",
+                "hidden_act"):
+        del config[key]  # as an older npplm wrote it
+    path.write_text(json.dumps(config))
+    load_model_weights(GLMForConditionalGeneration(GLMConfig.tiny(), seed=1), tmp_path)
+    with pytest.raises(CheckpointError, match="position_encoding"):
+        load_model_weights(GLMForConditionalGeneration(
+            GLMConfig.tiny(position_encoding="rotary"), seed=1), tmp_path)
