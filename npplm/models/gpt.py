@@ -37,6 +37,11 @@ The three generations, as differences from GPT-2:
     and locally banded sparse attention patterns in the layers of the transformer, similar
     to the Sparse Transformer" (section 2.1). The paper does not give the band's width;
     `local_window` defaults to 256 (GPT-Neo's choice, the closest public replication).
+    A banded layer here is GPT-Neo's "local" attention and the Sparse Transformer's band:
+    each token sees itself and the window - 1 tokens before it (`band`). The paper also
+    leaves open which layers are dense (we take dense first, as GPT-Neo: dense, banded,
+    dense, ...) and whether the band was block-aligned, as the Sparse Transformer's
+    block-sparse kernels compute it, or slides token by token, as here.
 
 Checkpoint layout. OpenAI wrote GPT-1/2 with 1x1 "Conv1D" layers, whose weights are stored
 (in, out); our Linear, like torch.nn.Linear, stores (out, in) and computes x W^T + b. The

@@ -465,6 +465,11 @@ def build_run(family=DEFAULT_FAMILY, preset=None, objective=None, data=None, *,
             raise ValueError(f"the tokenizer has no {token!r} token, which {family} needs as "
                              f"{name}")
     config = make_config(family, preset, {**fitted, **overrides})
+    if (family == "glm" and config.position_encoding == "rotary"
+            and "max_sequence_length" not in overrides):
+        # GLM-130B's [gMASK] positions count on through Part B: a block of n tokens reaches
+        # position n + 1 (BlankInfillingCollator's gmask_count_on). RoPE has no table to grow.
+        config = dataclasses.replace(config, max_sequence_length=block_size + 2)
     n_params = check_memory(family, config)
 
     # 4. Model and collator.

@@ -328,6 +328,7 @@ def test_npplm_train_runs_the_130b_shaped_tiny_preset(tmp_path, capsys):
     assert (c.position_encoding, c.deepnorm_constants, c.hidden_act, c.embedding_layernorm,
             c.embedding_grad_scale) == ("rotary", "glm-130b", "geglu", True, 0.1)
     assert model.transformer.layers[0].alpha == pytest.approx(math.sqrt(8))
+    assert c.max_sequence_length == 32 + 2  # [gMASK] positions count on to n + 1
 
 
 def test_a_checkpoint_written_before_these_fields_existed_still_resumes(tmp_path):
@@ -346,3 +347,29 @@ def test_a_checkpoint_written_before_these_fields_existed_still_resumes(tmp_path
     with pytest.raises(CheckpointError, match="position_encoding"):
         load_model_weights(GLMForConditionalGeneration(
             GLMConfig.tiny(position_encoding="rotary"), seed=1), tmp_path)
+
+
+def test_the_collator_counts_gmask_positions_on_for_one_row_rope():
+    from npplm.objectives import BlankInfillingCollator
+
+    examples = [np.arange(3, 23), np.arange(5, 25)]
+    for encoding, count_on in (("learned", False), ("rotary", True), ("rotary_2d", False)):
+        config = GLMConfig.tiny(position_encoding=encoding)
+        collator = BlankInfillingCollator.from_config(config, gmask_prob=1.0)
+        assert collator.max_length == config.max_sequence_length - 1 - count_on
+        batch = collator(examples, np.random.default_rng(0))
+        for row, sep in zip(range(2), batch["attention_mask"]):
+            pos, block = batch["position_ids"][row]
+            part_b = slice(sep, sep + int((batch["labels"][row] != -100).sum()))
+            mask_at = sep - 1  # the [gMASK] ends Part A
+            expected = mask_at + block[part_b] if count_on else np.full_like(block[part_b],
+                                                                             mask_at)
+            np.testing.assert_array_equal(pos[part_b], expected)
+    # a [MASK] blank keeps its position either way
+    collator = BlankInfillingCollator.from_config(GLMConfig.tiny(position_encoding="rotary"))
+    batch = collator(examples, np.random.default_rng(0))
+    ids, (pos, block) = batch["input_ids"][0], batch["position_ids"][0]
+    sep = batch["attention_mask"][0]
+    starts = np.flatnonzero(ids[sep:] == GLMConfig.tiny().sop_token_id) + sep
+    for s, e in zip(starts, list(starts[1:]) + [sep + int((batch["labels"][0] != -100).sum())]):
+        assert (pos[s:e] == pos[s]).all() and ids[pos[s]] == GLMConfig.tiny().mask_token_id

@@ -1,4 +1,8 @@
-"""T5 span corruption: reconstruction, sentinel order, noise counts and spread, the collator."""
+"""T5 span corruption: reconstruction, sentinel order, T5's targets (no closing sentinel after
+its mask), noise counts in T5's float32 arithmetic and their spread, the collator."""
+
+import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -22,11 +26,38 @@ SENTINELS = np.array(t5_sentinel_ids(VOCAB, count=300))  # <extra_id_0> = 9999, 
 EOS = 1
 
 
+def to_float32(x):
+    """The float32 nearest the rational x > 0, ties to even: IEEE rounding of a normal
+    number, done exactly with fractions (independent of NumPy's float32 arithmetic)."""
+    x = Fraction(x)
+    e = math.floor(math.log2(x))  # then corrected, in case log2 rounded across a power of 2
+    while x >= Fraction(2) ** (e + 1):
+        e += 1
+    while x < Fraction(2) ** e:
+        e -= 1
+    ulp = Fraction(2) ** (e - 23)  # 24 significant bits
+    return round(x / ulp) * ulp  # round() of a Fraction: half to even
+
+
 def expected_counts(length, density, mean_span):
-    """The paper's counts, written out independently of the module."""
-    n = min(max(round(length * density), 1), length - 1)
-    k = min(max(round(n / mean_span), 1), length - n)
+    """T5's counts, written out independently of the module: TensorFlow casts the length
+    and the Python floats to float32, multiplies (divides) in float32, and tf.round rounds
+    half to even; then our clamps."""
+    n = round(to_float32(length * to_float32(density)))
+    n = min(max(n, 1), length - 1)
+    k = round(to_float32(Fraction(n) / to_float32(mean_span)))
+    k = min(max(k, 1), length - n)
     return n, k
+
+
+def t5_unique_sentinel(tokens, noise, sentinels):
+    """T5's noise_span_to_unique_sentinel restated: the first token of each run of `noise`
+    becomes the next sentinel, the run's later tokens are dropped. T5's targets are this on
+    the kept tokens (nonnoise_span_to_unique_sentinel: noise = ~mask)."""
+    after_noise = np.concatenate([[False], noise[:-1]])
+    first = noise & ~after_noise
+    out = np.where(first, sentinels[np.cumsum(first) - 1], tokens)
+    return out[~(noise & after_noise)]
 
 
 def spans_of_targets(targets):
@@ -86,8 +117,10 @@ def test_sentinels_are_numbered_in_order_and_never_adjacent(case):
     target_sentinels = targets[np.isin(targets, SENTINELS)]
     k = len(in_sentinels)
     np.testing.assert_array_equal(in_sentinels, SENTINELS[:k])
-    np.testing.assert_array_equal(target_sentinels, SENTINELS[:k + 1])  # plus the final one
-    assert targets[-1 - case["eos"]] == SENTINELS[k]
+    # One sentinel per span; a closing one only after a rolled mask that ends on kept tokens.
+    closing = int(targets[-1 - case["eos"]] in SENTINELS)
+    assert closing == 0 or case["roll"]
+    np.testing.assert_array_equal(target_sentinels, SENTINELS[:k + closing])
     is_sentinel = np.isin(inputs, SENTINELS)
     assert not (is_sentinel[1:] & is_sentinel[:-1]).any(), "two spans touch in the input"
     # Every span in the targets is non-empty: a sentinel never follows a sentinel there either.
@@ -114,20 +147,55 @@ def test_noise_token_and_span_counts_follow_the_paper(case):
     inputs, targets = corrupt(case)
     e = int(case["eos"])
     spans = int(np.isin(inputs, SENTINELS).sum())
+    closing = int(case["roll"] and targets[-1 - e] in SENTINELS)
     assert len(inputs) == length - n + spans + e
-    assert len(targets) == n + spans + 1 + e
+    assert len(targets) == n + spans + closing + e
     if not case["roll"]:
         assert (len(inputs), len(targets)) == corrupted_lengths(
             length, case["density"], case["mean_span"], eos=case["eos"])
 
 
 def test_defaults_match_t5_counts():
-    # Hugging Face's run_t5_mlm_flax turns 568 raw tokens into 512 inputs at the defaults:
-    # 85 noise tokens in 28 spans. Its targets have 114 = 85 + 28 + EOS; ours one more, the
-    # final sentinel of the paper's Figure 2.
+    # T5's random_spans_helper(inputs_length=512) at the defaults (as Hugging Face's
+    # run_t5_mlm_flax): 568 raw tokens, 85 noise tokens in 28 spans, inputs 512 =
+    # 568 - 85 + 28 + EOS and targets 114 = 85 + 28 + EOS.
     assert span_counts(568) == (85, 28)
-    assert corrupted_lengths(568, eos=True) == (512, 115)
+    assert corrupted_lengths(568, eos=True) == (512, 114)
     assert span_counts(512) == (77, 26)
+
+
+@pytest.mark.parametrize("density", [0.15, 0.3])
+def test_noise_count_rounds_the_float32_product_as_t5_does(density):
+    lengths = range(2, 2000)
+    in_float64 = {n: min(max(round(n * density), 1), n - 1) for n in lengths}
+    differ = [n for n in lengths if expected_counts(n, density, 3.0)[0] != in_float64[n]]
+    assert len(differ) >= 10, "too few lengths where float32 and float64 disagree"
+    for n in lengths:
+        assert span_counts(n, density) == expected_counts(n, density, 3.0), n
+    rng = np.random.default_rng(4)
+    for n in differ[:5]:  # the mask and the lengths follow the float32 count too
+        mask = random_spans_noise_mask(n, rng, density)
+        assert mask.sum() == expected_counts(n, density, 3.0)[0] != in_float64[n]
+        assert corrupted_lengths(n, density)[1] == int(mask.sum()) + span_counts(n, density)[1]
+
+
+@pytest.mark.parametrize("mean_span", [1.2, 2.4, 4.8])
+def test_span_count_rounds_the_float32_quotient_as_t5_does(mean_span):
+    # L = 2N at density 0.5 gives exactly N noise tokens; k = round(N / mean_span).
+    noise = range(1, 1000)
+    in_float64 = {n: min(max(round(n / mean_span), 1), n) for n in noise}
+    differ = [n for n in noise if expected_counts(2 * n, 0.5, mean_span)[1] != in_float64[n]]
+    assert len(differ) >= 5, "too few counts where float32 and float64 disagree"
+    for n in noise:
+        assert span_counts(2 * n, 0.5, mean_span) == expected_counts(2 * n, 0.5, mean_span)
+
+
+def test_float32_rounding_at_190_tokens():
+    # float32(0.15) = 5033165 / 2^25; times 190 it is 28.50000113, more than half a float32
+    # ulp (2^-19 / 2 = 9.5e-7) above 28.5, so T5's float32 product is 28.5 + 2^-19 and
+    # rounds to 29 noise tokens (9.67 -> 10 spans). In float64, 190 * 0.15 is 28.5 -> 28.
+    assert round(190 * 0.15) == 28
+    assert span_counts(190) == (29, 10)
 
 
 def test_rolled_mask_corrupts_every_position_equally_often():
@@ -167,6 +235,44 @@ def test_random_segmentation_is_uniform_over_compositions():
     assert len(seen) == 6
     sd = np.sqrt(draws * (1 / 6) * (5 / 6))
     assert all(abs(c - draws / 6) < 5 * sd for c in seen.values()), seen
+
+
+def test_targets_are_t5s_mirror_image_when_the_mask_begins_kept():
+    # T5's targets: nonnoise_span_to_unique_sentinel, a sentinel for each run of kept tokens.
+    rng = np.random.default_rng(5)
+    for _ in range(500):
+        length = int(rng.integers(2, 40))
+        mask = rng.random(length) < rng.random()
+        mask[0] = False  # every mask T5's span_corruption draws begins with a kept token
+        tokens = rng.integers(2, VOCAB - 400, size=length)
+        inputs, targets = apply_noise_mask(tokens, mask, SENTINELS)
+        np.testing.assert_array_equal(inputs, t5_unique_sentinel(tokens, mask, SENTINELS))
+        np.testing.assert_array_equal(targets, t5_unique_sentinel(tokens, ~mask, SENTINELS))
+
+
+def test_a_mask_beginning_with_noise_keeps_the_sentinels_in_step():
+    # The departure: T5's targets would be "a <X> d" (its <X> numbers the kept run b c),
+    # out of step with the inputs "<X> b c <Y> e"; ours head each span with its own.
+    a, b, c, d, e = 2, 3, 4, 5, 6
+    x, y = SENTINELS[:2]
+    tokens, mask = [a, b, c, d, e], np.array([True, False, False, True, False])
+    inputs, targets = apply_noise_mask(tokens, mask, SENTINELS)
+    assert inputs.tolist() == [x, b, c, y, e]
+    assert targets.tolist() == [x, a, y, d, SENTINELS[2]]
+    assert t5_unique_sentinel(np.array(tokens), ~mask, SENTINELS).tolist() == [a, x, d, y]
+
+
+def test_t5s_mask_leaves_no_closing_sentinel():
+    # The objective as T5 trains it: the mask ends on noise, so the targets end with the
+    # last span ("week"); compare the paper's Figure 2 below, whose mask ends on "week" kept.
+    words = "Thank you for inviting me to your party last week".split()
+    t = {w: i + 2 for i, w in enumerate(words)}
+    mask = [w in ("for", "inviting", "week") for w in words]
+    x, y = SENTINELS[:2]
+    inputs, targets = apply_noise_mask([t[w] for w in words], mask, SENTINELS, eos_id=EOS)
+    assert inputs.tolist() == [t["Thank"], t["you"], x, t["me"], t["to"], t["your"],
+                               t["party"], t["last"], y, EOS]
+    assert targets.tolist() == [x, t["for"], t["inviting"], y, t["week"], EOS]
 
 
 def test_the_papers_figure_2_example():
@@ -264,9 +370,15 @@ def test_errors_name_the_offending_value():
 
 
 def test_too_few_sentinels_is_refused_with_the_numbers():
-    # 100 tokens at 50% in spans of 1: 50 spans, needing 51 sentinels.
-    with pytest.raises(ValueError, match="50 noise spans need 51 sentinel ids.*only 10"):
-        span_corruption(np.arange(2, 102), 0, 0.5, 1.0, sentinel_ids=SENTINELS[:10])
+    # 100 tokens at 50% in spans of 1: 50 spans, needing 50 sentinels.
+    with pytest.raises(ValueError, match="50 noise spans need 50 sentinel ids \\(one per "
+                       "span\\), but only 49"):
+        span_corruption(np.arange(2, 102), 0, 0.5, 1.0, sentinel_ids=SENTINELS[:49])
     # Exactly enough is fine.
-    inputs, _ = span_corruption(np.arange(2, 102), 0, 0.5, 1.0, sentinel_ids=SENTINELS[:51])
-    assert np.isin(inputs, SENTINELS).sum() == 50
+    inputs, targets = span_corruption(np.arange(2, 102), 0, 0.5, 1.0,
+                                      sentinel_ids=SENTINELS[:50])
+    assert np.isin(inputs, SENTINELS).sum() == np.isin(targets, SENTINELS).sum() == 50
+    # A mask ending on kept tokens needs one more, for the closing sentinel.
+    with pytest.raises(ValueError, match="1 noise spans need 2 sentinel ids \\(one per span "
+                       "and a closing one\\), but only 1"):
+        apply_noise_mask([2, 3, 4], [False, True, False], SENTINELS[:1])
