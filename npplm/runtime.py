@@ -38,9 +38,21 @@ The benchmarks call it, and the README's figures are measured with it.
    model, before its first kernel (a float32 model keeps the sleeping pool: its decoding
    alternates kernels with OpenBLAS GEMVs, 16.7 tokens/s against 14.1 spinning).
 
-OpenBLAS's idle threads spin too, for about 0.1 s after each GEMM, slowing the kernel that
-follows (7 ms -> 14 ms for the attention forward); that can be set only before NumPy loads
-OpenBLAS, from outside: OPENBLAS_THREAD_TIMEOUT=4 (see README, Benchmarks).
+3. OpenBLAS's idle threads spin too, for 2^28 CPU cycles (about 0.1 s) after each GEMM,
+   on the core that the Numba kernel or the NumPy work after the GEMM needs. On the 2-core
+   VMs the attention forward went from 7 ms to 14 ms when it came right after a GEMM.
+   OpenBLAS reads how long to spin, OPENBLAS_THREAD_TIMEOUT (2^n cycles, n in 4..30),
+   from the environment when it loads, and it loads with NumPy, before any of our code
+   runs. `short_blas_wait()` changes it later, through three functions the library exports
+   (NumPy's bundled scipy-openblas and a system OpenBLAS export them alike): it sets the
+   variable, calls `openblas_read_env()` to read it again, and calls
+   `blas_thread_shutdown_()`, which stops the worker threads so that the next GEMM starts
+   them with the new wait. That is the same shutdown OpenBLAS performs before a fork.
+   With n = 4 a worker sleeps as soon as its work is done. The cost is a wake-up, tens of
+   microseconds, at the start of each GEMM, which is nothing next to a training step's
+   GEMMs of milliseconds. `configure()` applies it unless the user has already set
+   OPENBLAS_THREAD_TIMEOUT. `long_blas_wait()` restores OpenBLAS's default for decoding
+   (`use_spinning_thread_pool`, 2b), which runs many tiny products back to back.
 """
 
 import ctypes
@@ -78,14 +90,80 @@ def release_freed_memory():
 
 def use_spinning_thread_pool():
     """Choose Numba's OpenMP pool (idle threads spin), unless a kernel has already fixed
-    the pool or NUMBA_THREADING_LAYER says otherwise; returns the layer in effect (2b)."""
+    the pool or NUMBA_THREADING_LAYER says otherwise; returns the layer in effect (2b).
+    OpenBLAS's workers go back to their default wait as well (3)."""
     import numba
     from numba.np.ufunc import parallel
 
+    long_blas_wait()
     started = getattr(parallel, "_is_initialized", False)
     if "NUMBA_THREADING_LAYER" not in os.environ and not started:
         numba.config.THREADING_LAYER = "omp"
     return numba.config.THREADING_LAYER
+
+
+BLAS_WAIT = "OPENBLAS_THREAD_TIMEOUT"
+SHORT_BLAS_WAIT = "4"  # 2^4 cycles: sleep at once (OpenBLAS's smallest)
+_blas_wait_default = None  # the user's OPENBLAS_THREAD_TIMEOUT (or None), before we set it
+
+
+def openblas():
+    """The OpenBLAS library NumPy loaded (a ctypes handle), or None: another BLAS (MKL,
+    Accelerate), or an OpenBLAS without the functions `set_blas_wait` needs."""
+    import numpy  # noqa: F401  (NumPy loads its BLAS)
+
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()
+                     and ".so" in line}
+    except OSError:  # not Linux
+        return None
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        if all(hasattr(lib, f) for f in ("openblas_read_env", "blas_thread_shutdown_",
+                                         "openblas_thread_timeout")):
+            return lib
+    return None
+
+
+def set_blas_wait(n):
+    """Make OpenBLAS's idle threads spin 2^n cycles after a GEMM (n a string, "4".."30";
+    None: OpenBLAS's default, 2^28), now, in a running process (3). Returns the n that
+    OpenBLAS reports afterwards (0: its default), or None where it cannot be set. Call it
+    between GEMMs, from the thread that runs them."""
+    lib = openblas()
+    if lib is None:
+        return None
+    if n is None:
+        os.environ.pop(BLAS_WAIT, None)
+    else:
+        os.environ[BLAS_WAIT] = n
+    lib.openblas_read_env()  # reads OPENBLAS_THREAD_TIMEOUT (and its other variables) again
+    lib.blas_thread_shutdown_()  # the workers stop; the next GEMM starts them anew
+    return int(lib.openblas_thread_timeout())
+
+
+def short_blas_wait():
+    """OpenBLAS's workers sleep as soon as a GEMM ends (3), unless the user set
+    OPENBLAS_THREAD_TIMEOUT themselves. Returns the wait in effect (see set_blas_wait)."""
+    global _blas_wait_default
+    if _blas_wait_default is None:
+        _blas_wait_default = os.environ.get(BLAS_WAIT, "")
+    if _blas_wait_default:  # the user's choice stands
+        return int(_blas_wait_default)
+    return set_blas_wait(SHORT_BLAS_WAIT)
+
+
+def long_blas_wait():
+    """OpenBLAS's own wait again (or the user's), if short_blas_wait changed it."""
+    if _blas_wait_default is None or _blas_wait_default:
+        return None  # never shortened, or the user's value stands
+    if os.environ.get(BLAS_WAIT) != SHORT_BLAS_WAIT:
+        return None
+    return set_blas_wait(None)
 
 
 def use_sleeping_thread_pool():
@@ -100,12 +178,15 @@ def use_sleeping_thread_pool():
 
 
 def configure():
-    """Apply both settings (once; later calls return the first result).
+    """Apply the three settings (once; later calls return the first result).
 
-    Returns {"keep_freed_memory": bool, "numba_threading_layer": str}.
+    Returns {"keep_freed_memory": bool, "numba_threading_layer": str, "blas_wait": the
+    OPENBLAS_THREAD_TIMEOUT exponent in effect (0: OpenBLAS's default), or None where it
+    cannot be set}.
     """
     global _applied
     if _applied is None:
         _applied = {"keep_freed_memory": keep_freed_memory(),
-                    "numba_threading_layer": use_sleeping_thread_pool()}
+                    "numba_threading_layer": use_sleeping_thread_pool(),
+                    "blas_wait": short_blas_wait()}
     return dict(_applied)

@@ -56,3 +56,44 @@ def test_configure_is_applied_once():
             "a = npplm.runtime.configure(); b = npplm.runtime.configure()\n"
             "print(a == b)")
     assert run(code) == ["True"]
+
+
+# CPU time the process spends while its main thread sleeps 50 ms right after a GEMM: an
+# OpenBLAS worker still spinning burns about that much, a sleeping one nothing.
+SPIN_TEST = """
+import time
+import numpy as np
+a = np.ones((512, 512), np.float32)
+used = []
+for _ in range(3):
+    a @ a
+    t = time.process_time()
+    time.sleep(0.05)
+    used.append(time.process_time() - t)
+print(round(min(used) * 1000))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2,
+                    reason="OpenBLAS's worker threads, found through /proc/self/maps")
+def test_configure_makes_openblas_workers_sleep_after_a_gemm_unless_the_user_chose():
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+
+    def run_clean(code, **extra):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=300, env={**env, **extra})
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip().splitlines()
+
+    spinning = int(run_clean("import npplm" + SPIN_TEST)[0])
+    assert spinning > 20  # ms: import npplm left OpenBLAS's 0.1 s spin alone
+    wait, slept = run_clean("import npplm; print(npplm.runtime.configure()['blas_wait'])"
+                            + SPIN_TEST)
+    assert wait == "4" and int(slept) < 10
+    # The user's own OPENBLAS_THREAD_TIMEOUT stands.
+    assert run_clean("import npplm; print(npplm.runtime.configure()['blas_wait'])",
+                     OPENBLAS_THREAD_TIMEOUT="10") == ["10"]
+    # Quantised decoding's spinning pool puts OpenBLAS's default wait back.
+    back = run_clean("import npplm; npplm.runtime.configure()\n"
+                     "npplm.runtime.use_spinning_thread_pool()" + SPIN_TEST)
+    assert int(back[0]) > 20
