@@ -19,24 +19,26 @@ The benchmarks call it, and the README's figures are measured with it.
    elsewhere than Linux/glibc it does nothing.
 
 2. Numba's thread pool. A training step alternates the Numba kernels (gpu/numba_cpu/) with
-   OpenBLAS's GEMMs, and each thread pool busy-waits for a while after its work is done,
-   on the cores the other one needs next. Numba's default pool on Linux is OpenMP
-   (libgomp), whose idle threads spin: a (2048, 384) x (384, 1536) GEMM right after an
-   attention kernel took 19 ms instead of 12 ms on the 2-core machine. Numba's own
-   "workqueue" pool sleeps when idle (12 ms), and runs the kernels as fast, so
-   `configure()` chooses it, unless NUMBA_THREADING_LAYER says otherwise. (It does not
-   allow kernels launched from several Python threads at once; npplm launches them from
-   one.) Once a parallel kernel has run, the pool is fixed for the process: then this
-   setting is left as it is and `configure()` says so in its result.
+   OpenBLAS's GEMMs, and each pool's idle threads may busy-wait for a while after their
+   work is done, on the cores the other pool needs next. Numba's default pool on Linux is
+   OpenMP (libgomp), whose idle threads spin 300,000 rounds by default (GOMP_SPINCOUNT);
+   its "workqueue" pool sleeps at once, but waking it costs milliseconds on a VM: a
+   parallel loop of 64 equal 0.15 ms tasks took 7.8 ms on workqueue and 4.9 ms on OpenMP
+   (10.1 ms on one thread; 2-core Intel VM, 2026-12-06), and the GPT-2 training step of
+   benchmarks/side_by_side_training.py 1252 ms against 1163-1185 ms on OpenMP with
+   GOMP_SPINCOUNT between 1,000 and 30,000 (1314 ms with libgomp's default spin, which
+   takes the core from the GEMM that follows). `configure()` therefore chooses OpenMP and
+   a spin of 10,000 rounds (tens of microseconds), unless NUMBA_THREADING_LAYER or
+   GOMP_SPINCOUNT say otherwise. libgomp reads GOMP_SPINCOUNT when it loads, which
+   happens at the first parallel kernel, so this must come first; once a parallel kernel
+   has run, the pool is fixed for the process, and the setting is left as it is.
 
-2b. Decoding with quantised weights (npplm.quantization) is the opposite case: a token
-   runs some 200 short Numba kernels (7 products a layer, each tens of microseconds) with
-   no BLAS call between them, and waking a sleeping pool for each costs more than the
-   product: SmolLM2-135M Q4_1 decoded 12 tokens/s on the workqueue pool and 35 on the
-   spinning OpenMP one (2-core Intel VM, 2026-12-06). `use_spinning_thread_pool()`
-   chooses that one; the CLI and the server call it once they have loaded a quantised
-   model, before its first kernel (a float32 model keeps the sleeping pool: its decoding
-   alternates kernels with OpenBLAS GEMVs, 16.7 tokens/s against 14.1 spinning).
+2b. Decoding with quantised weights (npplm.quantization) runs some 200 short Numba kernels
+   a token (7 products a layer, each tens of microseconds) with no BLAS call between
+   them: SmolLM2-135M Q4_1 decoded 12 tokens/s on the sleeping workqueue pool and 35 on
+   the spinning OpenMP one (2-core Intel VM, 2026-12-06). `use_spinning_thread_pool()`,
+   which the CLI and the server call once they have loaded a quantised model, before its
+   first kernel, keeps OpenMP with libgomp's own spin.
 
 3. OpenBLAS's idle threads spin too, for 2^28 CPU cycles (about 0.1 s) after each GEMM,
    on the core that the Numba kernel or the NumPy work after the GEMM needs. On the 2-core
@@ -88,17 +90,45 @@ def release_freed_memory():
         return False
 
 
+SPIN = "10000"  # GOMP_SPINCOUNT for training: idle OpenMP threads sleep after ~10^4 rounds
+_spin_set = False  # configure() set GOMP_SPINCOUNT (not the user)
+
+
+def _pool_started():
+    from numba.np.ufunc import parallel
+
+    return getattr(parallel, "_is_initialized", False)  # a parallel kernel has run
+
+
 def use_spinning_thread_pool():
-    """Choose Numba's OpenMP pool (idle threads spin), unless a kernel has already fixed
+    """Choose Numba's OpenMP pool with libgomp's own spin, unless a kernel has already fixed
     the pool or NUMBA_THREADING_LAYER says otherwise; returns the layer in effect (2b).
     OpenBLAS's workers go back to their default wait as well (3)."""
     import numba
-    from numba.np.ufunc import parallel
 
+    global _spin_set
     long_blas_wait()
-    started = getattr(parallel, "_is_initialized", False)
-    if "NUMBA_THREADING_LAYER" not in os.environ and not started:
-        numba.config.THREADING_LAYER = "omp"
+    if not _pool_started():
+        if _spin_set:  # our short spin, not the user's: libgomp's default for decoding
+            os.environ.pop("GOMP_SPINCOUNT", None)
+            _spin_set = False
+        if "NUMBA_THREADING_LAYER" not in os.environ:
+            numba.config.THREADING_LAYER = "omp"
+    return numba.config.THREADING_LAYER
+
+
+def use_training_thread_pool():
+    """Choose Numba's OpenMP pool with a short spin (2), unless a kernel has already fixed
+    the pool, or NUMBA_THREADING_LAYER / GOMP_SPINCOUNT say otherwise; returns the layer."""
+    import numba
+
+    global _spin_set
+    if not _pool_started():
+        if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+            os.environ["GOMP_SPINCOUNT"] = SPIN
+            _spin_set = True
+        if "NUMBA_THREADING_LAYER" not in os.environ:
+            numba.config.THREADING_LAYER = "omp"
     return numba.config.THREADING_LAYER
 
 
@@ -166,17 +196,6 @@ def long_blas_wait():
     return set_blas_wait(None)
 
 
-def use_sleeping_thread_pool():
-    """Choose Numba's "workqueue" thread pool; returns the layer in effect afterwards."""
-    import numba
-    from numba.np.ufunc import parallel
-
-    started = getattr(parallel, "_is_initialized", False)  # a parallel kernel has run
-    if "NUMBA_THREADING_LAYER" not in os.environ and not started:
-        numba.config.THREADING_LAYER = "workqueue"
-    return numba.config.THREADING_LAYER
-
-
 def configure():
     """Apply the three settings (once; later calls return the first result).
 
@@ -187,6 +206,6 @@ def configure():
     global _applied
     if _applied is None:
         _applied = {"keep_freed_memory": keep_freed_memory(),
-                    "numba_threading_layer": use_sleeping_thread_pool(),
+                    "numba_threading_layer": use_training_thread_pool(),
                     "blas_wait": short_blas_wait()}
     return dict(_applied)

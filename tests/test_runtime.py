@@ -30,13 +30,37 @@ def run(code, **env):
     return out.stdout.strip().splitlines()
 
 
-def test_import_leaves_numba_threading_alone_and_configure_picks_workqueue():
-    code = ("import os; os.environ.pop('NUMBA_THREADING_LAYER', None)\n"
+def test_import_leaves_numba_threading_alone_and_configure_picks_omp_with_a_short_spin():
+    code = ("import os\n"
+            "for k in ('NUMBA_THREADING_LAYER', 'GOMP_SPINCOUNT', 'OMP_WAIT_POLICY'):\n"
+            "    os.environ.pop(k, None)\n"
             "import numba, npplm, npplm.training\n"
-            "print(numba.config.THREADING_LAYER)\n"
+            "print(numba.config.THREADING_LAYER, os.environ.get('GOMP_SPINCOUNT'))\n"
             "print(npplm.runtime.configure()['numba_threading_layer'])\n"
-            "print(numba.config.THREADING_LAYER)")
-    assert run(code) == ["default", "workqueue", "workqueue"]
+            "print(numba.config.THREADING_LAYER, os.environ.get('GOMP_SPINCOUNT'))\n"
+            "print(npplm.runtime.use_spinning_thread_pool(), os.environ.get('GOMP_SPINCOUNT'))")
+    assert run(code) == ["default None", "omp", "omp 10000", "omp None"]
+    # the user's spin stands, and so does it for decoding
+    code = ("import os, npplm; npplm.runtime.configure()\n"
+            "npplm.runtime.use_spinning_thread_pool(); print(os.environ['GOMP_SPINCOUNT'])")
+    assert run(code, GOMP_SPINCOUNT="77") == ["77"]
+
+
+def test_the_pool_is_left_alone_once_a_parallel_kernel_has_run():
+    code = ("import os\n"
+            "for k in ('NUMBA_THREADING_LAYER', 'GOMP_SPINCOUNT', 'OMP_WAIT_POLICY'):\n"
+            "    os.environ.pop(k, None)\n"
+            "import numpy as np, numba\n"
+            "numba.config.THREADING_LAYER = 'workqueue'\n"
+            "@numba.njit(parallel=True)\n"
+            "def f(x):\n"
+            "    for i in numba.prange(x.size):\n"
+            "        x[i] += 1\n"
+            "f(np.zeros(10))\n"
+            "import npplm\n"
+            "print(npplm.runtime.configure()['numba_threading_layer'], "
+            "os.environ.get('GOMP_SPINCOUNT'))")
+    assert run(code) == ["workqueue None"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")

@@ -30,10 +30,10 @@ decoding speed.
                     answers of SmolLM2 came out identical in every test).
 
 The engine's thread is the only one that runs the model: the HTTP side only tokenizes. That
-matters beyond tidiness: under npplm.runtime.configure()'s Numba "workqueue" layer, parallel
-kernels launched from two threads at once abort the process. (A quantised model is served
-on the spinning OpenMP pool instead, npplm.runtime 2b, which would allow it; the one
-engine thread stays.)
+matters beyond tidiness: Numba's "workqueue" layer (NUMBA_THREADING_LAYER=workqueue) aborts
+the process when two threads launch parallel kernels at once. The OpenMP layer that
+npplm.runtime chooses allows it, but one engine thread keeps the model's kernels from
+competing for the cores.
 """
 
 import itertools

@@ -2,9 +2,9 @@
 decode and leave at different lengths get the tokens each would get alone, greedy and
 sampled from their seeds; the KV cache's rows and stacking keep every row's keys.
 
-The lone answers are computed before an engine starts: only one thread may launch Numba's
-parallel kernels at a time under the "workqueue" layer (npplm.runtime), and the engine's
-thread is the one that decodes."""
+The lone answers are computed before an engine starts: the engine's thread is the one that
+decodes, and under Numba's "workqueue" layer (if a user chooses it) only one thread may
+launch parallel kernels at a time."""
 
 import queue
 
