@@ -2,7 +2,10 @@
 
 import numpy as np
 
-from autograd import Tensor, array_module, as_array, to_numpy, where
+from autograd import Tensor, array_module, as_array, primitive, to_numpy, where
+from autograd.backend import scatter_add
+from autograd.precision import in_float32_vjp
+from gpu.numba_cpu import embedding as kernels
 from npplm.layers.module import Module, initial_weight
 
 
@@ -29,11 +32,33 @@ def check_ids(ids, limit, what="token id"):
                          f"rows (valid: 0..{limit - 1})")
 
 
+def embedding_grad_reference(g, ids, table_shape, dtype):
+    """grad (V, C): each row of g (..., C) added into the table row its id read, (V, C)."""
+    grad = array_module(g).zeros(table_shape, dtype=dtype)
+    scatter_add(grad, ids, g)  # repeated ids accumulate (np.add.at: unbuffered, in order)
+    return grad
+
+
+@primitive
+def embedding(table, ids):
+    """table[ids]: (V, C) and integer ids (...) -> (..., C), one fused primitive so that its
+    gradient can be scattered on every core (gpu/numba_cpu/embedding.py)."""
+    return table[ids]
+
+
+@embedding.defvjp
+@in_float32_vjp  # repeated ids add up in float32 under 16-bit training
+def embedding_vjp(g, out, table, ids):
+    if kernels.applies(g, table.shape, table.dtype):
+        return kernels.embedding_backward(g, ids, table.shape), None  # Numba, float32 NumPy
+    return embedding_grad_reference(g, ids, table.shape, table.dtype), None
+
+
 class Embedding(Module):
     """Owns weight (V, C) ~ N(0, std^2); forward(ids) = weight[ids], (...) -> (..., C).
 
     The gradient of the lookup scatters back into the rows used, adding up over repeated
-    ids (the engine's getitem VJP).
+    ids (`embedding`, a primitive of its own for its parallel kernel).
 
     padding_idx, as torch's nn.Embedding(V, C, padding_idx=pad): that row starts at zero
     and a lookup sends it no gradient, so training never moves it. BERT, RoBERTa, ALBERT
@@ -55,7 +80,7 @@ class Embedding(Module):
         ids = as_array(ids)
         check_ids(ids, self.weight.shape[0], self.what)
         ids = array_module(self.weight.data).asarray(ids)  # host ids -> the table's device
-        rows = self.weight[ids]  # (...) -> (..., C)
+        rows = embedding(self.weight, ids)  # (...) -> (..., C)
         if self.padding_idx is None:
             return rows
         is_pad = (ids == self.padding_idx)[..., None]  # (..., 1)

@@ -333,6 +333,16 @@ def rotary_case(draw):
 
 
 @st.composite
+def embedding_case(draw):
+    # a (V, C) table and integer ids of any shape, repeated ids included: their
+    # gradients must add up in the row they read
+    V, C = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=4))
+    ids = draw(hnp.arrays(np.int64, shape, elements=st.integers(0, V - 1)))
+    return Case((array(draw, (V, C)), ids), {})
+
+
+@st.composite
 def linear_case(draw):
     batch = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
     n_in, n_out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
@@ -409,6 +419,7 @@ STRATEGIES = {
     "gelu_tanh": unary(),
     "silu": unary(-6.0, 6.0),
     "linear": linear_case(),
+    "embedding": embedding_case(),
     "quantized_linear": quantized_linear_case(),
     "causal_attention": causal_attention_case(),
     "apply_rotary": rotary_case(),
