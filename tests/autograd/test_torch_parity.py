@@ -27,8 +27,8 @@ import npplm  # (also registers the primitives that npplm's layers define)
 from autograd import REGISTRY, Tensor
 from autograd.graph import toposort
 from npplm.layers import grad_scale
-from npplm.layers.embedding import embedding
 from npplm.layers.dropout import dropout_with_mask
+from npplm.layers.embedding import embedding
 from tests.autograd.strategies import array
 from tests.tolerances import assert_close
 

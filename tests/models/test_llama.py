@@ -16,7 +16,15 @@ import npplm
 from autograd import no_grad
 from npplm.models import ARCHITECTURES, BASE_MODELS
 from npplm.models.llama import LlamaConfig, LlamaForCausalLM, LlamaModel, num_parameters
-from tests.models.decoders import LENGTHS, B, T, left_padded_batch, saved_checkpoints
+from tests.models.decoders import (
+    LENGTHS,
+    B,
+    T,
+    check_causal_lm_parity,
+    left_padded_batch,
+    randomise,
+    saved_checkpoints,
+)
 from tests.tolerances import assert_close
 
 torch = pytest.importorskip("torch")
@@ -38,13 +46,7 @@ CASES = {  # id -> LlamaConfig.tiny overrides
 def hf_model(config):
     hf_config = transformers.LlamaConfig(**config.to_hf(), attn_implementation="eager")
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(hf_config)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # weights of scale 0.2, norm gains 1 +- 0.1, ties kept
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            p.copy_(1 + 0.1 * noise if name.endswith("norm.weight") else 0.2 * noise)
-    return model.eval()
+    return randomise(transformers.LlamaForCausalLM(hf_config))
 
 
 @pytest.fixture(scope="module")
@@ -62,29 +64,7 @@ def test_logits_loss_and_gradients_match_transformers(case_id, padded, checkpoin
     hf, path = checkpoints(case_id)
     ours = npplm.from_pretrained(path)
     assert isinstance(ours, LlamaForCausalLM) and not ours.training
-    ids, mask, labels, positions = left_padded_batch()
-    if padded:
-        kwargs = dict(attention_mask=mask, labels=labels)
-        hf_out = hf(torch.tensor(ids), attention_mask=torch.tensor(mask),
-                    position_ids=torch.tensor(positions), labels=torch.tensor(labels))
-    else:
-        kwargs = dict(labels=ids)
-        hf_out = hf(torch.tensor(ids), labels=torch.tensor(ids))
-    out = ours(ids, **kwargs)
-    real = mask == 1 if padded else np.ones((B, T), bool)  # pad queries' logits: garbage
-    assert_close(out.logits.numpy()[real], hf_out.logits.detach().numpy()[real], "model32")
-    assert_close(out.loss, hf_out.loss.detach().numpy(), "model32")
-
-    hf.zero_grad()  # the transformers model is shared between tests
-    hf_out.loss.backward()
-    out.loss.backward()
-    hf_params = dict(hf.named_parameters(remove_duplicate=False))
-    assert set(ours.state_dict()) | {"lm_head.weight"} == set(hf_params) | {"lm_head.weight"}
-    params = dict(ours.named_parameters())
-    assert all(p.grad is not None for p in params.values())
-    scale = max(float(hf_params[n].grad.abs().max()) for n in params)
-    for name, p in params.items():
-        assert_close(p.grad, hf_params[name].grad.numpy(), "model_grad32", scale=scale)
+    check_causal_lm_parity(hf, ours, padded, case_id)
     if case_id == "pad_token":
         assert not ours.model.embed_tokens.weight.grad[0].any()
 

@@ -27,7 +27,16 @@ from npplm.models.qwen2 import (
     num_parameters,
     read_gguf,
 )
-from tests.models.decoders import LENGTHS, B, T, left_padded_batch, saved_checkpoints
+from tests.models.decoders import (
+    LENGTHS,
+    B,
+    T,
+    check_causal_lm_parity,
+    left_padded_batch,
+    max_diff,
+    randomise,
+    saved_checkpoints,
+)
 from tests.tolerances import assert_close
 
 torch = pytest.importorskip("torch")
@@ -43,17 +52,6 @@ CASES = {  # id -> Qwen2Config.tiny overrides
 }
 
 
-def randomise(model):
-    """Weights and biases of scale 0.2, norm gains 1 +- 0.1, ties kept: every bias nonzero,
-    so a bias read into the wrong place or left out fails."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            p.copy_(1 + 0.1 * noise if name.endswith("norm.weight") else 0.2 * noise)
-    return model.eval()
-
-
 def hf_model(config, cls=None):
     hf_config = transformers.Qwen2Config(**config.to_hf(), attn_implementation="eager")
     torch.manual_seed(0)
@@ -66,10 +64,6 @@ def checkpoints(tmp_path_factory):
                              lambda case_id: hf_model(Qwen2Config.tiny(**CASES[case_id])))
 
 
-def max_diff(a, b):
-    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-
-
 # --- parity with transformers ------------------------------------------------------------
 
 
@@ -79,36 +73,9 @@ def test_logits_loss_and_gradients_match_transformers(case_id, padded, checkpoin
     hf, path = checkpoints(case_id)
     ours = npplm.from_pretrained(path)
     assert isinstance(ours, Qwen2ForCausalLM) and not ours.training
-    ids, mask, labels, positions = left_padded_batch()
-    if padded:
-        kwargs = dict(attention_mask=mask, labels=labels)
-        hf_out = hf(torch.tensor(ids), attention_mask=torch.tensor(mask),
-                    position_ids=torch.tensor(positions), labels=torch.tensor(labels))
-    else:
-        kwargs = dict(labels=ids)
-        hf_out = hf(torch.tensor(ids), labels=torch.tensor(ids))
-    out = ours(ids, **kwargs)
-    real = mask == 1 if padded else np.ones((B, T), bool)  # pad queries' logits: garbage
-    got, want = out.logits.numpy()[real], hf_out.logits.detach().numpy()[real]
-    assert_close(got, want, "model32")
-    assert_close(out.loss, hf_out.loss.detach().numpy(), "model32")
-
-    hf.zero_grad()  # the transformers model is shared between tests
-    hf_out.loss.backward()
-    out.loss.backward()
-    hf_params = dict(hf.named_parameters(remove_duplicate=False))
-    assert set(ours.state_dict()) | {"lm_head.weight"} == set(hf_params) | {"lm_head.weight"}
-    params = dict(ours.named_parameters())
+    params = check_causal_lm_parity(hf, ours, padded, case_id)
     assert {n for n in params if n.endswith("bias")} == {
         f"model.layers.{i}.self_attn.{p}_proj.bias" for i in range(2) for p in "qkv"}
-    assert all(p.grad is not None for p in params.values())
-    scale = max(float(hf_params[n].grad.abs().max()) for n in params)
-    for name, p in params.items():
-        assert_close(p.grad, hf_params[name].grad.numpy(), "model_grad32", scale=scale)
-    grad_err = max(max_diff(p.grad, hf_params[n].grad.numpy()) for n, p in params.items())
-    print(f"\n{case_id} {'padded' if padded else 'full'}: max |logits diff| = "
-          f"{max_diff(got, want):.2e}, max |grad diff| = {grad_err:.2e} "
-          f"(largest grad {scale:.2e})")
     if case_id == "pad_token":
         assert not ours.model.embed_tokens.weight.grad[0].any()
 
