@@ -1,4 +1,5 @@
-"""GELU (erf and tanh forms) forward and backward as parallel Numba loops, float32, CPU.
+"""GELU (erf and tanh forms) and SiLU forward and backward as parallel Numba loops, float32,
+CPU.
 
 The references are `gelu_reference` and friends in `npplm.layers.activations`: whole-array
 NumPy code, four to six passes over the data on one thread, and an erf that NumPy lacks (a
@@ -17,6 +18,10 @@ Only float32 arrays come here; float64 (gradient checks) always takes the exact 
 `python benchmarks/bench_kernels.py` prints both times on BERT-base's feed-forward
 activation, (8, 128, 3072) float32; on the 2-core CI-sized machine, 2026-11-23, forward +
 backward took 78.9 ms -> 13.0 ms (erf form, 6x) and 71.7 ms -> 18.5 ms (tanh form, 4x).
+SiLU, LLaMA's SwiGLU gate, came last: in a DPO step on SmolLM2-135M (benchmarks/
+side_by_side_dpo.py) NumPy's single-threaded SiLU took 1.2 s of 7.1 (benchmarks/
+profile_step.py's timers, 2-core Intel VM, 2026-12-06). Its kernels use libm's expf and
+the reference's exact formula, so they agree with it to float32 rounding.
 """
 
 import math
@@ -32,7 +37,8 @@ Q = [f32(c) for c in (-1.45660718464996e-05, -2.13374055278905e-04, -1.682826974
                       -7.37332916720468e-03, -1.42647390514189e-02)]
 P0, P1, P2, P3, P4, P5, P6 = P
 Q0, Q1, Q2, Q3, Q4 = Q
-HALF, ONE, TWO, FOUR, EIGHTY = f32(0.5), f32(1.0), f32(2.0), f32(4.0), f32(80.0)
+ZERO, HALF, ONE, TWO, FOUR, EIGHTY = (f32(0.0), f32(0.5), f32(1.0), f32(2.0), f32(4.0),
+                                      f32(80.0))
 SQRT_HALF = f32(math.sqrt(0.5))
 INV_SQRT_2PI = f32(1.0 / math.sqrt(2.0 * math.pi))
 SQRT_2_OVER_PI = f32(math.sqrt(2.0 / math.pi))
@@ -109,6 +115,32 @@ def gelu_tanh_backward(g, x):
         s = sigmoid32(TWO * SQRT_2_OVER_PI * (v + C3 * v * v * v))
         du = SQRT_2_OVER_PI * (ONE + C3_GRAD * v * v)
         out[i] = fg[i] * (s + TWO * v * s * (ONE - s) * du)
+    return out.reshape(x.shape)
+
+
+@numba.njit(parallel=True, fastmath=FLAGS, cache=True)
+def silu_forward(x):
+    """x sigmoid(x), elementwise, with the reference's overflow-free sigmoid: e = exp(-|x|),
+    1 / (1 + e) for x >= 0 and e / (1 + e) below."""
+    flat = x.ravel()
+    out = np.empty_like(flat)
+    for i in numba.prange(flat.size):
+        v = flat[i]
+        e = math.exp(-abs(v))
+        out[i] = v * (ONE / (ONE + e) if v >= ZERO else e / (ONE + e))
+    return out.reshape(x.shape)
+
+
+@numba.njit(parallel=True, fastmath=FLAGS, cache=True)
+def silu_backward(g, x):
+    """g * (s + x s (1 - s)),  s = sigmoid(x), elementwise."""
+    fx, fg = x.ravel(), g.ravel()
+    out = np.empty_like(fx)
+    for i in numba.prange(fx.size):
+        v = fx[i]
+        e = math.exp(-abs(v))
+        s = ONE / (ONE + e) if v >= ZERO else e / (ONE + e)
+        out[i] = fg[i] * (s + v * s * (ONE - s))
     return out.reshape(x.shape)
 
 

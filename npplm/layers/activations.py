@@ -2,9 +2,10 @@
 
 Composed from erf/tanh/mul primitives each would take four to six array passes and keep as
 many intermediates; fused, one pass each way. The composite forms are the test oracles.
-The two GELUs, the largest elementwise op of BERT's and GPT's feed-forward layers, also
-have Numba kernels (gpu/numba_cpu/activations.py) that take large float32 NumPy arrays; the
-`*_reference` functions here are what they must equal, and what everything else runs.
+The two GELUs, the largest elementwise op of BERT's and GPT's feed-forward layers, and
+LLaMA's SiLU also have Numba kernels (gpu/numba_cpu/activations.py) that take large
+float32 NumPy arrays; the `*_reference` functions here are what they must equal, and what
+everything else runs.
 
     gelu       BERT, RoBERTa, ALBERT, GPT-1, GLM   x * Phi(x), the exact (erf) form
     gelu_tanh  GPT-2, GPT-3, T5 v1.1                the tanh approximation ("gelu_new")
@@ -79,23 +80,32 @@ def gelu_tanh_vjp(g, out, x):
     return (gelu_tanh_grad_reference(g, x),)
 
 
-@primitive
-@in_float32
-def silu(x):
+def silu_reference(x):
     """SiLU(x) = x * sigmoid(x)  (also "swish"; Elfwing et al., 1702.03118)."""
     xp = array_module(x)
     e = xp.exp(-xp.abs(x))  # the overflow-free sigmoid, as in autograd's primitive
     return x * xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-@silu.defvjp
-@in_float32_vjp
-def silu_vjp(g, out, x):
+def silu_grad_reference(g, x):
     # d/dx [x s(x)] = s + x s (1 - s)
     xp = array_module(x)
     e = xp.exp(-xp.abs(x))
     s = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-    return (g * (s + x * s * (1 - s)),)
+    return g * (s + x * s * (1 - s))
+
+
+@primitive
+@in_float32
+def silu(x):
+    """SiLU, LLaMA's SwiGLU gate."""
+    return kernels.silu_forward(x) if kernels.applies(x) else silu_reference(x)
+
+
+@silu.defvjp
+@in_float32_vjp
+def silu_vjp(g, out, x):
+    return (kernels.silu_backward(g, x) if kernels.applies(g, x) else silu_grad_reference(g, x),)
 
 
 ACTIVATIONS = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh,

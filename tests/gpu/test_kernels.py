@@ -16,6 +16,8 @@ FORMS = [
      kernels.gelu_forward, kernels.gelu_backward),
     ("gelu_tanh", reference.gelu_tanh_reference, reference.gelu_tanh_grad_reference,
      kernels.gelu_tanh_forward, kernels.gelu_tanh_backward),
+    ("silu", reference.silu_reference, reference.silu_grad_reference,
+     kernels.silu_forward, kernels.silu_backward),
 ]
 
 
