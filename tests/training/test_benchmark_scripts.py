@@ -1,4 +1,5 @@
-"""The precision-and-memory benchmark scripts still run (--quick: tiny models, a few steps)."""
+"""The precision-and-memory benchmark scripts still run (--quick: tiny models, a few steps),
+and profile_step.py's timers count every primitive call and leave the registry as it was."""
 
 import subprocess
 import sys
@@ -27,3 +28,27 @@ def test_mixed_precision_benchmark_runs():
     out = run("mixed_precision.py", "--variants", "bf16", "pure bf16")
     rows = [line.split()[0] for line in out.splitlines()[2:]]
     assert rows == ["fp32", "bf16", "pure"], out
+
+
+def test_profile_step_times_every_primitive_call_and_unwraps_them():
+    import collections
+
+    import numpy as np
+
+    from autograd.primitive import REGISTRY
+    from benchmarks.bench_training import npplm_step
+    from benchmarks.profile_step import instrument
+
+    before = {name: (p.fun, p.vjp) for name, p in REGISTRY.items()}
+    step, _ = npplm_step("tiny")
+    records = collections.defaultdict(lambda: [0.0, 0.0, 0])
+    restore = instrument(records)
+    try:
+        step()
+    finally:
+        restore()
+    assert {name: (p.fun, p.vjp) for name, p in REGISTRY.items()} == before
+    L = 2  # the tiny preset's layers: q/k/v, projection, two MLP matrices each, + LM head
+    assert records["linear"][2] == records["linear (vjp)"][2] == 4 * L + 1
+    assert records["causal_attention"][2] == L
+    assert all(np.isfinite(r[0]) and r[0] >= 0 for r in records.values())
