@@ -16,8 +16,10 @@ OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / NUMBA_NUM_THREADS set to --threads, and
     decode    tokens/s over --new-tokens greedy tokens after it (the best of --repeats)
     tokens    the first 20 greedy ids, which must agree between engines
 
-`--split` adds where npplm's decoding time goes: each Numba kernel call timed (the 4-bit
-and 8-bit products, the embedding lookup, attention), the rest being Python and NumPy.
+`--split` adds where npplm's decoding time goes: each Numba kernel call timed (a block's
+whole step, gpu/numba_cpu/decoding.py; the 8-bit LM head; the embedding lookup; and the
+products and attention where a step does not take the one-call path), the rest being
+Python and NumPy.
 
 transformers reads the GGUF file with `gguf_file=` and dequantises it to float32 (as
 npplm did before); llama.cpp keeps the blocks (its own Q8 activations, VNNI dot
@@ -103,7 +105,7 @@ def run_npplm(model, ids, new_tokens, repeats, activations, split=False):
     import numpy as np
 
     from autograd import no_grad
-    from gpu.numba_cpu import attention, quantized
+    from gpu.numba_cpu import attention, decoding, quantized
     from npplm import runtime
 
     runtime.configure()
@@ -130,7 +132,8 @@ def run_npplm(model, ids, new_tokens, repeats, activations, split=False):
     if split:  # one more decode, its kernels timed
         spent = timed_kernels([(quantized, ["matvec_int4", "matvec_int8", "gather_rows_int4",
                                             "gather_rows_int8"]),
-                               (attention, ["attention_forward"])])
+                               (attention, ["attention_forward"]),
+                               (decoding, ["llama_block_step"])])
         token = prefill(ids)
         spent.clear()
         start = time.perf_counter()

@@ -55,11 +55,18 @@ The benchmarks call it, and the README's figures are measured with it.
    GEMMs of milliseconds. `configure()` applies it unless the user has already set
    OPENBLAS_THREAD_TIMEOUT. `long_blas_wait()` restores OpenBLAS's default for decoding
    (`use_spinning_thread_pool`, 2b), which runs many tiny products back to back.
+
+4. Vector width: 512-bit vectors in Numba's kernels on CPUs with AVX-512. This one is set
+   when the kernels' package is imported (gpu/numba_cpu/__init__.py says why and how),
+   because Numba fixes its code generator's features when the first kernel is defined;
+   `configure()` reports it.
 """
 
 import ctypes
 import os
 import sys
+
+from gpu import numba_cpu
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
@@ -197,15 +204,16 @@ def long_blas_wait():
 
 
 def configure():
-    """Apply the three settings (once; later calls return the first result).
+    """Apply the four settings (once; later calls return the first result).
 
     Returns {"keep_freed_memory": bool, "numba_threading_layer": str, "blas_wait": the
     OPENBLAS_THREAD_TIMEOUT exponent in effect (0: OpenBLAS's default), or None where it
-    cannot be set}.
+    cannot be set, "wide_vectors": bool}.
     """
     global _applied
     if _applied is None:
         _applied = {"keep_freed_memory": keep_freed_memory(),
                     "numba_threading_layer": use_training_thread_pool(),
-                    "blas_wait": short_blas_wait()}
+                    "blas_wait": short_blas_wait(),
+                    "wide_vectors": numba_cpu.wide_vectors()}
     return dict(_applied)

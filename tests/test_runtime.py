@@ -121,3 +121,41 @@ def test_configure_makes_openblas_workers_sleep_after_a_gemm_unless_the_user_cho
     back = run_clean("import npplm; npplm.runtime.configure()\n"
                      "npplm.runtime.use_spinning_thread_pool()" + SPIN_TEST)
     assert int(back[0]) > 20
+
+
+WIDTH_TEST = """
+import re
+import numba, numpy as np
+from numba.core.codegen import get_host_cpu_features
+import npplm
+from gpu import numba_cpu
+from npplm.quantization.linear import PackedWeight, matmul
+q = np.ones((64, 64), np.int8); s = np.ones((64, 2), np.float32)
+matmul(np.ones((1, 64), np.float32), PackedWeight.pack("Q4_1", q, s, s, 32))  # compiles
+asm = "".join(numba_cpu.quantized.int4_tile.inspect_asm().values())
+fma512 = any(line.split()[:1] and line.split()[0].startswith("vfmadd") and "zmm" in line
+             for line in asm.splitlines())  # a multiply-add on 16 float32 lanes
+print("+avx512f" in get_host_cpu_features().split(","), npplm.runtime.configure()["wide_vectors"],
+      fma512)
+"""
+
+
+def test_the_kernels_compile_with_512_bit_vectors_where_the_cpu_has_them(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_FEATURES",
+                                                            "NUMBA_CPU_NAME")}
+
+    def compiled(**extra):  # afresh, in an empty cache: a cached kernel has no assembly
+        cache = tmp_path / f"cache{len(extra)}"
+        out = subprocess.run([sys.executable, "-c", WIDTH_TEST], capture_output=True,
+                             text=True, timeout=300,
+                             env={**env, "NUMBA_CACHE_DIR": str(cache), **extra})
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    has_avx512, wide, zmm = compiled()
+    assert wide == has_avx512 and zmm == has_avx512  # set on import, used by the kernels
+    # The user's NUMBA_CPU_FEATURES stands (here: the host's own, LLVM's 256-bit tuning).
+    features = subprocess.run(
+        [sys.executable, "-c", "from numba.core.codegen import get_host_cpu_features as f; "
+         "print(f())"], capture_output=True, text=True, timeout=300, env=env).stdout.strip()
+    assert compiled(NUMBA_CPU_FEATURES=features)[1:] == ["False", "False"]

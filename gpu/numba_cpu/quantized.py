@@ -58,49 +58,62 @@ FLAGS = {"contract", "nsz", "reassoc"}  # fused multiply-adds; sums may be regro
 LOW, SHIFT = np.uint8(15), np.uint8(4)  # nibble mask and shift, kept uint8 for LLVM
 
 
+@numba.njit(fastmath=FLAGS, cache=True)
+def int4_tile(codes, scale, offset, x, xscale, xsum, t, y, start):
+    """y[start:start + LANES] = tile t of a 4-bit weight times one row x (C,), each byte
+    unpacked where it is used (xscale, xsum (C/32,) as above)."""
+    NB, G, lanes = codes.shape[1], codes.shape[2], codes.shape[3]
+    s = np.empty(lanes, dtype=np.float32)
+    acc = np.zeros(lanes, dtype=np.float32)
+    for b in range(NB):
+        s[:] = 0.0
+        for i in range(G):
+            lo, hi = x[b * 2 * G + i], x[b * 2 * G + G + i]  # weights i and i + 16
+            for lane in range(lanes):
+                byte = codes[t, b, i, lane]
+                s[lane] += (np.float32(np.uint8(byte & LOW)) * lo
+                            + np.float32(np.uint8(byte >> SHIFT)) * hi)
+        xs, xm = xscale[b], xsum[b]
+        for lane in range(lanes):
+            acc[lane] += scale[t, b, lane] * xs * s[lane] + offset[t, b, lane] * xm
+    for lane in range(lanes):
+        y[start + lane] = acc[lane]
+
+
+@numba.njit(fastmath=FLAGS, cache=True)
+def int8_tile(codes, scale, x, xscale, t, y, start):
+    """y[start:start + LANES] = tile t of an 8-bit weight times one row x (C,)."""
+    NB, G, lanes = codes.shape[1], codes.shape[2], codes.shape[3]
+    s = np.empty(lanes, dtype=np.float32)
+    acc = np.zeros(lanes, dtype=np.float32)
+    for b in range(NB):
+        s[:] = 0.0
+        for i in range(G):
+            xi = x[b * G + i]
+            for lane in range(lanes):
+                s[lane] += np.float32(codes[t, b, i, lane]) * xi
+        xs = xscale[b // (32 // G)]  # activation blocks are 32 wide
+        for lane in range(lanes):
+            acc[lane] += scale[t, b, lane] * xs * s[lane]
+    for lane in range(lanes):
+        y[start + lane] = acc[lane]
+
+
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
 def matvec_int4(codes, scale, offset, x, xscale, xsum, lanes):
-    """`matmul_int4` for one row of x (decoding): each byte unpacked where it is used."""
-    T, NB, G = codes.shape[0], codes.shape[1], codes.shape[2]
-    y = np.empty((1, T * lanes), dtype=np.float32)
-    for t in numba.prange(T):
-        s = np.empty(lanes, dtype=np.float32)
-        acc = np.zeros(lanes, dtype=np.float32)
-        for b in range(NB):
-            s[:] = 0.0
-            for i in range(G):
-                lo, hi = x[0, b * 2 * G + i], x[0, b * 2 * G + G + i]  # weights i, i+16
-                for lane in range(lanes):
-                    byte = codes[t, b, i, lane]
-                    s[lane] += (np.float32(np.uint8(byte & LOW)) * lo
-                                + np.float32(np.uint8(byte >> SHIFT)) * hi)
-            xs, xm = xscale[0, b], xsum[0, b]
-            for lane in range(lanes):
-                acc[lane] += scale[t, b, lane] * xs * s[lane] + offset[t, b, lane] * xm
-        for lane in range(lanes):
-            y[0, t * lanes + lane] = acc[lane]
+    """`matmul_int4` for one row of x (decoding): `int4_tile` for every tile."""
+    y = np.empty((1, codes.shape[0] * lanes), dtype=np.float32)
+    for t in numba.prange(codes.shape[0]):
+        int4_tile(codes, scale, offset, x[0], xscale[0], xsum[0], t, y[0], t * lanes)
     return y
 
 
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
 def matvec_int8(codes, scale, x, xscale, lanes):
-    """`matmul_int8` for one row of x (decoding)."""
-    T, NB, G = codes.shape[0], codes.shape[1], codes.shape[2]
-    y = np.empty((1, T * lanes), dtype=np.float32)
-    for t in numba.prange(T):
-        s = np.empty(lanes, dtype=np.float32)
-        acc = np.zeros(lanes, dtype=np.float32)
-        for b in range(NB):
-            s[:] = 0.0
-            for i in range(G):
-                xi = x[0, b * G + i]
-                for lane in range(lanes):
-                    s[lane] += np.float32(codes[t, b, i, lane]) * xi
-            xs = xscale[0, b // (32 // G)]
-            for lane in range(lanes):
-                acc[lane] += scale[t, b, lane] * xs * s[lane]
-        for lane in range(lanes):
-            y[0, t * lanes + lane] = acc[lane]
+    """`matmul_int8` for one row of x (decoding): `int8_tile` for every tile."""
+    y = np.empty((1, codes.shape[0] * lanes), dtype=np.float32)
+    for t in numba.prange(codes.shape[0]):
+        int8_tile(codes, scale, x[0], xscale[0], t, y[0], t * lanes)
     return y
 
 

@@ -156,6 +156,14 @@ class KVCache:
         self._written[layer] = start + T
         return self._load(layer, start + T)
 
+    def stored_by_kernel(self, layer, T):
+        """Mark T new positions of `layer` as written by a kernel that stores into
+        keys[layer] and values[layer] itself (gpu/numba_cpu/decoding.py), as update would."""
+        if self.length + T > self.max_length:
+            raise ValueError(f"KV cache full: {self.length} cached + {T} new positions exceed "
+                             f"its max_length {self.max_length}")
+        self._written[layer] = self.length + T
+
     def advance(self, T):
         """Mark T new positions as filled (call once per forward pass, after every layer)."""
         if any(w != self.length + T for w in self._written):

@@ -77,8 +77,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autograd import Tensor, as_array, broadcast_to, to_numpy
-from npplm.generation import GenerationMixin
+from autograd import Tensor, as_array, broadcast_to, is_grad_enabled, to_numpy
+from gpu.numba_cpu import decoding as step_kernel
+from npplm.generation import GenerationMixin, KVCache
 from npplm.io import CheckpointError, gguf
 from npplm.layers import (
     CausalMask,
@@ -110,7 +111,7 @@ from npplm.models.base import (
 )
 from npplm.models.output import ModelOutput
 from npplm.quantization import formats
-from npplm.quantization.linear import PACKABLE, PackedWeight, quantize_modules
+from npplm.quantization.linear import PACKABLE, PackedWeight, QuantizedLinear, quantize_modules
 from npplm.runtime import release_freed_memory
 
 _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor",
@@ -442,6 +443,8 @@ class LlamaModel(LlamaPreTrainedModel):
                                                  config.rope_parameters)
 
     def forward(self, input_ids, attention_mask=None, cache=None, position_ids=None):
+        if one_call_a_block(self, input_ids, attention_mask, cache, position_ids):
+            return ModelOutput(last_hidden_state=decode_one_token(self, input_ids, cache))
         input_ids, cos, sin, bias = self.layer_inputs(input_ids, attention_mask, cache,
                                                       position_ids)
         h = self.embed_tokens(input_ids)  # (B, T) -> (B, T, C)
@@ -493,6 +496,66 @@ class LlamaModel(LlamaPreTrainedModel):
         # The tables follow the weights' device: positions on the host, cos/sin moved once.
         cos, sin = rope_cos_sin(position_ids, self.rope_frequencies, dtype)  # (B?, T, D)
         return input_ids, self.xp.asarray(cos), self.xp.asarray(sin), bias
+
+
+# --- decoding a token with a quantised model: one kernel call a block -------------------------
+
+_NONE = np.zeros(0, dtype=np.float32)  # an absent bias or offset, as the kernel takes it
+
+
+def one_call_a_block(backbone, input_ids, attention_mask, cache, position_ids):
+    """Whether LlamaModel.forward may run each block as one call of
+    gpu/numba_cpu/decoding.py's `llama_block_step` (the same arithmetic as the blocks'
+    forward, without 37 Python-level primitive calls a block): one new token (B = T = 1)
+    on NumPy with a float32 KVCache, nothing recorded for a gradient, no padding, positions
+    from the cache, and every projection of every block a QuantizedLinear with the same
+    activations (no bias on o, gate, up and down)."""
+    if (is_grad_enabled() or type(cache) is not KVCache or cache.dtype != np.float32
+            or position_ids is not None or np.shape(input_ids) != (1, 1)
+            or not isinstance(cache.keys[0], np.ndarray)):
+        return False
+    if attention_mask is not None and not np.all(to_numpy(as_array(attention_mask))):
+        return False
+    modes = set()
+    for block in backbone.layers:
+        for i, linear in enumerate(projections(block)):
+            if not isinstance(linear, QuantizedLinear) or (i >= 3 and linear.bias is not None):
+                return False
+            modes.add(linear.activations)
+    return len(modes) == 1
+
+
+def projections(block):
+    """A block's q, k, v, o, gate, up and down projections, in the kernel's order."""
+    attn, mlp = block.self_attn, block.mlp
+    return (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj,
+            mlp.down_proj)
+
+
+def decode_one_token(backbone, input_ids, cache):
+    """LlamaModel.forward for one token with `one_call_a_block`: the embedding, each block
+    by the kernel (the residual stream h (C,) updated in place, the cache written at its
+    length), the final norm -> (1, 1, C)."""
+    input_ids, cos, sin, _ = backbone.layer_inputs(input_ids, None, cache)  # checked
+    h = np.array(as_array(backbone.embed_tokens(input_ids)), dtype=np.float32).reshape(-1)
+    p = cache.length
+    if p + 1 > cache.max_length:  # the kernel writes position p unchecked
+        raise ValueError(f"KV cache full: {p} cached + 1 new position exceed its max_length "
+                         f"{cache.max_length}")
+    for i, block in enumerate(backbone.layers):
+        weights = projections(block)
+        triples = [(w.weight.codes, w.weight.scale,
+                    _NONE if w.weight.offset is None else w.weight.offset) for w in weights]
+        biases = [_NONE if w.bias is None else as_array(w.bias) for w in weights[:3]]
+        step_kernel.llama_block_step(
+            h, p, cos[0], sin[0], float(block.input_layernorm.eps),
+            weights[0].activations == "q8", block.self_attn.n_heads,
+            as_array(block.input_layernorm.weight), *triples[:3], *biases, triples[3],
+            as_array(block.post_attention_layernorm.weight), *triples[4:],
+            cache.keys[i], cache.values[i])
+        cache.stored_by_kernel(i, 1)
+    cache.advance(1)
+    return backbone.norm(Tensor(h.reshape(1, 1, -1)))
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):

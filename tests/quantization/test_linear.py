@@ -6,26 +6,12 @@ import numpy as np
 import pytest
 
 from autograd import Tensor, no_grad
-from npplm.layers import Embedding, Linear, no_init
+from npplm.layers import Embedding, Linear
 from npplm.models.llama import LlamaConfig, LlamaForCausalLM
 from npplm.quantization import formats
-from npplm.quantization.linear import (
-    PackedWeight,
-    QuantizedEmbedding,
-    QuantizedLinear,
-    quantize_modules,
-)
+from npplm.quantization.linear import PackedWeight, QuantizedEmbedding, QuantizedLinear
+from tests.quantization.models import dequantized, packed_of, quantized_twin
 from tests.tolerances import assert_close
-
-
-def packed_of(w, kind):
-    """A float32 weight (R, C) quantised to `kind` by our quantiser, packed."""
-    raw = formats.quantize(np.asarray(w, np.float32), kind)
-    return PackedWeight.pack(kind, *formats.unpack(raw, kind, w.shape))
-
-
-def dequantized(w, kind):
-    return formats.dequantize(formats.quantize(np.asarray(w, np.float32), kind), kind, w.shape)
 
 
 @pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"])
@@ -80,21 +66,10 @@ def test_a_quantized_llama_equals_the_float_model_of_its_dequantized_weights(act
     config = LlamaConfig.tiny(hidden_size=256, intermediate_size=512, num_attention_heads=4,
                               num_key_value_heads=2, tie_word_embeddings=True,
                               vocab_size=96)
-    model = LlamaForCausalLM(config).eval()
     kinds = {"q_proj": "Q4_K", "k_proj": "Q4_0", "v_proj": "Q8_0", "o_proj": "Q6_K",
              "gate_proj": "Q4_1", "up_proj": "Q4_1", "down_proj": "Q4_K",
              "embed_tokens": "Q8_0"}
-    packed, state = {}, model.state_dict(remove_duplicates=True)
-    for key, w in state.items():
-        kind = next((k for part, k in kinds.items() if f".{part}." in key), None)
-        if kind:
-            packed[key] = packed_of(w, kind)
-            state[key] = dequantized(w, kind)
-    reference = LlamaForCausalLM(config).load_weights(state).eval()
-    with no_init():
-        quantized = LlamaForCausalLM(config)
-    quantize_modules(quantized, packed, activations)
-    quantized.load_weights({k: v for k, v in state.items() if k not in packed})
+    quantized, reference = quantized_twin(LlamaForCausalLM, config, kinds, activations)
     assert isinstance(quantized.lm_head, QuantizedLinear)
     assert quantized.lm_head.weight is quantized.model.embed_tokens.weight  # still tied
     assert not any(isinstance(m, (Linear, Embedding)) for _, m in quantized.named_modules())

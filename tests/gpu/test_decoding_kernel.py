@@ -1,0 +1,106 @@
+"""A block's one-call decoding step (gpu/numba_cpu/decoding.py) against the model's own
+forward (the primitives and QuantizedLinear's kernels), on tiny quantised LLaMA and Qwen2.
+
+Tolerance: the products are the same tile code in both paths, so they agree exactly; the
+norms, rotations, softmax and SiLU sum the same float32 terms in another order, each within
+a few float32 roundings (2^-24 relative) of terms of size about 1, through two blocks: 1e-5
+absolute on logits and cached keys of size about 1 ("model32") holds with a wide margin
+(the observed difference is 4e-7).
+"""
+
+import numpy as np
+import pytest
+
+import npplm.models.llama as llama
+from autograd import no_grad
+from gpu.numba_cpu import decoding
+from npplm.models.llama import LlamaConfig, LlamaForCausalLM
+from npplm.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
+from tests.gpu.spies import spy_on
+from tests.quantization.models import quantized_twin
+from tests.tolerances import assert_close
+
+MIXED = {"q_proj": "Q4_K", "k_proj": "Q4_0", "v_proj": "Q8_0", "o_proj": "Q6_K",
+         "gate_proj": "Q4_1", "up_proj": "Q4_1", "down_proj": "Q4_K", "embed_tokens": "Q8_0"}
+PLAIN = {"q_proj": "Q4_1", "k_proj": "Q4_0", "v_proj": "Q8_0", "o_proj": "Q4_1",
+         "gate_proj": "Q4_1", "up_proj": "Q8_0", "down_proj": "Q4_0"}
+
+
+def llama_model(activations="float32"):
+    # Widths of 256 for the K-quants; 4 query heads on 2 key/value heads (GQA).
+    config = LlamaConfig.tiny(hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                              num_key_value_heads=2, tie_word_embeddings=True, vocab_size=96)
+    return quantized_twin(LlamaForCausalLM, config, MIXED, activations)[0]
+
+
+def qwen2_model():
+    # q, k, v with biases; 96 rows a projection: a tile of 64 and a padded one.
+    config = Qwen2Config.tiny(hidden_size=64, intermediate_size=96, num_attention_heads=4,
+                              num_key_value_heads=2, vocab_size=96)
+    return quantized_twin(Qwen2ForCausalLM, config, PLAIN)[0]
+
+
+def decode(model, prompt, tokens, one_call, monkeypatch=None):
+    """Logits of each of `tokens` fed one at a time after `prompt` (1, T), and the cache."""
+    if not one_call:
+        monkeypatch.setattr(llama, "one_call_a_block", lambda *args: False)
+    cache = model.new_cache(1, prompt.shape[1] + len(tokens))
+    with no_grad():
+        model(prompt, cache=cache)
+        logits = [model(np.array([[t]]), cache=cache).logits.numpy() for t in tokens]
+    if not one_call:
+        monkeypatch.undo()
+    return np.concatenate(logits), cache
+
+
+@pytest.mark.parametrize("make", [llama_model, lambda: llama_model("q8"), qwen2_model],
+                         ids=["llama-mixed-formats", "llama-q8-activations", "qwen2-biases"])
+def test_a_one_call_step_equals_the_blocks_forward(make, monkeypatch):
+    model = make()
+    prompt = np.random.default_rng(0).integers(0, 96, (1, 7))
+    tokens = [5, 90, 17, 17, 3]
+    calls = spy_on(monkeypatch, decoding, ["llama_block_step"])
+    ours, cache = decode(model, prompt, tokens, one_call=True)
+    assert len(calls) == len(tokens) * model.config.num_hidden_layers  # every step took it
+    theirs, reference_cache = decode(model, prompt, tokens, False, monkeypatch)
+    assert ours.dtype == np.float32
+    assert_close(ours, theirs, "model32")
+    assert cache.length == reference_cache.length == 12
+    for ours_kv, theirs_kv in zip(cache._arrays(), reference_cache._arrays()):
+        assert_close(ours_kv[:, :, :12], theirs_kv[:, :, :12], "model32")
+
+
+def test_generate_takes_it_with_its_all_ones_mask_and_picks_the_same_tokens(monkeypatch):
+    model = llama_model()
+    prompt = np.random.default_rng(1).integers(0, 96, (1, 5))
+    calls = spy_on(monkeypatch, decoding, ["llama_block_step"])
+    ours = model.generate(prompt, max_new_tokens=8, temperature=0)
+    assert len(calls) == 7 * model.config.num_hidden_layers  # the 7 steps after the prefill
+    monkeypatch.setattr(llama, "one_call_a_block", lambda *args: False)
+    assert np.array_equal(ours, model.generate(prompt, max_new_tokens=8, temperature=0))
+
+
+def test_other_steps_take_the_blocks_forward(monkeypatch):
+    model = llama_model()
+    calls = spy_on(monkeypatch, decoding, ["llama_block_step"])
+    prompt = np.array([[1, 2, 3]])
+    with no_grad():
+        model(prompt, cache=model.new_cache(1, 8))  # T = 3: a prefill
+        cache = model.new_cache(2, 8)
+        model(np.array([[1], [2]]), cache=cache)  # B = 2
+        cache = model.new_cache(1, 8, dtype="int8")
+        model(np.array([[1]]), cache=cache)  # an int8 cache
+        cache = model.new_cache(1, 8)
+        model(np.array([[1]]), cache=cache, position_ids=np.array([[4]]))  # own positions
+        model(np.array([[1]]), cache=cache, attention_mask=np.array([[0, 1]]))  # padding
+    model(np.array([[1]]), cache=model.new_cache(1, 8))  # recording for a gradient
+    assert calls == []
+
+
+def test_a_full_cache_is_refused_before_the_kernel_writes():
+    model = llama_model()
+    cache = model.new_cache(1, 2)
+    with no_grad():
+        model(np.array([[1, 2]]), cache=cache)
+        with pytest.raises(ValueError, match="KV cache full: 2 cached"):
+            model(np.array([[3]]), cache=cache)
