@@ -154,8 +154,9 @@ def test_the_kernels_compile_with_512_bit_vectors_where_the_cpu_has_them(tmp_pat
 
     has_avx512, wide, zmm = compiled()
     assert wide == has_avx512 and zmm == has_avx512  # set on import, used by the kernels
-    # The user's NUMBA_CPU_FEATURES stands (here: the host's own, LLVM's 256-bit tuning).
+    # The user's NUMBA_CPU_FEATURES stands (here: the host's own, with LLVM's tuning for
+    # the CPU, which on Intel's AVX-512 cores keeps to 256-bit vectors).
     features = subprocess.run(
         [sys.executable, "-c", "from numba.core.codegen import get_host_cpu_features as f; "
          "print(f())"], capture_output=True, text=True, timeout=300, env=env).stdout.strip()
-    assert compiled(NUMBA_CPU_FEATURES=features)[1:] == ["False", "False"]
+    assert compiled(NUMBA_CPU_FEATURES=features)[1] == "False"

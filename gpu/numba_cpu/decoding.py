@@ -204,3 +204,11 @@ def llama_block_step(h, p, cos, sin, eps, q8, n_heads, attn_norm, wq, wk, wv, bq
         tile_product(w_down, x, xscale, xsum, j, out, j * L)
     for c in range(C):
         h[c] += out[c]
+
+
+def applies(keys, values):
+    """Take the kernel for a cache whose arrays (1, K, S_max, D) are float32 NumPy and
+    C-contiguous (the kernel writes them in place); the caller (LlamaModel.forward, through
+    llama.py's `one_call_a_block`) checks the rest: one token, quantised projections."""
+    return all(type(a) is np.ndarray and a.dtype == np.float32 and a.ndim == 4
+               and a.shape[0] == 1 and a.flags.c_contiguous for a in (keys, values))

@@ -510,9 +510,9 @@ def one_call_a_block(backbone, input_ids, attention_mask, cache, position_ids):
     on NumPy with a float32 KVCache, nothing recorded for a gradient, no padding, positions
     from the cache, and every projection of every block a QuantizedLinear with the same
     activations (no bias on o, gate, up and down)."""
-    if (is_grad_enabled() or type(cache) is not KVCache or cache.dtype != np.float32
-            or position_ids is not None or np.shape(input_ids) != (1, 1)
-            or not isinstance(cache.keys[0], np.ndarray)):
+    if (is_grad_enabled() or type(cache) is not KVCache or position_ids is not None
+            or np.shape(input_ids) != (1, 1)
+            or not step_kernel.applies(cache.keys[0], cache.values[0])):
         return False
     if attention_mask is not None and not np.all(to_numpy(as_array(attention_mask))):
         return False
