@@ -17,12 +17,13 @@ unrolled the 16-iteration loop and then vectorised the loop over blocks, with ga
 rows interleaved, the innermost loop runs over LANES rows of one tile: for each byte
 position i the same two activations x[i], x[i + 16] multiply LANES weights from LANES
 consecutive bytes, a broadcast multiply-add that vectorises as it is (8 lanes a ymm
-register: zero-extend the bytes, mask and shift out the nibbles, convert, fused
-multiply-add). llama.cpp repacks for the same reason (its "q4_0_8x8" layouts interleave 8
-rows). LANES = 64 was the fastest of 16, 32, 64 (a (1536, 576) Q4 matrix-vector product on
-one thread: 134, 71, 58 us; OpenBLAS's float32 GEMV of the same matrix, 4 times the bytes,
-131 us), and is a trip count Numba does not know, so LLVM vectorises the loop instead of
-unrolling it. Per block and row, the two partial sums meet the scales:
+register, 16 a zmm one where LLVM may use them, see gpu/numba_cpu/__init__.py: zero-extend
+the bytes, mask and shift out the nibbles, convert, fused multiply-add). llama.cpp repacks
+for the same reason (its "q4_0_8x8" layouts interleave 8 rows). LANES = 64 was the fastest
+of 16, 32, 64 (a (1536, 576) Q4 matrix-vector product on one thread, 256-bit: 134, 71, 58
+us; OpenBLAS's float32 GEMV of the same matrix, 4 times the bytes, 131 us), and is a trip
+count Numba does not know, so LLVM vectorises the loop instead of unrolling it. Per block
+and row, the two partial sums meet the scales:
 
     y[n, r] = sum_b  scale[r, b] xscale[n, b] s[n, r, b]  +  offset[r, b] xsum[n, b]
     s[n, r, b] = sum_i  q[r, b, i] x[n, b, i]             (i over the block's G weights)
@@ -260,7 +261,7 @@ def quantize_rows_q8(x):
             inv = np.float32(1.0) / db if db > 0 else np.float32(0.0)
             total = np.float32(0.0)
             for i in range(32):
-                q = np.float32(np.round(x[n, b * 32 + i] * inv))
+                q = np.float32(np.rint(x[n, b * 32 + i] * inv))  # half to even
                 xq[n, b * 32 + i] = q
                 total += q
             d[n, b], dsum[n, b] = db, db * total
