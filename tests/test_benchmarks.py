@@ -9,9 +9,10 @@ import itertools
 
 import pytest
 
-from benchmarks import bench_autograd, bench_encoder, bench_t5, bench_training
+from benchmarks import bench_autograd, bench_decoding, bench_encoder, bench_t5, bench_training
 
-SUITES = [obj for module in (bench_autograd, bench_encoder, bench_t5, bench_training)
+SUITES = [obj for module in (bench_autograd, bench_decoding, bench_encoder, bench_t5,
+                             bench_training)
           for _, obj in inspect.getmembers(module, inspect.isclass)
           if obj.__module__ == module.__name__
           and any(n.startswith(("time_", "peakmem_")) for n in dir(obj))]

@@ -225,11 +225,12 @@ def block_extent(i0, T, offset, first, S):
 
 
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
-def forward(q, kT, v, keep, first, n_heads, scale):
+def forward(q, kT, v, keep, first, n_heads, scale, causal):
     """out (BH, T, D), lse (BH, T) from q (BH, T, D), kT (BH, D, S), v (BH, S, D)."""
     BH, T, D = q.shape
     S = kT.shape[2]
-    offset = S - T  # keys cached before the first query
+    offset = S - T if causal else S  # keys cached before the first query (all: every row
+    # then reads every kept key, bidirectional attention)
     out = np.empty((BH, T, D), dtype=np.float32)
     lse = np.empty((BH, T), dtype=np.float32)
     n_blocks = (T + ROWS - 1) // ROWS
@@ -252,11 +253,11 @@ def forward(q, kT, v, keep, first, n_heads, scale):
 
 
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
-def backward(g, g_lse, q, k, kT, vT, out, lse, keep, first, n_heads, scale):
+def backward(g, g_lse, q, k, kT, vT, out, lse, keep, first, n_heads, scale, causal):
     """dq (BH, T, D), dk and dv (BH, S, D): the VJP of `forward` (see the module docstring)."""
     BH, T, D = q.shape
     S = k.shape[1]
-    offset = S - T
+    offset = S - T if causal else S
     dq = np.empty((BH, T, D), dtype=np.float32)
     dk = np.zeros((BH, S, D), dtype=np.float32)
     dv = np.zeros((BH, S, D), dtype=np.float32)
@@ -308,22 +309,23 @@ def plain(a, shape):
     return np.require(a, requirements=("C", "W")).reshape(shape)
 
 
-def attention_forward(q, k, v, keep, scale):
+def attention_forward(q, k, v, keep, scale, causal=True):
     """(out (B, H, T, D), lse (B, H, T)) of causal attention; see the module docstring.
 
     q (B, H, T, D), k and v (B, H, S, D) float32 NumPy arrays (any strides), keep (B, S)
-    bool: False for a padding key.
+    bool: False for a padding key. causal=False: every query reads every kept key (an
+    encoder's attention; the same loops, each row's extent S).
     """
     B, H, T, D = q.shape
     S = k.shape[2]
     kT = plain(k.swapaxes(-1, -2), (B * H, D, S))  # (B, H, S, D) -> (B H, D, S)
     keep = plain(keep, (B, S))
     out, lse = forward(plain(q, (B * H, T, D)), kT, plain(v, (B * H, S, D)), keep,
-                       first_kept(keep), H, f32(scale))
+                       first_kept(keep), H, f32(scale), causal)
     return out.reshape(B, H, T, D), lse.reshape(B, H, T)
 
 
-def attention_backward(g, g_lse, q, k, v, keep, out, lse, scale):
+def attention_backward(g, g_lse, q, k, v, keep, out, lse, scale, causal=True):
     """(dq, dk, dv) of `attention_forward` given g = dL/dout and g_lse = dL/dlse."""
     B, H, T, D = q.shape
     S = k.shape[2]
@@ -333,7 +335,7 @@ def attention_backward(g, g_lse, q, k, v, keep, out, lse, scale):
         plain(g, (flat, T, D)), plain(g_lse, (flat, T)), plain(q, (flat, T, D)),
         plain(k, (flat, S, D)), plain(k.swapaxes(-1, -2), (flat, D, S)),
         plain(v.swapaxes(-1, -2), (flat, D, S)), plain(out, (flat, T, D)),
-        plain(lse, (flat, T)), keep, first_kept(keep), H, f32(scale))
+        plain(lse, (flat, T)), keep, first_kept(keep), H, f32(scale), causal)
     return dq.reshape(B, H, T, D), dk.reshape(B, H, S, D), dv.reshape(B, H, S, D)
 
 

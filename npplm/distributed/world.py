@@ -220,8 +220,13 @@ class Mpi:
         """Print `message` and end every rank of the job now (MPI_Abort: mpiexec kills the
         others, so no rank waits forever on one that has failed)."""
         import sys
+        import time
 
         print(message, file=sys.stderr, flush=True)
+        # mpiexec's proxy forwards our stderr asynchronously, and MPI_Abort may kill it
+        # first: on a loaded machine the message was lost (CI, 2026-12-06). A pause lets
+        # the line out before the job ends.
+        time.sleep(0.5)
         self.comm.Abort(code)
 
     def __repr__(self):

@@ -10,8 +10,8 @@ parameters and call the functions.
     losses.py          cross_entropy (fused), causal_lm_loss, BCE, MSE, the heads' losses
     dropout.py         the dropout primitive, dropout(), Dropout
     gradient_scale.py  grad_scale: identity forward, gradient times alpha (GLM's shrink)
-    masks.py           additive_mask, padding_mask, causal_mask, CausalMask, causal_bias,
-                       positions_from_mask
+    masks.py           additive_mask, padding_mask, causal_mask, PaddingMask, CausalMask,
+                       causal_bias, check_attention_mask, positions_from_mask
     attention.py       split_heads, merge_heads, attention(), the fused causal_attention
     rotary.py          RoPE: rope_frequencies (incl. LLaMA-3 scaling), rope_cos_sin, apply_rotary
     checkpointing.py   run_block: a block, or the block replayed in backward (checkpointing)
@@ -40,9 +40,11 @@ from npplm.layers.losses import (
 )
 from npplm.layers.masks import (
     CausalMask,
+    PaddingMask,
     additive_mask,
     causal_bias,
     causal_mask,
+    check_attention_mask,
     padding_mask,
     positions_from_mask,
 )
@@ -53,11 +55,11 @@ from npplm.layers.softmax import log_softmax, softmax
 
 __all__ = [
     "IGNORE_INDEX", "CausalMask", "Dropout", "Embedding", "LayerNorm", "Linear", "Module",
-    "RMSNorm", "activation", "additive_mask", "apply_rotary", "attention",
+    "PaddingMask", "RMSNorm", "activation", "additive_mask", "apply_rotary", "attention",
     "binary_cross_entropy_with_logits", "causal_attention", "causal_bias", "causal_lm_loss",
-    "causal_mask", "check_ids", "checkpointed", "cross_entropy", "dropout", "gelu", "gelu_tanh",
-    "grad_scale", "int_array", "layer_norm", "linear", "log_softmax", "mean_squared_error",
-    "merge_heads", "no_init", "padding_mask", "positions_from_mask", "rms_norm", "rope_cos_sin",
-    "rope_frequencies", "run_block", "sequence_classification_loss", "silu", "softmax",
-    "span_extraction_loss", "split_heads",
+    "causal_mask", "check_attention_mask", "check_ids", "checkpointed", "cross_entropy",
+    "dropout", "gelu", "gelu_tanh", "grad_scale", "int_array", "layer_norm", "linear",
+    "log_softmax", "mean_squared_error", "merge_heads", "no_init", "padding_mask",
+    "positions_from_mask", "rms_norm", "rope_cos_sin", "rope_frequencies", "run_block",
+    "sequence_classification_loss", "silu", "softmax", "span_extraction_loss", "split_heads",
 ]

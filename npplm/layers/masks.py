@@ -12,9 +12,12 @@ the scores (or `attention` does, for a CausalMask).
     additive_mask       bool "may attend" -> 0 / dtype min
     padding_mask        (B, S) 1/0 -> (B, 1, 1, S) bias (encoders: BERT, RoBERTa, ALBERT)
     causal_mask         (T, S) bias: query t sees keys up to S - T + t
-    CausalMask          causal + padding, described rather than written out, so that a
-                        fused kernel can skip the masked triangle (GPT, LLaMA)
-    causal_bias         a CausalMask written out as a (B, 1, T, S) bias
+    PaddingMask         padding only, described rather than written out, so that a fused
+                        kernel can skip the padding keys (encoders: BERT, RoBERTa, ALBERT)
+    CausalMask          causal + padding, the same way, so that the kernel also skips the
+                        masked triangle (GPT, LLaMA)
+    causal_bias         a CausalMask written out as a (B, 1, T, S) bias; with
+                        causal=False, a PaddingMask's (B, 1, 1, S)
     positions_from_mask positions of the real tokens of left-padded rows (GPT, LLaMA)
 """
 
@@ -31,12 +34,18 @@ def additive_mask(allowed, dtype):
     return xp.where(allowed, 0.0, np.finfo(dtype).min).astype(dtype)
 
 
-def padding_mask(attention_mask, batch, length, dtype=np.float32):
-    """A (B, S) 1/0 mask (1 = attend) as an additive (B, 1, 1, S) bias: 0 or the dtype's min."""
+def check_attention_mask(attention_mask, batch, length):
+    """The user's (B, S) 1/0 mask as a NumPy array, its shape checked against the input's."""
     mask = to_numpy(as_array(attention_mask))
     if mask.shape != (batch, length):
         raise ValueError(f"attention_mask has shape {mask.shape} but the input ids have "
                          f"{(batch, length)}: they must be equal")
+    return mask
+
+
+def padding_mask(attention_mask, batch, length, dtype=np.float32):
+    """A (B, S) 1/0 mask (1 = attend) as an additive (B, 1, 1, S) bias: 0 or the dtype's min."""
+    mask = check_attention_mask(attention_mask, batch, length)
     return additive_mask(mask.astype(bool), dtype)[:, None, None, :]  # (B, S) -> (B, 1, 1, S)
 
 
@@ -46,7 +55,31 @@ def causal_mask(T, S, dtype=np.float32):
 
 
 @dataclass(frozen=True)
-class CausalMask:
+class PaddingMask:
+    """The mask of an encoder's self-attention, described instead of written out as a bias:
+    every query reads every key whose `keep` entry is true. keep: (B, S) 1/0 or bool, 1 = a
+    real token (a Hugging Face attention mask), or None for no padding. `attention` turns
+    it into the dense bias (`causal_bias(..., causal=False)`, `padding_mask`'s) only where
+    no fused kernel runs.
+    """
+
+    keep: object = None
+    causal = False
+
+    def keys(self, batch, length, xp=np):
+        """(B, S) bool on the device of `xp`: which keys may be read at all."""
+        if self.keep is None:
+            return xp.ones((batch, length), dtype=bool)
+        keep = to_numpy(as_array(self.keep)) != 0
+        if keep.shape != (batch, length):
+            raise ValueError(f"{type(self).__name__}: keep has shape {keep.shape} but "
+                             f"attention has {batch} rows of {length} keys: it must be "
+                             f"{(batch, length)}")
+        return xp.asarray(keep)
+
+
+@dataclass(frozen=True)
+class CausalMask(PaddingMask):
     """The mask of causal self-attention, described instead of written out as a bias.
 
     Query t, at absolute position S - T + t (after S - T cached keys), reads keys
@@ -55,23 +88,15 @@ class CausalMask:
     dense bias (`causal_bias`) only where no fused kernel runs.
     """
 
-    keep: object = None
-
-    def keys(self, batch, length, xp=np):
-        """(B, S) bool on the device of `xp`: which keys may be read at all."""
-        if self.keep is None:
-            return xp.ones((batch, length), dtype=bool)
-        keep = to_numpy(as_array(self.keep)) != 0
-        if keep.shape != (batch, length):
-            raise ValueError(f"CausalMask: keep has shape {keep.shape} but attention has "
-                             f"{batch} rows of {length} keys: it must be {(batch, length)}")
-        return xp.asarray(keep)
+    causal = True
 
 
-def causal_bias(keep, T, S, dtype):
-    """(B, 1, T, S) additive bias of causal attention over kept keys (B, S): 0 or the min."""
+def causal_bias(keep, T, S, dtype, causal=True):
+    """(B, 1, T, S) additive bias of causal attention over kept keys (B, S): 0 or the min;
+    causal=False: (B, 1, 1, S), the kept keys only (an encoder's padding bias)."""
     xp = array_module(keep)
-    if T == 1:  # decoding: the one query is the last position and may read every kept key
+    if T == 1 or not causal:  # decoding: the one query is the last position and may read
+        # every kept key (as every query of an encoder does)
         return additive_mask(keep[:, None, None, :], dtype)  # (B, S) -> (B, 1, 1, S)
     allowed = xp.tril(xp.ones((T, S), dtype=bool), k=S - T)  # (T, S)
     allowed = allowed & keep[:, None, None, :]  # (T, S) & (B, 1, 1, S) -> (B, 1, T, S)

@@ -59,12 +59,13 @@ from npplm.layers import (
     LayerNorm,
     Linear,
     Module,
+    PaddingMask,
     activation,
     attention,
+    check_attention_mask,
     cross_entropy,
     int_array,
     merge_heads,
-    padding_mask,
     run_block,
     split_heads,
 )
@@ -398,9 +399,11 @@ class AlbertModel(AlbertPreTrainedModel):
         if token_type_ids is not None:
             token_type_ids = int_array(token_type_ids, "token_type_ids")
         B, T = input_ids.shape
-        bias = None
-        if attention_mask is not None:  # (B, T) 1/0 -> (B, 1, 1, S) additive, 0 or very negative
-            bias = padding_mask(attention_mask, B, T, self.dtype)  # host: attention moves it
+        if attention_mask is not None:
+            check_attention_mask(attention_mask, B, T)  # (B, T) of 1/0
+        # Padding keys are skipped by the fused attention, or get the additive bias (0 for
+        # tokens, the dtype's min for padding) where it does not run (npplm.layers.masks).
+        bias = PaddingMask(attention_mask)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T) -> (B, T, E)
         x = self.encoder(x, bias)  # (B, T, E) -> (B, T, C)
         pooled = None

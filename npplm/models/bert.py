@@ -51,12 +51,13 @@ from npplm.layers import (
     LayerNorm,
     Linear,
     Module,
+    PaddingMask,
     activation,
     attention,
+    check_attention_mask,
     cross_entropy,
     int_array,
     merge_heads,
-    padding_mask,
     run_block,
     sequence_classification_loss,
     span_extraction_loss,
@@ -393,10 +394,11 @@ class BertModel(BertPreTrainedModel):
         if token_type_ids.shape != input_ids.shape:
             raise ValueError(f"token_type_ids has shape {token_type_ids.shape} but input_ids "
                              f"has {input_ids.shape}: they must be equal")
-        bias = None
         if attention_mask is not None:
-            # (B, S) of 1/0 -> additive (B, 1, 1, S): 0 for tokens, dtype-min for padding.
-            bias = padding_mask(attention_mask, B, T, self.dtype)  # host: attention moves it
+            check_attention_mask(attention_mask, B, T)  # (B, T) of 1/0
+        # Padding keys are skipped by the fused attention, or get the additive bias (0 for
+        # tokens, the dtype's min for padding) where it does not run (npplm.layers.masks).
+        bias = PaddingMask(attention_mask)
 
         h = self.embeddings(input_ids, token_type_ids)  # (B, T) -> (B, T, C)
         h = self.encoder(h, bias)  # (B, T, C)

@@ -506,7 +506,7 @@ _NONE = np.zeros(0, dtype=np.float32)  # an absent bias or offset, as the kernel
 def one_call_a_block(backbone, input_ids, attention_mask, cache, position_ids):
     """Whether LlamaModel.forward may run each block as one call of
     gpu/numba_cpu/decoding.py's `llama_block_step` (the same arithmetic as the blocks'
-    forward, without 37 Python-level primitive calls a block): one new token (B = T = 1)
+    forward, without some 30 Python-level primitive calls a block): one new token (B = T = 1)
     on NumPy with a float32 KVCache, nothing recorded for a gradient, no padding, positions
     from the cache, and every projection of every block a QuantizedLinear with the same
     activations (no bias on o, gate, up and down)."""

@@ -74,10 +74,11 @@ from npplm.layers import (
     LayerNorm,
     Linear,
     Module,
+    PaddingMask,
     activation,
+    check_attention_mask,
     cross_entropy,
     int_array,
-    padding_mask,
     sequence_classification_loss,
 )
 from npplm.models import bert
@@ -382,10 +383,11 @@ class RobertaModel(RobertaPreTrainedModel):
         if token_type_ids.shape != input_ids.shape:
             raise ValueError(f"token_type_ids has shape {token_type_ids.shape} but input_ids "
                              f"has {input_ids.shape}: they must be equal")
-        bias = None
         if attention_mask is not None:
-            # (B, S) of 1/0 -> additive (B, 1, 1, S): 0 for tokens, dtype-min for padding.
-            bias = padding_mask(attention_mask, B, T, self.dtype)  # host: attention moves it
+            check_attention_mask(attention_mask, B, T)  # (B, T) of 1/0
+        # Padding keys are skipped by the fused attention, or get the additive bias (0 for
+        # tokens, the dtype's min for padding) where it does not run (npplm.layers.masks).
+        bias = PaddingMask(attention_mask)
 
         h = self.embeddings(input_ids, token_type_ids, positions)  # (B, T) -> (B, T, C)
         h = self.encoder(h, bias)  # (B, T, C)

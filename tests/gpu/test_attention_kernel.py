@@ -1,4 +1,5 @@
-"""The causal attention kernel (gpu/numba_cpu/attention.py) equals its reference, and runs."""
+"""The attention kernel (gpu/numba_cpu/attention.py), causal and an encoder's, equals its
+reference, and runs."""
 
 import numba
 import numpy as np
@@ -9,12 +10,11 @@ from hypothesis import strategies as st
 from autograd import Tensor
 from gpu.numba_cpu import attention as kernels
 from npplm.layers.attention import (
-    CausalMask,
     attention,
     causal_attention_grad_reference,
     causal_attention_reference,
-    causal_bias,
 )
+from npplm.layers.masks import CausalMask, PaddingMask, causal_bias
 from tests.gpu.spies import spy_on
 from tests.tolerances import assert_close
 
@@ -39,23 +39,23 @@ def inputs(b, h, t, s, d, padding, seed):
 
 @given(b=st.integers(1, 2), h=st.integers(1, 3), t=st.integers(1, 19),
        cached=st.integers(-2, 6), d=st.integers(1, 17), padding=st.sampled_from(PADDING),
-       seed=st.integers(0, 2**16))
-def test_kernel_equals_reference_forward_and_vjp(b, h, t, cached, d, padding, seed):
+       causal=st.booleans(), seed=st.integers(0, 2**16))
+def test_kernel_equals_reference_forward_and_vjp(b, h, t, cached, d, padding, causal, seed):
     # T from 1 to 19 (ROWS = 4 divides some, not others); S = T + cached keys, S < T too
-    # (the first queries then read nothing); D odd and even.
+    # (the first queries then read nothing); D odd and even; causal or an encoder's.
     s = max(t + cached, 1)
     q, k, v, keep = inputs(b, h, t, s, d, padding, seed)
     scale = d ** -0.5
-    out, lse = kernels.attention_forward(q, k, v, keep, scale)
-    ref_out, ref_lse = causal_attention_reference(q, k, v, keep, scale)
+    out, lse = kernels.attention_forward(q, k, v, keep, scale, causal)
+    ref_out, ref_lse = causal_attention_reference(q, k, v, keep, scale, causal)
     assert out.dtype == np.float32 and lse.dtype == np.float32
     assert_close(out, ref_out, kind="float32")
     assert_close(lse, ref_lse, kind="float32")
     rng = np.random.default_rng(seed + 1)
     g = rng.standard_normal(out.shape, dtype=np.float32)
     g_lse = rng.standard_normal(lse.shape, dtype=np.float32)
-    grads = kernels.attention_backward(g, g_lse, q, k, v, keep, out, lse, scale)
-    expected = causal_attention_grad_reference(g, g_lse, q, k, v, keep, scale)
+    grads = kernels.attention_backward(g, g_lse, q, k, v, keep, out, lse, scale, causal)
+    expected = causal_attention_grad_reference(g, g_lse, q, k, v, keep, scale, causal)
     for name, ours, theirs in zip("qkv", grads, expected):
         assert ours.dtype == np.float32, name
         assert_close(ours, theirs, kind="grad")
@@ -89,13 +89,16 @@ def test_nan_stays_nan():
 
 
 @pytest.mark.parametrize("padding", ["none", "left"])
-def test_layer_path_equals_the_composite_with_a_dense_bias(padding):
-    # attention(..., CausalMask) against attention(..., bias=the dense bias), through the
-    # engine: values and the gradients of q, k and v, float32, a KV-cache offset of 3.
+@pytest.mark.parametrize("mask", [CausalMask, PaddingMask])
+def test_layer_path_equals_the_composite_with_a_dense_bias(padding, mask):
+    # attention(..., CausalMask / PaddingMask) against attention(..., bias=the dense bias),
+    # through the engine: values and the gradients of q, k and v, float32, a KV-cache
+    # offset of 3 (causal).
     q, k, v, keep = inputs(2, 3, 16, 19, 8, padding, 0)  # 16 rows: the kernel's path
     g = np.random.default_rng(1).standard_normal(q.shape).astype(np.float32)
     results = []
-    for bias in (CausalMask(keep), causal_bias(keep, 16, 19, np.float32)):
+    dense = causal_bias(keep, 16, 19, np.float32, causal=mask is CausalMask)
+    for bias in (mask(keep), dense):
         tq, tk, tv = (Tensor(a, requires_grad=True) for a in (q, k, v))
         out = attention(tq, tk, tv, bias=bias)
         out.backward(g)
@@ -151,6 +154,22 @@ def test_attention_dropout_in_training_takes_the_composite_path(kernel_calls):
     assert not np.allclose(out.numpy(), plain.numpy())  # the dropout was real
 
 
-def test_causal_mask_checks_its_shape():
-    with pytest.raises(ValueError, match=r"keep has shape \(2, 5\).*\(2, 6\)"):
+def test_masks_check_their_shape():
+    with pytest.raises(ValueError, match=r"CausalMask: keep has shape \(2, 5\).*\(2, 6\)"):
         CausalMask(np.ones((2, 5))).keys(2, 6)
+    with pytest.raises(ValueError, match=r"PaddingMask: keep has shape \(2, 5\)"):
+        PaddingMask(np.ones((2, 5))).keys(2, 6)
+
+
+def test_bert_forward_and_backward_run_the_kernel_both_ways(kernel_calls):
+    from npplm.models.bert import BertConfig, BertModel
+
+    config = BertConfig.tiny()
+    model = BertModel(config, seed=0).eval()  # attention dropout off
+    T = kernels.MIN_QUERIES
+    ids = np.random.default_rng(0).integers(0, config.vocab_size, (2, T))
+    mask = np.ones((2, T), dtype=np.int64)
+    mask[1, -5:] = 0  # right padding
+    (model(ids, attention_mask=mask).last_hidden_state ** 2).sum().backward()
+    assert kernel_calls.count("attention_forward") == config.num_hidden_layers
+    assert kernel_calls.count("attention_backward") == config.num_hidden_layers
