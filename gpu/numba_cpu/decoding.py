@@ -28,13 +28,14 @@ SmolLM2 rather than 3 of k and 3 of v, one at a time. Absent biases are empty ar
 
 Where it differs from the reference: only the order of float32 sums (the products' are the
 same code, so equal; the norms, rotations, softmax and SiLU are summed here in another
-order). tests/gpu/test_decoding_kernel.py compares steps with the model's own forward
+order), and exp, the attention kernel's vectorising polynomial (`exp32`, within a few
+float32 ulps). tests/gpu/test_decoding_kernel.py compares steps with the model's own forward
 (logits and the written cache within float32 rounding, 1e-5).
 
 Measured (benchmarks/side_by_side_quantized.py, SmolLM2-135M Q4_1, 2 threads, the 2-core
 Intel VM, 2026-12-06): 25.7 ms a token through the blocks' forward, 20.9 ms with this step,
-12.0-12.4 ms once LLVM may use 512-bit vectors (gpu/numba_cpu/__init__.py), against
-llama.cpp's 12.2-12.3 ms; the blocks take 9.3 ms of it, the LM head's product 1.9 ms.
+11.8-12.9 ms once LLVM may use 512-bit vectors (gpu/numba_cpu/__init__.py), against
+llama.cpp's 12.3-12.5 ms; the blocks take 9.3 ms of it, the LM head's product 1.9 ms.
 """
 
 import math
@@ -43,6 +44,7 @@ import numba
 import numpy as np
 from numba.extending import overload
 
+from gpu.numba_cpu.attention import exp32
 from gpu.numba_cpu.normalization import rrms
 from gpu.numba_cpu.quantized import FLAGS, int4_tile, int8_tile, quantize_rows_q8
 
@@ -175,7 +177,7 @@ def llama_block_step(h, p, cos, sin, eps, q8, n_heads, attn_norm, wq, wk, wv, bq
             top = max(top, scores[s])
         total = np.float32(0.0)
         for s in range(p + 1):
-            scores[s] = np.exp(scores[s] - top)
+            scores[s] = exp32(scores[s] - top)
             total += scores[s]
         for d in range(D):
             a[hd * D + d] = 0.0
@@ -203,7 +205,7 @@ def llama_block_step(h, p, cos, sin, eps, q8, n_heads, attn_norm, wq, wk, wv, bq
     m = np.empty(F, dtype=np.float32)
     for f in range(F):
         z = gate_up[f]
-        m[f] = z / (np.float32(1.0) + np.exp(-z)) * gate_up[Tg * L + f]  # silu(gate) up
+        m[f] = z / (np.float32(1.0) + exp32(-z)) * gate_up[Tg * L + f]  # silu(gate) up
     x, xscale, xsum = activations_of(m, q8)
     for j in numba.prange(w_down[0].shape[0]):
         tile_product(w_down, x, xscale, xsum, j, out, j * L)
