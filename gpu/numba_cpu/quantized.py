@@ -118,64 +118,77 @@ def matvec_int8(codes, scale, x, xscale, lanes):
     return y
 
 
+@numba.njit(fastmath=FLAGS, cache=True)
+def int4_tile_rows(codes, scale, offset, x, xscale, xsum, t, y, start):
+    """y[:, start:start + LANES] = tile t of a 4-bit weight times every row of x (N, C),
+    each byte position unpacked once into LANES floats that every row reads."""
+    NB, G, lanes = codes.shape[1], codes.shape[2], codes.shape[3]  # G = 16 bytes a block
+    N = x.shape[0]
+    s = np.empty((N, lanes), dtype=np.float32)  # a block's sums, per row of x and lane
+    acc = np.zeros((N, lanes), dtype=np.float32)
+    lo = np.empty(lanes, dtype=np.float32)  # the tile's codes at one byte position
+    hi = np.empty(lanes, dtype=np.float32)
+    for b in range(NB):
+        s[:] = 0.0
+        for i in range(G):
+            for lane in range(lanes):  # unpacked once, used by every row of x
+                byte = codes[t, b, i, lane]
+                lo[lane] = np.float32(np.uint8(byte & LOW))  # weight i of the block
+                hi[lane] = np.float32(np.uint8(byte >> SHIFT))  # weight i + 16
+            for n in range(N):
+                xl, xh = x[n, b * 2 * G + i], x[n, b * 2 * G + G + i]
+                for lane in range(lanes):
+                    s[n, lane] += lo[lane] * xl + hi[lane] * xh
+        for n in range(N):
+            xs, xm = xscale[n, b], xsum[n, b]
+            for lane in range(lanes):
+                acc[n, lane] += scale[t, b, lane] * xs * s[n, lane] + offset[t, b, lane] * xm
+    for n in range(N):
+        for lane in range(lanes):
+            y[n, start + lane] = acc[n, lane]
+
+
+@numba.njit(fastmath=FLAGS, cache=True)
+def int8_tile_rows(codes, scale, x, xscale, t, y, start):
+    """y[:, start:start + LANES] = tile t of an 8-bit weight times every row of x (N, C)."""
+    NB, G, lanes = codes.shape[1], codes.shape[2], codes.shape[3]  # G = 32, or 16 (Q6_K)
+    N = x.shape[0]
+    s = np.empty((N, lanes), dtype=np.float32)
+    acc = np.zeros((N, lanes), dtype=np.float32)
+    w = np.empty(lanes, dtype=np.float32)
+    for b in range(NB):
+        s[:] = 0.0
+        for i in range(G):
+            for lane in range(lanes):
+                w[lane] = np.float32(codes[t, b, i, lane])
+            for n in range(N):
+                xi = x[n, b * G + i]
+                for lane in range(lanes):
+                    s[n, lane] += w[lane] * xi
+        for n in range(N):
+            xs = xscale[n, b // (32 // G)]  # activation blocks are 32 wide
+            for lane in range(lanes):
+                acc[n, lane] += scale[t, b, lane] * xs * s[n, lane]
+    for n in range(N):
+        for lane in range(lanes):
+            y[n, start + lane] = acc[n, lane]
+
+
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
 def matmul_int4(codes, scale, offset, x, xscale, xsum, lanes):
     """y (N, R) = x (N, C) times the transpose of a 4-bit packed weight (R, C)."""
-    T, NB, G = codes.shape[0], codes.shape[1], codes.shape[2]  # G = 16 bytes a block
-    N = x.shape[0]
-    y = np.empty((N, T * lanes), dtype=np.float32)
-    for t in numba.prange(T):
-        s = np.empty((N, lanes), dtype=np.float32)  # a block's sums, per row of x and lane
-        acc = np.zeros((N, lanes), dtype=np.float32)
-        lo = np.empty(lanes, dtype=np.float32)  # the tile's codes at one byte position
-        hi = np.empty(lanes, dtype=np.float32)
-        for b in range(NB):
-            s[:] = 0.0
-            for i in range(G):
-                for lane in range(lanes):  # unpacked once, used by every row of x
-                    byte = codes[t, b, i, lane]
-                    lo[lane] = np.float32(np.uint8(byte & LOW))  # weight i of the block
-                    hi[lane] = np.float32(np.uint8(byte >> SHIFT))  # weight i + 16
-                for n in range(N):
-                    xl, xh = x[n, b * 2 * G + i], x[n, b * 2 * G + G + i]
-                    for lane in range(lanes):
-                        s[n, lane] += lo[lane] * xl + hi[lane] * xh
-            for n in range(N):
-                xs, xm = xscale[n, b], xsum[n, b]
-                for lane in range(lanes):
-                    acc[n, lane] += scale[t, b, lane] * xs * s[n, lane] + offset[t, b, lane] * xm
-        for n in range(N):
-            for lane in range(lanes):
-                y[n, t * lanes + lane] = acc[n, lane]
+    y = np.empty((x.shape[0], codes.shape[0] * lanes), dtype=np.float32)
+    for t in numba.prange(codes.shape[0]):
+        int4_tile_rows(codes, scale, offset, x, xscale, xsum, t, y, t * lanes)
     return y
 
 
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
 def matmul_int8(codes, scale, x, xscale, lanes):
     """y (N, R) = x (N, C) times the transpose of an 8-bit packed weight (R, C)."""
-    T, NB, G = codes.shape[0], codes.shape[1], codes.shape[2]  # G = 32 (Q8_0) or 16 (Q6_K)
-    N = x.shape[0]
-    y = np.empty((N, T * lanes), dtype=np.float32)
-    for t in numba.prange(T):
-        s = np.empty((N, lanes), dtype=np.float32)
-        acc = np.zeros((N, lanes), dtype=np.float32)
-        w = np.empty(lanes, dtype=np.float32)
-        for b in range(NB):
-            s[:] = 0.0
-            for i in range(G):
-                for lane in range(lanes):
-                    w[lane] = np.float32(codes[t, b, i, lane])
-                for n in range(N):
-                    xi = x[n, b * G + i]
-                    for lane in range(lanes):
-                        s[n, lane] += w[lane] * xi
-            for n in range(N):
-                xs = xscale[n, b // (32 // G)]  # activation blocks are 32 wide
-                for lane in range(lanes):
-                    acc[n, lane] += scale[t, b, lane] * xs * s[n, lane]
-        for n in range(N):
-            for lane in range(lanes):
-                y[n, t * lanes + lane] = acc[n, lane]
+    y = np.empty((x.shape[0], codes.shape[0] * lanes), dtype=np.float32)
+    for t in numba.prange(codes.shape[0]):
+        int8_tile_rows(codes, scale, x, xscale, t, y, t * lanes)
     return y
 
 

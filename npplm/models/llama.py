@@ -443,8 +443,9 @@ class LlamaModel(LlamaPreTrainedModel):
                                                  config.rope_parameters)
 
     def forward(self, input_ids, attention_mask=None, cache=None, position_ids=None):
-        if one_call_a_block(self, input_ids, attention_mask, cache, position_ids):
-            return ModelOutput(last_hidden_state=decode_one_token(self, input_ids, cache))
+        if one_call_a_block(self, input_ids, cache, position_ids):
+            return ModelOutput(last_hidden_state=decode_one_token(self, input_ids,
+                                                                  attention_mask, cache))
         input_ids, cos, sin, bias = self.layer_inputs(input_ids, attention_mask, cache,
                                                       position_ids)
         h = self.embed_tokens(input_ids)  # (B, T) -> (B, T, C)
@@ -503,18 +504,16 @@ class LlamaModel(LlamaPreTrainedModel):
 _NONE = np.zeros(0, dtype=np.float32)  # an absent bias or offset, as the kernel takes it
 
 
-def one_call_a_block(backbone, input_ids, attention_mask, cache, position_ids):
+def one_call_a_block(backbone, input_ids, cache, position_ids):
     """Whether LlamaModel.forward may run each block as one call of
     gpu/numba_cpu/decoding.py's `llama_block_step` (the same arithmetic as the blocks'
-    forward, without some 30 Python-level primitive calls a block): one new token (B = T = 1)
-    on NumPy with a float32 KVCache, nothing recorded for a gradient, no padding, positions
-    from the cache, and every projection of every block a QuantizedLinear with the same
-    activations (no bias on o, gate, up and down)."""
+    forward, without some 30 Python-level primitive calls a block): one new token a row
+    (T = 1, any B, padding allowed) on NumPy with a float32 KVCache, nothing recorded for a
+    gradient, positions from the cache or the mask, and every projection of every block a
+    QuantizedLinear with the same activations (no bias on o, gate, up and down)."""
     if (is_grad_enabled() or type(cache) is not KVCache or position_ids is not None
-            or np.shape(input_ids) != (1, 1)
+            or np.ndim(input_ids) != 2 or np.shape(input_ids)[1] != 1
             or not step_kernel.applies(cache.keys[0], cache.values[0])):
-        return False
-    if attention_mask is not None and not np.all(to_numpy(as_array(attention_mask))):
         return False
     modes = set()
     for block in backbone.layers:
@@ -532,30 +531,36 @@ def projections(block):
             mlp.down_proj)
 
 
-def decode_one_token(backbone, input_ids, cache):
-    """LlamaModel.forward for one token with `one_call_a_block`: the embedding, each block
-    by the kernel (the residual stream h (C,) updated in place, the cache written at its
-    length), the final norm -> (1, 1, C)."""
-    input_ids, cos, sin, _ = backbone.layer_inputs(input_ids, None, cache)  # checked
-    h = np.array(as_array(backbone.embed_tokens(input_ids)), dtype=np.float32).reshape(-1)
-    p = cache.length
+def decode_one_token(backbone, input_ids, attention_mask, cache):
+    """LlamaModel.forward for one new token a row with `one_call_a_block`: the embedding,
+    each block by the kernel (the residual stream h (B, C) updated in place, the cache
+    written at its length), the final norm -> (B, 1, C)."""
+    # Checked ids, each row's rotation (its position: from the mask under left padding),
+    # and the CausalMask, whose keys (B, S) say which cached positions a row may read.
+    input_ids, cos, sin, mask = backbone.layer_inputs(input_ids, attention_mask, cache)
+    B, p = input_ids.shape[0], cache.length
     if p + 1 > cache.max_length:  # the kernel writes position p unchecked
         raise ValueError(f"KV cache full: {p} cached + 1 new position exceed its max_length "
                          f"{cache.max_length}")
+    D = cos.shape[-1]
+    cos, sin = (np.ascontiguousarray(np.broadcast_to(a.reshape(-1, D), (B, D)))
+                for a in (cos, sin))  # (B or 1, 1, D) or (1, D) -> (B, D)
+    keep = np.ascontiguousarray(mask.keys(B, p + 1))  # (B, p + 1) bool
+    h = np.array(as_array(backbone.embed_tokens(input_ids)), dtype=np.float32).reshape(B, -1)
     for i, block in enumerate(backbone.layers):
         weights = projections(block)
         triples = [(w.weight.codes, w.weight.scale,
                     _NONE if w.weight.offset is None else w.weight.offset) for w in weights]
         biases = [_NONE if w.bias is None else as_array(w.bias) for w in weights[:3]]
         step_kernel.llama_block_step(
-            h, p, cos[0], sin[0], float(block.input_layernorm.eps),
+            h, p, keep, cos, sin, float(block.input_layernorm.eps),
             weights[0].activations == "q8", block.self_attn.n_heads,
             as_array(block.input_layernorm.weight), *triples[:3], *biases, triples[3],
             as_array(block.post_attention_layernorm.weight), *triples[4:],
             cache.keys[i], cache.values[i])
         cache.stored_by_kernel(i, 1)
     cache.advance(1)
-    return backbone.norm(Tensor(h.reshape(1, 1, -1)))
+    return backbone.norm(Tensor(h.reshape(B, 1, -1)))
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):

@@ -80,19 +80,65 @@ def test_generate_takes_it_with_its_all_ones_mask_and_picks_the_same_tokens(monk
     assert np.array_equal(ours, model.generate(prompt, max_new_tokens=8, temperature=0))
 
 
+@pytest.mark.parametrize("make", [llama_model, qwen2_model], ids=["llama", "qwen2"])
+def test_a_left_padded_batch_steps_as_the_blocks_forward(make, monkeypatch):
+    # Prompts of 7, 4 and 1 tokens, left-padded (the third row's padding is all but one
+    # key), each row at its own position; a row whose every key is padding; rows enough
+    # (6 > ROWS_APART) for the tiles that unpack a byte once for every row, and 3 for the
+    # one-row tiles.
+    model = make()
+    rng = np.random.default_rng(2)
+    prompt = rng.integers(0, 96, (6, 7))
+    mask = np.ones((6, 7), dtype=np.int64)
+    mask[1, :3] = mask[2, :6] = mask[3, :] = mask[4, :2] = 0
+    new = np.array([[1], [1], [1], [0], [1], [1]])
+    for rows in (6, 3):
+        ours, theirs = (decode_padded(model, prompt[:rows], mask[:rows], new[:rows],
+                                      one_call, monkeypatch) for one_call in (True, False))
+        assert_close(ours, theirs, "model32")
+
+
+def decode_padded(model, prompt, mask, new, one_call, monkeypatch):
+    """Logits of 4 steps after a padded prompt, and the filled cache arrays, by the one-call
+    step (checked to be taken) or by the blocks' forward."""
+    calls = spy_on(monkeypatch, decoding, ["llama_block_step"])
+    if not one_call:
+        monkeypatch.setattr(llama, "one_call_a_block", lambda *args: False)
+    B = len(prompt)
+    cache, m, logits = model.new_cache(B, 12), mask, []
+    with no_grad():
+        model(prompt, attention_mask=m, cache=cache)
+        for t in range(4):
+            m = np.concatenate([m, new], axis=1)
+            tokens = np.full((B, 1), 7 * t + 5)
+            logits.append(model(tokens, attention_mask=m, cache=cache).logits.numpy())
+    monkeypatch.undo()
+    assert len(calls) == (4 * model.config.num_hidden_layers if one_call else 0)
+    return np.concatenate([np.concatenate(logits, axis=1).ravel(),
+                           *(a[:, :, :11].ravel() for a in cache._arrays())])
+
+
+def test_beam_search_takes_it_and_finds_the_same_beams(monkeypatch):
+    model = llama_model()
+    prompt = np.random.default_rng(4).integers(0, 96, (1, 5))
+    calls = spy_on(monkeypatch, decoding, ["llama_block_step"])
+    ours = model.generate(prompt, max_new_tokens=6, num_beams=3, temperature=0)
+    assert len(calls) == 5 * model.config.num_hidden_layers
+    monkeypatch.setattr(llama, "one_call_a_block", lambda *args: False)
+    assert np.array_equal(ours, model.generate(prompt, max_new_tokens=6, num_beams=3,
+                                               temperature=0))
+
+
 def test_other_steps_take_the_blocks_forward(monkeypatch):
     model = llama_model()
     calls = spy_on(monkeypatch, decoding, ["llama_block_step"])
     prompt = np.array([[1, 2, 3]])
     with no_grad():
         model(prompt, cache=model.new_cache(1, 8))  # T = 3: a prefill
-        cache = model.new_cache(2, 8)
-        model(np.array([[1], [2]]), cache=cache)  # B = 2
         cache = model.new_cache(1, 8, dtype="int8")
         model(np.array([[1]]), cache=cache)  # an int8 cache
         cache = model.new_cache(1, 8)
         model(np.array([[1]]), cache=cache, position_ids=np.array([[4]]))  # own positions
-        model(np.array([[1]]), cache=cache, attention_mask=np.array([[0, 1]]))  # padding
     model(np.array([[1]]), cache=model.new_cache(1, 8))  # recording for a gradient
     assert calls == []
 
