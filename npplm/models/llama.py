@@ -517,11 +517,24 @@ def one_call_a_block(backbone, input_ids, cache, position_ids):
         return False
     modes = set()
     for block in backbone.layers:
+        if not computes_llamas_block(block):  # GLM-4 reuses the backbone, not the block
+            return False
         for i, linear in enumerate(projections(block)):
             if not isinstance(linear, QuantizedLinear) or (i >= 3 and linear.bias is not None):
                 return False
             modes.add(linear.activations)
     return len(modes) == 1
+
+
+def computes_llamas_block(block):
+    """Whether a block is LLaMA's arithmetic, which the kernel writes out: LlamaDecoderLayer's
+    forward with LlamaAttention's, LlamaMLP's and RMSNorms (LLaMA's classes, and Qwen2's,
+    which reuse those forwards)."""
+    return (type(block).forward is LlamaDecoderLayer.forward
+            and type(block.self_attn).forward is LlamaAttention.forward
+            and type(block.mlp).forward is LlamaMLP.forward
+            and type(block.input_layernorm) is RMSNorm
+            and type(block.post_attention_layernorm) is RMSNorm)
 
 
 def projections(block):

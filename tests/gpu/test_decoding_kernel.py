@@ -150,3 +150,16 @@ def test_a_full_cache_is_refused_before_the_kernel_writes():
         model(np.array([[1, 2]]), cache=cache)
         with pytest.raises(ValueError, match="KV cache full: 2 cached"):
             model(np.array([[3]]), cache=cache)
+
+
+def test_glm4_which_shares_the_backbone_but_not_the_block_takes_its_forward(monkeypatch):
+    from npplm.models.chatglm import GlmConfig, GlmForCausalLM
+
+    config = GlmConfig.tiny(hidden_size=64, intermediate_size=96, vocab_size=96)
+    every = {name: "Q8_0" for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj",
+                                        "down_proj")}
+    model = quantized_twin(GlmForCausalLM, config, every)[0]
+    calls = spy_on(monkeypatch, decoding, ["llama_block_step"])
+    assert model.generate(np.array([[1, 2, 3]]), max_new_tokens=3, temperature=0).shape \
+        == (1, 6)
+    assert calls == []
