@@ -60,22 +60,23 @@ from gpu.numba_cpu.quantized import (
 ROWS_APART = 4  # up to this many rows, each takes the one-row tile (see `tiles`)
 
 
+def by_bits(four_bit, eight_bit):
+    """A Numba overload that calls `four_bit(codes, scale, offset, ...)` for a weight
+    (codes, scale, offset) of uint8 codes and `eight_bit(codes, scale, ...)` for int8 ones
+    (no offset, no xsum), chosen when Numba compiles."""
+    def choose(weight, x, xscale, xsum, t, y, start):
+        if weight[0].dtype == numba.types.uint8:
+            return lambda weight, x, xscale, xsum, t, y, start: four_bit(
+                weight[0], weight[1], weight[2], x, xscale, xsum, t, y, start)
+        return lambda weight, x, xscale, xsum, t, y, start: eight_bit(
+            weight[0], weight[1], x, xscale, t, y, start)
+    return choose
+
+
 def tile_product(weight, x, xscale, xsum, t, y, start):
     """y[start:start + LANES] = tile t of `weight` (codes, scale, offset) times x (C,):
-    `int4_tile` for uint8 codes, `int8_tile` for int8 (chosen when Numba compiles)."""
+    `int4_tile` for uint8 codes, `int8_tile` for int8."""
     raise NotImplementedError("tile_product runs inside Numba-compiled code only")
-
-
-@overload(tile_product, inline="always")
-def _tile_product(weight, x, xscale, xsum, t, y, start):
-    if weight[0].dtype == numba.types.uint8:
-        def four_bit(weight, x, xscale, xsum, t, y, start):
-            int4_tile(weight[0], weight[1], weight[2], x, xscale, xsum, t, y, start)
-        return four_bit
-
-    def eight_bit(weight, x, xscale, xsum, t, y, start):
-        int8_tile(weight[0], weight[1], x, xscale, t, y, start)
-    return eight_bit
 
 
 def tile_rows(weight, x, xscale, xsum, t, y, start):
@@ -84,16 +85,8 @@ def tile_rows(weight, x, xscale, xsum, t, y, start):
     raise NotImplementedError("tile_rows runs inside Numba-compiled code only")
 
 
-@overload(tile_rows, inline="always")
-def _tile_rows(weight, x, xscale, xsum, t, y, start):
-    if weight[0].dtype == numba.types.uint8:
-        def four_bit(weight, x, xscale, xsum, t, y, start):
-            int4_tile_rows(weight[0], weight[1], weight[2], x, xscale, xsum, t, y, start)
-        return four_bit
-
-    def eight_bit(weight, x, xscale, xsum, t, y, start):
-        int8_tile_rows(weight[0], weight[1], x, xscale, t, y, start)
-    return eight_bit
+overload(tile_product, inline="always")(by_bits(int4_tile, int8_tile))
+overload(tile_rows, inline="always")(by_bits(int4_tile_rows, int8_tile_rows))
 
 
 @numba.njit(fastmath=FLAGS, cache=True)
