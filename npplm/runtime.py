@@ -66,8 +66,6 @@ import ctypes
 import os
 import sys
 
-from gpu import numba_cpu
-
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
 
@@ -210,6 +208,8 @@ def configure():
     OPENBLAS_THREAD_TIMEOUT exponent in effect (0: OpenBLAS's default), or None where it
     cannot be set, "wide_vectors": bool}.
     """
+    from gpu import numba_cpu  # sets the vector width on import (4): reported here
+
     global _applied
     if _applied is None:
         _applied = {"keep_freed_memory": keep_freed_memory(),
