@@ -64,6 +64,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 f32 = np.float32
@@ -127,55 +128,115 @@ def keys_of_row(i, offset, first, S):
 
 
 @numba.njit(fastmath=FLAGS, inline="always")
-def row_scores(q, kT, bh, i0, T, n, scale, s):
-    """s[r, :n] = scale * q[i0 + r] . k[:n] for the ROWS rows of a block, (ROWS, n).
+def row_scores(q, kT, b, h, i0, T, n, scale, s):
+    """s[r, :n] = scale * q[b, i0 + r, h] . k[b, :n, h] for the ROWS rows of a block, (ROWS, n),
+    from q (B, T, H, D) and the keys transposed, kT (B, H, D, S).
 
     Rows past T repeat row T - 1 (their results are thrown away), so the loop body always
-    has ROWS fixed rows for LLVM to unroll and vectorise along the keys.
+    has ROWS fixed rows for LLVM to unroll and vectorise along the keys. The head axis is
+    taken four at a time, so that each score loaded and stored takes four multiply-adds.
     """
-    D = q.shape[2]
+    D = q.shape[3]
     i1, i2, i3 = min(i0 + 1, T - 1), min(i0 + 2, T - 1), min(i0 + 3, T - 1)
     s[:, :n] = ZERO
     s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
-    for d in range(D):  # (ROWS, D) @ (D, n) as D rank-1 updates along the key axis
-        c0, c1 = q[bh, i0, d] * scale, q[bh, i1, d] * scale
-        c2, c3 = q[bh, i2, d] * scale, q[bh, i3, d] * scale
-        kr = kT[bh, d]
+    q0, q1, q2, q3 = q[b, i0, h], q[b, i1, h], q[b, i2, h], q[b, i3, h]
+    k = kT[b, h]
+    D4 = D - D % 4
+    for d in range(0, D4, 4):  # (ROWS, D) @ (D, n) as D/4 rank-4 updates along the keys
+        a0, a1, a2, a3 = q0[d] * scale, q0[d + 1] * scale, q0[d + 2] * scale, q0[d + 3] * scale
+        b0, b1, b2, b3 = q1[d] * scale, q1[d + 1] * scale, q1[d + 2] * scale, q1[d + 3] * scale
+        c0, c1, c2, c3 = q2[d] * scale, q2[d + 1] * scale, q2[d + 2] * scale, q2[d + 3] * scale
+        e0, e1, e2, e3 = q3[d] * scale, q3[d + 1] * scale, q3[d + 2] * scale, q3[d + 3] * scale
+        k0, k1, k2, k3 = k[d], k[d + 1], k[d + 2], k[d + 3]
         for j in range(n):
-            kj = kr[j]
-            s0[j] += c0 * kj
-            s1[j] += c1 * kj
-            s2[j] += c2 * kj
-            s3[j] += c3 * kj
+            x0, x1, x2, x3 = k0[j], k1[j], k2[j], k3[j]
+            s0[j] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
+            s1[j] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
+            s2[j] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
+            s3[j] += e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
+    for d in range(D4, D):  # the rest, one at a time
+        a0, b0, c0, e0 = q0[d] * scale, q1[d] * scale, q2[d] * scale, q3[d] * scale
+        kr = k[d]
+        for j in range(n):
+            x0 = kr[j]
+            s0[j] += a0 * x0
+            s1[j] += b0 * x0
+            s2[j] += c0 * x0
+            s3[j] += e0 * x0
 
 
 @numba.njit(fastmath=FLAGS, inline="always")
-def rows_times_matrix(p, m, bh, n, out):
-    """out[r] += sum_j p[r, j] m[bh, j] for the ROWS rows: (ROWS, n) @ (n, D)."""
-    D = m.shape[2]
+def rows_times_matrix(p, m, b, h, n, out):
+    """out[r] += sum_j p[r, j] m[b, j, h] for the ROWS rows: (ROWS, n) @ (n, D), four keys
+    at a time; m is (B, S, H, D)."""
+    D = m.shape[3]
     o0, o1, o2, o3 = out[0], out[1], out[2], out[3]
-    for j in range(n):
-        p0, p1, p2, p3 = p[0, j], p[1, j], p[2, j], p[3, j]
-        mr = m[bh, j]
+    p0, p1, p2, p3 = p[0], p[1], p[2], p[3]
+    n4 = n - n % 4
+    for j in range(0, n4, 4):
+        a0, a1, a2, a3 = p0[j], p0[j + 1], p0[j + 2], p0[j + 3]
+        b0, b1, b2, b3 = p1[j], p1[j + 1], p1[j + 2], p1[j + 3]
+        c0, c1, c2, c3 = p2[j], p2[j + 1], p2[j + 2], p2[j + 3]
+        e0, e1, e2, e3 = p3[j], p3[j + 1], p3[j + 2], p3[j + 3]
+        m0, m1, m2, m3 = m[b, j, h], m[b, j + 1, h], m[b, j + 2, h], m[b, j + 3, h]
+        for d in range(D):
+            x0, x1, x2, x3 = m0[d], m1[d], m2[d], m3[d]
+            o0[d] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
+            o1[d] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
+            o2[d] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
+            o3[d] += e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
+    for j in range(n4, n):
+        a0, b0, c0, e0 = p0[j], p1[j], p2[j], p3[j]
+        mr = m[b, j, h]
         for d in range(D):
             x = mr[d]
-            o0[d] += p0 * x
-            o1[d] += p1 * x
-            o2[d] += p2 * x
-            o3[d] += p3 * x
+            o0[d] += a0 * x
+            o1[d] += b0 * x
+            o2[d] += c0 * x
+            o3[d] += e0 * x
 
 
 @numba.njit(fastmath=FLAGS, inline="always")
-def add_outer(p, x, bh, i0, T, n, out):
-    """out[bh, j] += sum_r p[r, j] x[bh, i0 + r] for j < n: (n, ROWS) @ (ROWS, D)."""
-    D = x.shape[2]
+def add_outer(p, x, b, h, i0, T, n, out):
+    """out[b, j, h] += sum_r p[r, j] x[b, i0 + r, h] for j < n: (n, ROWS) @ (ROWS, D); x and
+    out (B, T or S, H, D)."""
+    D = x.shape[3]
     i1, i2, i3 = min(i0 + 1, T - 1), min(i0 + 2, T - 1), min(i0 + 3, T - 1)
-    x0, x1, x2, x3 = x[bh, i0], x[bh, i1], x[bh, i2], x[bh, i3]
+    x0, x1, x2, x3 = x[b, i0, h], x[b, i1, h], x[b, i2, h], x[b, i3, h]
     for j in range(n):
         p0, p1, p2, p3 = p[0, j], p[1, j], p[2, j], p[3, j]
-        o = out[bh, j]
+        o = out[b, j, h]
         for d in range(D):
             o[d] += p0 * x0[d] + p1 * x1[d] + p2 * x2[d] + p3 * x3[d]
+
+
+@intrinsic
+def maxnum32(typingctx, a, b):
+    """max(a, b) of two float32 as LLVM's llvm.maxnum (a nan operand gives the other).
+
+    Python's max compiles to a compare and a branch, which LLVM keeps scalar in a loop;
+    a reduction over maxnum it vectorises, 16 lanes at a time."""
+
+    def codegen(context, builder, signature, args):
+        f = ir.FloatType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f, [f, f]),
+                                            "llvm.maxnum.f32")
+        return builder.call(fn, args, fastmath=("nnan", "nsz"))
+
+    return types.float32(types.float32, types.float32), codegen
+
+
+@numba.njit(fastmath=FLAGS, inline="always")
+def masked_max(row, keep_b, n):
+    """row[j] = -inf where key j is padding, for j < n; returns the max of row[:n]. A nan
+    score is passed over here and still reaches the output, through the exp and the sum."""
+    m = NEG_INF
+    for j in range(n):
+        x = row[j] if keep_b[j] else NEG_INF
+        row[j] = x
+        m = maxnum32(m, x)
+    return m
 
 
 @numba.njit(fastmath=FLAGS, inline="always")
@@ -192,11 +253,7 @@ def probabilities(s, r, n, reads, keep, b, S, n_block, lse_row):
         row[S:n_block] = ZERO
         return MIN32
     if math.isnan(lse_row):  # forward: the max, then exp and the sum, then divide
-        m = NEG_INF
-        for j in range(n):
-            x = row[j] if keep[b, j] else NEG_INF
-            row[j] = x
-            m = max(m, x)
+        m = masked_max(row, keep[b], n)
         total = ZERO
         for j in range(n):
             e = exp32(row[j] - m)
@@ -225,74 +282,75 @@ def block_extent(i0, T, offset, first, S):
 
 
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
-def forward(q, kT, v, keep, first, n_heads, scale, causal):
-    """out (BH, T, D), lse (BH, T) from q (BH, T, D), kT (BH, D, S), v (BH, S, D)."""
-    BH, T, D = q.shape
-    S = kT.shape[2]
+def forward(q, kT, v, keep, first, scale, causal):
+    """out (B, T, H, D), lse (B, H, T) from q (B, T, H, D), kT (B, H, D, S), v (B, S, H, D)."""
+    B, T, H, D = q.shape
+    S = kT.shape[3]
     offset = S - T if causal else S  # keys cached before the first query (all: every row
     # then reads every kept key, bidirectional attention)
-    out = np.empty((BH, T, D), dtype=np.float32)
-    lse = np.empty((BH, T), dtype=np.float32)
+    out = np.empty((B, T, H, D), dtype=np.float32)
+    lse = np.empty((B, H, T), dtype=np.float32)
     n_blocks = (T + ROWS - 1) // ROWS
-    for task in numba.prange(BH * n_blocks):
+    for task in numba.prange(B * H * n_blocks):
         bh, i0 = task // n_blocks, (task % n_blocks) * ROWS
-        b = bh // n_heads
+        b, h = bh // H, bh % H
         n_block = block_extent(i0, T, offset, first[b], S)
         s = np.empty((ROWS, n_block), dtype=np.float32)
-        row_scores(q, kT, bh, i0, T, min(n_block, i0 + ROWS + offset, S), scale, s)
+        row_scores(q, kT, b, h, i0, T, min(n_block, i0 + ROWS + offset, S), scale, s)
         lse_rows = np.empty(ROWS, dtype=np.float32)
         for r in range(ROWS):
             n, reads = keys_of_row(min(i0 + r, T - 1), offset, first[b], S)
             lse_rows[r] = probabilities(s, r, n, reads, keep, b, S, n_block, np.nan)
         acc = np.zeros((ROWS, D), dtype=np.float32)
-        rows_times_matrix(s, v, bh, n_block, acc)  # (ROWS, S) @ (S, D) -> (ROWS, D)
+        rows_times_matrix(s, v, b, h, n_block, acc)  # (ROWS, S) @ (S, D) -> (ROWS, D)
         for r in range(min(ROWS, T - i0)):
-            out[bh, i0 + r] = acc[r]
-            lse[bh, i0 + r] = lse_rows[r]
+            out[b, i0 + r, h] = acc[r]
+            lse[b, h, i0 + r] = lse_rows[r]
     return out, lse
 
 
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
-def backward(g, g_lse, q, k, kT, vT, out, lse, keep, first, n_heads, scale, causal):
-    """dq (BH, T, D), dk and dv (BH, S, D): the VJP of `forward` (see the module docstring)."""
-    BH, T, D = q.shape
+def backward(g, g_lse, q, k, kT, vT, out, lse, keep, first, scale, causal):
+    """dq (B, T, H, D), dk and dv (B, S, H, D): the VJP of `forward` (see the module
+    docstring); g, q and out (B, T, H, D), k (B, S, H, D), kT and vT (B, H, D, S)."""
+    B, T, H, D = q.shape
     S = k.shape[1]
     offset = S - T if causal else S
-    dq = np.empty((BH, T, D), dtype=np.float32)
-    dk = np.zeros((BH, S, D), dtype=np.float32)
-    dv = np.zeros((BH, S, D), dtype=np.float32)
-    for bh in numba.prange(BH):
-        b = bh // n_heads
+    dq = np.empty((B, T, H, D), dtype=np.float32)
+    dk = np.zeros((B, S, H, D), dtype=np.float32)
+    dv = np.zeros((B, S, H, D), dtype=np.float32)
+    for bh in numba.prange(B * H):
+        b, h = bh // H, bh % H
         # Delta_t = dO_t . O_t - dL/dlse_t: the row sums of p * dP, read off the output.
         delta = np.empty(T, dtype=np.float32)
         for i in range(T):
             acc = ZERO
             for d in range(D):
-                acc += g[bh, i, d] * out[bh, i, d]
-            delta[i] = acc - g_lse[bh, i]
+                acc += g[b, i, h, d] * out[b, i, h, d]
+            delta[i] = acc - g_lse[b, h, i]
         s = np.empty((ROWS, S), dtype=np.float32)
         dp = np.empty((ROWS, S), dtype=np.float32)
         for i0 in range(0, T, ROWS):
             n_block = block_extent(i0, T, offset, first[b], S)
-            row_scores(q, kT, bh, i0, T, min(n_block, i0 + ROWS + offset, S), scale, s)
+            row_scores(q, kT, b, h, i0, T, min(n_block, i0 + ROWS + offset, S), scale, s)
             for r in range(ROWS):
                 i = min(i0 + r, T - 1)
                 n, reads = keys_of_row(i, offset, first[b], S)
-                probabilities(s, r, n, reads, keep, b, S, n_block, lse[bh, i])
+                probabilities(s, r, n, reads, keep, b, S, n_block, lse[b, h, i])
                 if i0 + r >= T:  # a repeated row: it must add nothing to dk and dv
                     s[r, :n_block] = ZERO
             # dP = dO v^T for the block's rows: (ROWS, D) @ (D, n) -> (ROWS, n)
-            row_scores(g, vT, bh, i0, T, n_block, ONE, dp)
+            row_scores(g, vT, b, h, i0, T, n_block, ONE, dp)
             for r in range(ROWS):
                 dr = delta[min(i0 + r, T - 1)]
                 for j in range(n_block):
                     dp[r, j] = scale * s[r, j] * (dp[r, j] - dr)  # now scale * dX
-            add_outer(s, g, bh, i0, T, n_block, dv)  # dv_s += sum_t p_ts dO_t
-            add_outer(dp, q, bh, i0, T, n_block, dk)  # dk_s += scale sum_t dX_ts q_t
+            add_outer(s, g, b, h, i0, T, n_block, dv)  # dv_s += sum_t p_ts dO_t
+            add_outer(dp, q, b, h, i0, T, n_block, dk)  # dk_s += scale sum_t dX_ts q_t
             acc = np.zeros((ROWS, D), dtype=np.float32)
-            rows_times_matrix(dp, k, bh, n_block, acc)  # dq_t = scale sum_s dX_ts k_s
+            rows_times_matrix(dp, k, b, h, n_block, acc)  # dq_t = scale sum_s dX_ts k_s
             for r in range(min(ROWS, T - i0)):
-                dq[bh, i0 + r] = acc[r]
+                dq[b, i0 + r, h] = acc[r]
     return dq, dk, dv
 
 
@@ -302,11 +360,28 @@ def first_kept(keep):
     return np.where(keep.any(axis=1), keep.argmax(axis=1), S).astype(np.int64)
 
 
-def plain(a, shape):
-    """`a` as a C-contiguous, writable array of `shape`: Numba compiles one version of a
-    kernel per layout and read-only flag, so every call passes the same kind (a gradient
-    the engine hands over may be a read-only broadcast)."""
-    return np.require(a, requirements=("C", "W")).reshape(shape)
+def plain(a):
+    """`a` as a C-contiguous, writable array: Numba compiles one version of a kernel per
+    layout and read-only flag, so every call passes the same kind (a gradient the engine
+    hands over may be a read-only broadcast). No copy when `a` already is one."""
+    return np.require(a, requirements=("C", "W"))
+
+
+def by_token(x):
+    """(B, H, T, D) -> (B, T, H, D), the layout the projections make and merge_heads reads:
+    split_heads' view of a projection's output comes back C-contiguous here, uncopied."""
+    return plain(x.transpose(0, 2, 1, 3))
+
+
+def by_head(x):
+    """(B, T, H, D) -> the (B, H, T, D) view the primitive returns (merge_heads and
+    split_heads' VJP turn it back into (B, T, C) without a copy)."""
+    return x.transpose(0, 2, 1, 3)
+
+
+def keys_transposed(k):
+    """(B, H, S, D) -> (B, H, D, S): the scores loop runs along the keys (one copy)."""
+    return plain(k.swapaxes(-1, -2))
 
 
 def attention_forward(q, k, v, keep, scale, causal=True):
@@ -314,29 +389,24 @@ def attention_forward(q, k, v, keep, scale, causal=True):
 
     q (B, H, T, D), k and v (B, H, S, D) float32 NumPy arrays (any strides), keep (B, S)
     bool: False for a padding key. causal=False: every query reads every kept key (an
-    encoder's attention; the same loops, each row's extent S).
+    encoder's attention; the same loops, each row's extent S). The kernel reads and writes
+    the heads token by token, (B, T, H, D), so that split_heads' views of the projections
+    go in and merge_heads' view comes out with no copy.
     """
-    B, H, T, D = q.shape
-    S = k.shape[2]
-    kT = plain(k.swapaxes(-1, -2), (B * H, D, S))  # (B, H, S, D) -> (B H, D, S)
-    keep = plain(keep, (B, S))
-    out, lse = forward(plain(q, (B * H, T, D)), kT, plain(v, (B * H, S, D)), keep,
-                       first_kept(keep), H, f32(scale), causal)
-    return out.reshape(B, H, T, D), lse.reshape(B, H, T)
+    keep = plain(keep)
+    out, lse = forward(by_token(q), keys_transposed(k), by_token(v), keep, first_kept(keep),
+                       f32(scale), causal)
+    return by_head(out), lse
 
 
 def attention_backward(g, g_lse, q, k, v, keep, out, lse, scale, causal=True):
     """(dq, dk, dv) of `attention_forward` given g = dL/dout and g_lse = dL/dlse."""
-    B, H, T, D = q.shape
-    S = k.shape[2]
-    flat = B * H
-    keep = plain(keep, (B, S))
+    keep = plain(keep)
     dq, dk, dv = backward(
-        plain(g, (flat, T, D)), plain(g_lse, (flat, T)), plain(q, (flat, T, D)),
-        plain(k, (flat, S, D)), plain(k.swapaxes(-1, -2), (flat, D, S)),
-        plain(v.swapaxes(-1, -2), (flat, D, S)), plain(out, (flat, T, D)),
-        plain(lse, (flat, T)), keep, first_kept(keep), H, f32(scale), causal)
-    return dq.reshape(B, H, T, D), dk.reshape(B, H, S, D), dv.reshape(B, H, S, D)
+        by_token(g), plain(g_lse), by_token(q), by_token(k), keys_transposed(k),
+        keys_transposed(v), by_token(out), plain(lse), keep, first_kept(keep), f32(scale),
+        causal)
+    return by_head(dq), by_head(dk), by_head(dv)
 
 
 # Below this many query rows the reference is faster: the kernel's blocks of ROWS rows and
