@@ -5,7 +5,9 @@ composite's weight gradient would come out as the transpose of (in, out), a stri
 that the engine must copy, and the bias would cost a broadcast add forward and a reduction
 backward of its own. Fused, each direction is one GEMM per gradient (llm.c's
 matmul_forward / matmul_backward), every gradient is born contiguous in the layout of its
-parameter, and the bias is added in place.
+parameter, and the bias is added in place. On large float32 NumPy arrays the bias' two
+passes (added to every row, its gradient the sum of the rows) run on every core
+(gpu/numba_cpu/bias.py); NumPy's `y += bias` and `g.sum(axis=0)` are their references.
 
 The forward picks one of two equal products by the number of rows. Decoding feeds one row
 per sequence or beam, and OpenBLAS's GEMM is slow for a skinny x times a transposed W:
@@ -18,6 +20,7 @@ import numpy as np
 
 from autograd import Tensor, primitive
 from autograd.precision import in_float32, in_float32_vjp
+from gpu.numba_cpu import bias as kernels
 from npplm.layers.module import Module, initial_weight
 
 FEW_ROWS = 64  # up to this many rows, the forward computes (W x^T)^T
@@ -36,7 +39,9 @@ def linear(x, weight, bias=None):
         y = (weight @ x2.T).T.copy()  # (out, in) @ (in, N) -> (out, N), back to (N, out)
     else:
         y = x2 @ weight.T  # (N, in) @ (in, out) -> (N, out)
-    if bias is not None:
+    if bias is not None and kernels.applies(y, bias):
+        kernels.add_bias(y, bias)  # Numba, every core: y[n] += bias for each row n
+    elif bias is not None:
         y += bias
     return y.reshape(*x.shape[:-1], n_out)
 
@@ -49,7 +54,12 @@ def linear_vjp(g, out, x, weight, bias=None):
     g2 = g.reshape(-1, n_out)  # (N, out)
     dx = (g2 @ weight).reshape(x.shape)  # (N, out) @ (out, in) -> (N, in)
     dw = g2.T @ x.reshape(-1, n_in)  # (out, N) @ (N, in) -> (out, in)
-    db = g2.sum(axis=0) if bias is not None else None
+    if bias is None:
+        db = None
+    elif kernels.applies(g2):
+        db = kernels.bias_grad(g2)  # Numba, every core: the sum of g's rows
+    else:
+        db = g2.sum(axis=0)
     return dx, dw, db
 
 
