@@ -81,7 +81,8 @@ class CausalAttention:
         self.q, self.k, self.v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
         self.keep = np.ones((B, T), dtype=bool)
         self.scale = D ** -0.5
-        self.g = rng.standard_normal((B, H, T, D), dtype=np.float32)
+        # dL/dout as merge_heads' VJP hands it over: a (B, H, T, D) view of (B, T, H, D)
+        self.g = rng.standard_normal((B, T, H, D), dtype=np.float32).transpose(0, 2, 1, 3)
         self.g_lse = np.zeros((B, H, T), dtype=np.float32)
         self.time_kernel()  # compile (or load the cache) first
 
