@@ -3,7 +3,10 @@
 Masks are decided as booleans first ("may attend"), combined with `&`, and turned into a
 bias once, by `additive_mask`: 0 where allowed, the dtype's most negative finite value
 where not. Not -inf, as Hugging Face does: a row with every key masked then gets a uniform
-softmax instead of nan; and never two minima added (that would be -inf again).
+softmax instead of nan; and never two minima added (that would be -inf again). In float16
+the bias is half its minimum, -32752: float16's range is so short that its minimum plus a
+score below -16 overflows to -inf (with NumPy's overflow warning, and nan for a row that
+reads no key); with half, any score above -32768 stays finite, and exp still gives 0.
 
 Integer bookkeeping stays on the host: masks and positions are NumPy arrays, built from
 the user's 1/0 attention mask; a model moves a bias to its weights' device where it meets
@@ -29,9 +32,13 @@ from autograd import array_module, as_array, to_numpy
 
 
 def additive_mask(allowed, dtype):
-    """Boolean "may attend" (any shape) -> additive bias of `dtype`: 0, or its minimum."""
+    """Boolean "may attend" (any shape) -> additive bias of `dtype`: 0, or its minimum
+    (half of it in float16, see above)."""
     xp = array_module(allowed)
-    return xp.where(allowed, 0.0, np.finfo(dtype).min).astype(dtype)
+    low = np.finfo(dtype).min
+    if np.dtype(dtype) == np.float16:
+        low = low / 2  # -32752: room below for a score before -inf
+    return xp.where(allowed, 0.0, low).astype(dtype)
 
 
 def check_attention_mask(attention_mask, batch, length):

@@ -31,6 +31,21 @@ def test_padding_mask_shape_is_checked():
     assert bias.shape == (1, 1, 1, 3) and bias[0, 0, 0, 2] == np.finfo(np.float32).min
 
 
+def test_float16_masks_leave_room_for_negative_scores():
+    # float16's minimum plus a score below -16 is -inf (and NumPy warns); half of it is not
+    bias = padding_mask(np.array([[1, 0, 0]]), 1, 3, np.float16)
+    assert bias.dtype == np.float16 and bias[0, 0, 0, 1] == np.float16(-32752)
+    scores = np.array([[[[-3.0, -20.0, -1000.0]]]], np.float16)
+    with np.errstate(over="raise"):
+        masked = scores + bias
+    assert np.isfinite(masked).all()
+    out = attention(Tensor(np.full((1, 1, 1, 2), -20, np.float16)),  # scores -28
+                      Tensor(np.ones((1, 1, 3, 2), np.float16)),
+                      Tensor(np.arange(6, dtype=np.float16).reshape(1, 1, 3, 2)),
+                      bias=padding_mask(np.zeros((1, 3)), 1, 3, np.float16))
+    np.testing.assert_allclose(out.numpy(), [[[[2.0, 3.0]]]])  # no key: uniform, not nan
+
+
 @given(b=st.integers(1, 2), h=st.integers(1, 3), t=st.integers(1, 4), s=st.integers(1, 4),
        d=st.integers(1, 4), causal=st.booleans(), seed=st.integers(0, 2**16))
 def test_attention_matches_torch(b, h, t, s, d, causal, seed):
