@@ -158,10 +158,15 @@ def run_command(args):
         if args.nproc > 1 and world.size > 1 and args.nproc != world.size:
             raise UsageError(f"--nproc {args.nproc}, but mpiexec started {world.size} ranks")
     if args.dry_run:
-        from npplm.training.memory import dry_run
-        from npplm.training.recipe import build_run
+        from npplm.training.memory import dry_run, too_large_account
+        from npplm.training.recipe import ModelTooLarge, build_run
 
-        dry_run(build_run(**request, log=print), config)
+        try:
+            run = build_run(**request, log=print)
+        except ModelTooLarge as e:  # the account its parameter count gives
+            too_large_account(e.parameters, e.memory, config, log=print)
+            return None
+        dry_run(run, config)
         return None
     if args.nproc > 1 and world.size == 1:  # start this command on N ranks; they print
         return relaunch(args.nproc, without_option(args.argv, "--nproc"))

@@ -82,6 +82,10 @@ def state_bytes(model, optimizer_kind, ranks=1, zero=False):
     params = model.parameters()
     weights = sum(p.data.nbytes for p in params)
     trained = sum(p.data.nbytes for p in params if p.requires_grad)
+    return _states(weights, trained, optimizer_kind, ranks, zero)
+
+
+def _states(weights, trained, optimizer_kind, ranks=1, zero=False):
     moments = {"adamw": 2, "sgd": 1}[optimizer_kind] * trained
     return {"weights": weights, "gradients": trained,
             "optimizer": moments // ranks if zero else moments}
@@ -134,6 +138,29 @@ def account_table(rows):
 
 
 
+def state_rows(states, n_params, optimizer_kind):
+    """The account's first three rows: weights, gradients, optimizer moments."""
+    return [("weights", states["weights"], f"{n_params:,} float32 parameters"),
+            ("gradients", states["gradients"], "one per trainable parameter"),
+            ("optimizer moments", states["optimizer"],
+             "AdamW: m and v" if optimizer_kind == "adamw" else "SGD: momentum")]
+
+
+def too_large_account(n_params, memory, config, log=print):
+    """The dry run of a model too large to build here (recipe.ModelTooLarge): what follows
+    from its parameter count alone, every parameter float32 and trained; its activations
+    can be neither counted nor measured without building it."""
+    weights = 4 * n_params
+    states = _states(weights, weights, config.optimizer)
+    rows = [*state_rows(states, n_params, config.optimizer),
+            ("step, without activations", sum(states.values()),
+             f"more than this machine's {format_bytes(memory)}")]
+    log("memory of one training step of a model too large for this machine, from its "
+        "parameter count (activations are not counted: that needs the model built):")
+    log(account_table(rows))
+    return states
+
+
 def dry_run(run, config, log=print):
     """The memory account of training `run` (recipe.build_run's) with `config`: the table
     of weights, gradients, moments and activations (counted with and without
@@ -162,10 +189,7 @@ def dry_run(run, config, log=print):
     model.gradient_checkpointing_enable(False)
     B, A = config.batch_size, config.grad_accum
     base = states["gradients"] + states["optimizer"]
-    rows = [("weights", states["weights"], f"{model.num_parameters():,} float32 parameters"),
-            ("gradients", states["gradients"], "one per trainable parameter"),
-            ("optimizer moments", states["optimizer"],
-             "AdamW: m and v" if config.optimizer == "adamw" else "SGD: momentum"),
+    rows = [*state_rows(states, model.num_parameters(), config.optimizer),
             ("activations", plain, f"kept by the graph of one micro-batch of {B} (counted)"),
             ("  with checkpointing", checkpointed, "block inputs + one block's replay"),
             ("step, estimated", base + plain, "gradients + moments + activations"),

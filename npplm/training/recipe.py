@@ -282,21 +282,31 @@ def make_config(family, preset, overrides):
     return getattr(FAMILIES[family].config_class(), preset)(**overrides)
 
 
+class ModelTooLarge(MemoryError):
+    """A model whose weights, gradients and AdamW moments would not fit in this machine's
+    memory; `parameters` and `memory` (bytes) say how far (`npplm train --dry-run` prints
+    what it can account for without building it)."""
+
+    def __init__(self, parameters, memory):
+        self.parameters, self.memory = parameters, memory
+        super().__init__(f"{parameters:,} parameters need about {16 * parameters / 2**30:.1f} "
+                         f"GiB for weights, gradients and AdamW moments, but this machine has "
+                         f"{memory / 2**30:.1f} GiB: choose a smaller --preset or --set "
+                         "smaller widths")
+
+
 def check_memory(family, config):
     """Refuse a model whose weights, gradients and Adam moments alone (16 bytes per
-    parameter) would not fit in this machine's memory, naming both numbers."""
+    parameter) would not fit in this machine's memory, naming both numbers
+    (ModelTooLarge)."""
     module = importlib.import_module(f"npplm.models.{FAMILIES[family].module}")
     n = module.num_parameters(config)
-    need = 16 * n
     try:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return n
-    if need > have:
-        raise MemoryError(f"{n:,} parameters need about {need / 2**30:.1f} GiB for weights, "
-                          f"gradients and AdamW moments, but this machine has "
-                          f"{have / 2**30:.1f} GiB: choose a smaller --preset or --set smaller "
-                          "widths")
+    if 16 * n > have:
+        raise ModelTooLarge(n, have)
     return n
 
 

@@ -1,6 +1,9 @@
 """The memory account (npplm/training/memory.py, `npplm train --dry-run`)."""
 
+import re
+
 import numpy as np
+import pytest
 
 from autograd import Tensor
 from npplm import cli
@@ -44,4 +47,23 @@ def test_dry_run_prints_the_account_and_writes_nothing(tmp_path, capsys):
     for row in ("weights", "gradients", "optimizer moments", "activations",
                 "with checkpointing", "step, estimated", "step, measured"):
         assert row in text, text
+    assert not out.exists()
+
+
+def test_dry_run_of_a_model_too_large_to_build_gives_the_account_its_size_allows(tmp_path,
+                                                                               capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--dry-run", "--preset", "gpt3_175b", "--out", str(out),
+                     "--max-chars", "30000", "--vocab-size", "300", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "too large for this machine" in text and "activations are not counted" in text
+    n = int(re.search(r"([\d,]+) float32 parameters", text).group(1).replace(",", ""))
+    assert 173e9 < n < 176e9  # GPT-3 175B's shape, with this run's 300-id vocabulary
+    rows = dict(re.findall(r"^(weights|gradients|optimizer moments|step, without activations)"
+                           r" +([\d,.]+) GiB", text, re.M))
+    assert float(rows["weights"].replace(",", "")) == pytest.approx(4 * n / 2**30, rel=1e-3)
+    assert float(rows["optimizer moments"].replace(",", "")) == pytest.approx(
+        8 * n / 2**30, rel=1e-3)
+    assert float(rows["step, without activations"].replace(",", "")) == pytest.approx(
+        16 * n / 2**30, rel=1e-3)
     assert not out.exists()
