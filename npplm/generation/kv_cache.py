@@ -33,8 +33,9 @@ Instruct reading 1024 tokens of held-out prose through the cache, 64 at a time: 
 98.6% of next-token argmaxes unchanged (benchmarks/kv_cache_int8.py).
 
 The int8 cache stores codes and returns dequantised floats, so the attention code does not
-change; a fused kernel would dequantise inside attention instead of materialising one
-layer's (B, K, S, D) copy per call.
+change. The one-call decoding step of quantised LLaMA-family models
+(gpu/numba_cpu/decoding.py) reads and writes the codes itself (`kernel_arrays`), quantising
+as `quantize_int8` does, without a layer's dequantised (B, K, S, D) copy.
 
 `new_kv_cache(kv_cache_dtype, ...)` builds the one a user names: None (the model's
 dtype), "float16", "float32" or "int8" (`KV_CACHE_DTYPES`); models call it through
@@ -156,6 +157,11 @@ class KVCache:
         self._written[layer] = start + T
         return self._load(layer, start + T)
 
+    def kernel_arrays(self, layer):
+        """`layer`'s keys and values as gpu/numba_cpu/decoding.py's step reads and writes
+        them: (keys,), (values,)."""
+        return (self.keys[layer],), (self.values[layer],)
+
     def stored_by_kernel(self, layer, T):
         """Mark T new positions of `layer` as written by a kernel that stores into
         keys[layer] and values[layer] itself (gpu/numba_cpu/decoding.py), as update would."""
@@ -267,6 +273,13 @@ class Int8KVCache(KVCache):
             # (B, K, T, D) -> codes (B, K, T, D) int8, scales (B, K, T)
             q, s = quantize_int8(x, self.scale_dtype)
             codes[layer][:, :, start:start + T], scales[layer][:, :, start:start + T] = q, s
+
+    def kernel_arrays(self, layer):
+        """(codes, the scales' bits as uint16) of the keys and of the values: the decoding
+        step (gpu/numba_cpu/decoding.py) quantises into them as `_store` does."""
+        bits = numpy.uint16 if self.scale_dtype == numpy.float16 else self.scale_dtype
+        return ((self.key_codes[layer], self.key_scales[layer].view(bits)),
+                (self.value_codes[layer], self.value_scales[layer].view(bits)))
 
     def _load(self, layer, n):
         return (dequantize_int8(self.key_codes[layer][:, :, :n],

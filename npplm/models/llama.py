@@ -80,6 +80,7 @@ import numpy as np
 from autograd import Tensor, as_array, broadcast_to, is_grad_enabled, to_numpy
 from gpu.numba_cpu import decoding as step_kernel
 from npplm.generation import GenerationMixin, KVCache
+from npplm.generation.kv_cache import Int8KVCache
 from npplm.io import CheckpointError, gguf
 from npplm.layers import (
     CausalMask,
@@ -508,12 +509,14 @@ def one_call_a_block(backbone, input_ids, cache, position_ids):
     """Whether LlamaModel.forward may run each block as one call of
     gpu/numba_cpu/decoding.py's `llama_block_step` (the same arithmetic as the blocks'
     forward, without some 30 Python-level primitive calls a block): one new token a row
-    (T = 1, any B, padding allowed) on NumPy with a float32 KVCache, nothing recorded for a
-    gradient, positions from the cache or the mask, and every projection of every block a
-    QuantizedLinear with the same activations (no bias on o, gate, up and down)."""
-    if (is_grad_enabled() or type(cache) is not KVCache or position_ids is not None
-            or np.ndim(input_ids) != 2 or np.shape(input_ids)[1] != 1
-            or not step_kernel.applies(cache.keys[0], cache.values[0])):
+    (T = 1, any B, padding allowed) on NumPy with a float32 KVCache or an Int8KVCache,
+    nothing recorded for a gradient, positions from the cache or the mask, and every
+    projection of every block a QuantizedLinear with the same activations (no bias on o,
+    gate, up and down)."""
+    if (is_grad_enabled() or type(cache) not in (KVCache, Int8KVCache)
+            or position_ids is not None or np.ndim(input_ids) != 2
+            or np.shape(input_ids)[1] != 1
+            or not step_kernel.applies(*cache.kernel_arrays(0))):
         return False
     modes = set()
     for block in backbone.layers:
@@ -570,7 +573,7 @@ def decode_one_token(backbone, input_ids, attention_mask, cache):
             weights[0].activations == "q8", block.self_attn.n_heads,
             as_array(block.input_layernorm.weight), *triples[:3], *biases, triples[3],
             as_array(block.post_attention_layernorm.weight), *triples[4:],
-            cache.keys[i], cache.values[i])
+            *cache.kernel_arrays(i))
         cache.stored_by_kernel(i, 1)
     cache.advance(1)
     return backbone.norm(Tensor(h.reshape(B, 1, -1)))

@@ -14,6 +14,7 @@ import pytest
 import npplm.models.llama as llama
 from autograd import no_grad
 from gpu.numba_cpu import decoding
+from npplm.generation.kv_cache import Int8KVCache, quantize_int8
 from npplm.models.llama import LlamaConfig, LlamaForCausalLM
 from npplm.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
 from tests.gpu.spies import spy_on
@@ -40,11 +41,11 @@ def qwen2_model():
     return quantized_twin(Qwen2ForCausalLM, config, PLAIN)[0]
 
 
-def decode(model, prompt, tokens, one_call, monkeypatch=None):
+def decode(model, prompt, tokens, one_call, monkeypatch=None, kv_cache_dtype=None):
     """Logits of each of `tokens` fed one at a time after `prompt` (1, T), and the cache."""
     if not one_call:
         monkeypatch.setattr(llama, "one_call_a_block", lambda *args: False)
-    cache = model.new_cache(1, prompt.shape[1] + len(tokens))
+    cache = model.new_cache(1, prompt.shape[1] + len(tokens), dtype=kv_cache_dtype)
     with no_grad():
         model(prompt, cache=cache)
         logits = [model(np.array([[t]]), cache=cache).logits.numpy() for t in tokens]
@@ -68,6 +69,45 @@ def test_a_one_call_step_equals_the_blocks_forward(make, monkeypatch):
     assert cache.length == reference_cache.length == 12
     for ours_kv, theirs_kv in zip(cache._arrays(), reference_cache._arrays()):
         assert_close(ours_kv[:, :, :12], theirs_kv[:, :, :12], "model32")
+
+
+@pytest.mark.parametrize("make", [llama_model, qwen2_model], ids=["llama", "qwen2"])
+def test_with_an_int8_cache_it_quantises_and_reads_as_the_blocks_forward(make, monkeypatch):
+    # The step writes each new key and value as kv_cache.quantize_int8 does (the same
+    # codes and float16 scales, test below) and reads them dequantised; its vectors differ
+    # from the forward's by float32 rounding, so a code may land one step apart at a
+    # rounding tie (none does here).
+    model = make()
+    prompt = np.random.default_rng(5).integers(0, 96, (1, 7))
+    tokens = [5, 90, 17, 17, 3]
+    calls = spy_on(monkeypatch, decoding, ["llama_block_step"])
+    ours, cache = decode(model, prompt, tokens, True, kv_cache_dtype="int8")
+    assert len(calls) == len(tokens) * model.config.num_hidden_layers
+    theirs, reference_cache = decode(model, prompt, tokens, False, monkeypatch, "int8")
+    assert type(cache).__name__ == "Int8KVCache" and cache.length == 12
+    assert_close(ours, theirs, "model32")
+    for ours_kv, theirs_kv in zip(cache._arrays(), reference_cache._arrays()):
+        np.testing.assert_array_equal(ours_kv[:, :, :12], theirs_kv[:, :, :12])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_step_quantises_a_vector_as_quantize_int8(seed):
+    rng = np.random.default_rng(seed)
+    D = 64
+    x = rng.standard_normal((8, D)).astype(np.float32) * np.float32(10.0 ** rng.integers(-3, 4))
+    x[0] = 0  # an all-zero vector: scale 0, codes 0
+    x[1] *= np.float32(1e-9)  # a tiny one: a subnormal float16 scale
+    x[2] = np.arange(D) - 32  # max|x| = 32: x / s lands on ties (x.5) for some entries
+    x[3, :4] = [635.0, -635.0, 2.5, 3.5]  # s = 5, exact: 2.5 / 5 = 0.5 rounds to even
+    codes = np.zeros((1, 1, 8, D), np.int8)
+    bits = np.zeros((1, 1, 8), np.uint16)
+    for p in range(8):
+        decoding.store_int8(codes, bits, 0, 0, p, x[p])
+    expected_codes, expected_scales = quantize_int8(x)
+    np.testing.assert_array_equal(codes[0, 0], expected_codes)
+    np.testing.assert_array_equal(bits[0, 0].view(np.float16), expected_scales)
+    with pytest.raises(OverflowError, match="float16 scale"):
+        decoding.store_int8(codes, bits, 0, 0, 0, np.full(D, 1e7, np.float32))
 
 
 def test_generate_takes_it_with_its_all_ones_mask_and_picks_the_same_tokens(monkeypatch):
@@ -129,14 +169,18 @@ def test_beam_search_takes_it_and_finds_the_same_beams(monkeypatch):
                                                temperature=0))
 
 
+class WideScales(Int8KVCache):
+    scale_dtype = np.float32
+
+
 def test_other_steps_take_the_blocks_forward(monkeypatch):
     model = llama_model()
     calls = spy_on(monkeypatch, decoding, ["llama_block_step"])
     prompt = np.array([[1, 2, 3]])
     with no_grad():
         model(prompt, cache=model.new_cache(1, 8))  # T = 3: a prefill
-        cache = model.new_cache(1, 8, dtype="int8")
-        model(np.array([[1]]), cache=cache)  # an int8 cache
+        cache = WideScales(model.config.num_hidden_layers, 1, 2, 64, 8, np.float32)
+        model(np.array([[1]]), cache=cache)  # an int8 cache with float32 scales
         cache = model.new_cache(1, 8)
         model(np.array([[1]]), cache=cache, position_ids=np.array([[4]]))  # own positions
     model(np.array([[1]]), cache=model.new_cache(1, 8))  # recording for a gradient
