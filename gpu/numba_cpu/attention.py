@@ -93,6 +93,7 @@ NEG_INF = f32(-np.inf)
 FLAGS = {"contract", "nsz", "reassoc"}
 
 ROWS = 4  # query rows a block: each key and value row loaded once feeds 4 rows
+BLOCK = 32  # query rows a backward step: dk and dv add up BLOCK rows' products at once
 
 # exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split in
 # two constants so that n ln 2 is exact), exp(r) = 1 + r + r^2 P(r) with Cephes' expf
@@ -143,88 +144,154 @@ def keys_of_row(i, offset, first, S):
     return n, first < n
 
 
+LANES = 16  # float32 lanes of a 512-bit vector
+VECTORS = 4  # vectors a row of a product tile
+WIDTH = VECTORS * LANES  # columns of a product tile
+
+
+@intrinsic
+def matmul_tile(typingctx, a0, a1, a2, a3, b, c0, c1, c2, c3, m, n, K, accumulate):
+    """c_r[:n] = sum_{k < K} a_r[k] b[k, :n] for the rows r < m (accumulate: +=), n <= WIDTH:
+    a 4 x WIDTH tile of a product (ROWS, K) @ (K, n), its 4 VECTORS accumulators kept in
+    vector registers across the whole sum.
+
+        for r < m, j < n:  c_r[j] = (c_r[j] if accumulate else 0) + sum_k a_r[k] * b[k, j]
+
+    a_r are four 1-D arrays (any stride: a row, or a column of a matrix), b a 2-D array
+    whose rows are contiguous, c_r four contiguous 1-D arrays; rows r >= m are read but not
+    written (pass a valid row for them). LLVM keeps an array that Numba code writes in a
+    loop in memory, a load and a store every multiply-add; written here in LLVM's own
+    vector instructions, each step is VECTORS loads of b's row, four broadcasts of a_r[k] and
+    4 VECTORS fused multiply-adds (llvm.fma), the columns past n masked (llvm.masked.load and
+    .store). tests/gpu/test_attention_kernel.py checks it against the product it computes.
+    """
+    sig = types.void(a0, a1, a2, a3, b, c0, c1, c2, c3, m, n, K, accumulate)
+
+    def codegen(context, builder, signature, args):
+        f32, i1, i32, i64 = ir.FloatType(), ir.IntType(1), ir.IntType(32), ir.IntType(64)
+        vec, vptr = ir.VectorType(f32, LANES), ir.VectorType(f32, LANES).as_pointer()
+        mask_type = ir.VectorType(i1, LANES)
+        module = builder.module
+        fma = cgutils.get_or_insert_function(module, ir.FunctionType(vec, [vec, vec, vec]),
+                                             "llvm.fma.v16f32")
+        masked_load = cgutils.get_or_insert_function(
+            module, ir.FunctionType(vec, [vptr, i32, mask_type, vec]),
+            "llvm.masked.load.v16f32.p0")
+        masked_store = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [vec, vptr, i32, mask_type]),
+            "llvm.masked.store.v16f32.p0")
+        arrays = [context.make_array(t)(context, builder, v)
+                  for t, v in zip(signature.args[:9], args[:9])]
+
+        def step(array, ndim):  # the stride of axis 0, in elements
+            return builder.sdiv(cgutils.unpack_tuple(builder, array.strides, ndim)[0],
+                                ir.Constant(i64, 4))
+
+        def splat(x, element):
+            undefined = ir.Constant(ir.VectorType(element, LANES), None)
+            one = builder.insert_element(undefined, x, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, undefined,
+                                          ir.Constant(ir.VectorType(i32, LANES), [0] * LANES))
+
+        def lanes_at(pointer, half):  # columns half * LANES .. of a row, as a vector pointer
+            return builder.bitcast(builder.gep(pointer, [ir.Constant(i64, half * LANES)]), vptr)
+
+        a_data, a_step = [x.data for x in arrays[:4]], [step(x, 1) for x in arrays[:4]]
+        b_data, b_step = arrays[4].data, step(arrays[4], 2)
+        c_data = [x.data for x in arrays[5:9]]
+        m, n, K = (context.cast(builder, args[i], signature.args[i], types.int64)
+                   for i in (9, 10, 11))
+        accumulate = context.cast(builder, args[12], signature.args[12], types.boolean)
+        lane = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
+        masks = [builder.icmp_signed("<", builder.add(lane, splat(ir.Constant(i64, h * LANES),
+                                                                   i64)), splat(n, i64))
+                 for h in range(VECTORS)]  # the columns < n of each vector
+        zero = ir.Constant(vec, [0.0] * LANES)
+        align = ir.Constant(i32, 4)
+        start = [[builder.select(accumulate, builder.call(
+            masked_load, [lanes_at(c_data[r], h), align, masks[h], zero]), zero)
+            for h in range(VECTORS)] for r in range(4)]
+        entry = builder.block
+        loop = builder.append_basic_block("matmul_tile.loop")
+        done = builder.append_basic_block("matmul_tile.done")
+        builder.cbranch(builder.icmp_signed(">", K, ir.Constant(i64, 0)), loop, done)
+
+        builder.position_at_end(loop)  # k = 0 .. K - 1: acc_r += a_r[k] * b[k]
+        k = builder.phi(i64)
+        acc = [[builder.phi(vec) for h in range(VECTORS)] for r in range(4)]
+        row = builder.gep(b_data, [builder.mul(k, b_step)])
+        b_k = [builder.call(masked_load, [lanes_at(row, h), align, masks[h], zero])
+               for h in range(VECTORS)]
+        summed = []
+        for r in range(4):
+            a_rk = splat(builder.load(builder.gep(a_data[r], [builder.mul(k, a_step[r])])), f32)
+            summed.append([builder.call(fma, [a_rk, b_k[h], acc[r][h]]) for h in range(VECTORS)])
+        k_next = builder.add(k, ir.Constant(i64, 1))
+        k.add_incoming(ir.Constant(i64, 0), entry)
+        k.add_incoming(k_next, loop)
+        for r in range(4):
+            for h in range(VECTORS):
+                acc[r][h].add_incoming(start[r][h], entry)
+                acc[r][h].add_incoming(summed[r][h], loop)
+        builder.cbranch(builder.icmp_signed("<", k_next, K), loop, done)
+
+        builder.position_at_end(done)  # c_r = acc_r, rows r < m, columns < n
+        result = [[builder.phi(vec) for h in range(VECTORS)] for r in range(4)]
+        for r in range(4):
+            for h in range(VECTORS):
+                result[r][h].add_incoming(start[r][h], entry)
+                result[r][h].add_incoming(summed[r][h], loop)
+        for r in range(4):
+            live = splat(builder.icmp_signed("<", ir.Constant(i64, r), m), i1)
+            for h in range(VECTORS):
+                builder.call(masked_store, [result[r][h], lanes_at(c_data[r], h), align,
+                                            builder.and_(masks[h], live)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @numba.njit(fastmath=FLAGS, inline="always")
 def row_scores(q, kT, b, h, i0, T, n, scale, s):
-    """s[r, :n] = scale * q[b, i0 + r, h] . k[b, :n, h] for the ROWS rows of a block, (ROWS, n),
-    from q (B, T, H, D) and the keys transposed, kT (B, H, D, S).
+    """s[r, :n] = scale * q[b, i0 + r, h] . k[:n] for the ROWS rows of a block, (ROWS, n),
+    from q (B, T, H, D) and head h's keys transposed, kT (D, S), WIDTH keys a tile.
 
-    Rows past T repeat row T - 1 (their results are thrown away), so the loop body always
-    has ROWS fixed rows for LLVM to unroll and vectorise along the keys. The head axis is
-    taken four at a time, so that each score loaded and stored takes four multiply-adds.
+    Rows past T repeat row T - 1 (their results are thrown away).
     """
     D = q.shape[3]
     i1, i2, i3 = min(i0 + 1, T - 1), min(i0 + 2, T - 1), min(i0 + 3, T - 1)
-    s[:, :n] = ZERO
-    s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
     q0, q1, q2, q3 = q[b, i0, h], q[b, i1, h], q[b, i2, h], q[b, i3, h]
-    k = kT[b, h]
-    D4 = D - D % 4
-    for d in range(0, D4, 4):  # (ROWS, D) @ (D, n) as D/4 rank-4 updates along the keys
-        a0, a1, a2, a3 = q0[d] * scale, q0[d + 1] * scale, q0[d + 2] * scale, q0[d + 3] * scale
-        b0, b1, b2, b3 = q1[d] * scale, q1[d + 1] * scale, q1[d + 2] * scale, q1[d + 3] * scale
-        c0, c1, c2, c3 = q2[d] * scale, q2[d + 1] * scale, q2[d + 2] * scale, q2[d + 3] * scale
-        e0, e1, e2, e3 = q3[d] * scale, q3[d + 1] * scale, q3[d + 2] * scale, q3[d + 3] * scale
-        k0, k1, k2, k3 = k[d], k[d + 1], k[d + 2], k[d + 3]
+    for j in range(0, n, WIDTH):  # (ROWS, D) @ (D, WIDTH)
+        matmul_tile(q0, q1, q2, q3, kT[:, j:], s[0, j:], s[1, j:], s[2, j:], s[3, j:],
+                    ROWS, min(WIDTH, n - j), D, False)
+    for r in range(ROWS):
         for j in range(n):
-            x0, x1, x2, x3 = k0[j], k1[j], k2[j], k3[j]
-            s0[j] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
-            s1[j] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
-            s2[j] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
-            s3[j] += e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
-    for d in range(D4, D):  # the rest, one at a time
-        a0, b0, c0, e0 = q0[d] * scale, q1[d] * scale, q2[d] * scale, q3[d] * scale
-        kr = k[d]
-        for j in range(n):
-            x0 = kr[j]
-            s0[j] += a0 * x0
-            s1[j] += b0 * x0
-            s2[j] += c0 * x0
-            s3[j] += e0 * x0
+            s[r, j] *= scale
 
 
 @numba.njit(fastmath=FLAGS, inline="always")
 def rows_times_matrix(p, m, b, h, n, out):
-    """out[r] += sum_j p[r, j] m[b, j, h] for the ROWS rows: (ROWS, n) @ (n, D), four keys
-    at a time; m is (B, S, H, D)."""
+    """out[r] = sum_j p[r, j] m[b, j, h] for the ROWS rows: (ROWS, n) @ (n, D), WIDTH head
+    dimensions a tile; m is (B, S, H, D)."""
     D = m.shape[3]
-    o0, o1, o2, o3 = out[0], out[1], out[2], out[3]
-    p0, p1, p2, p3 = p[0], p[1], p[2], p[3]
-    n4 = n - n % 4
-    for j in range(0, n4, 4):
-        a0, a1, a2, a3 = p0[j], p0[j + 1], p0[j + 2], p0[j + 3]
-        b0, b1, b2, b3 = p1[j], p1[j + 1], p1[j + 2], p1[j + 3]
-        c0, c1, c2, c3 = p2[j], p2[j + 1], p2[j + 2], p2[j + 3]
-        e0, e1, e2, e3 = p3[j], p3[j + 1], p3[j + 2], p3[j + 3]
-        m0, m1, m2, m3 = m[b, j, h], m[b, j + 1, h], m[b, j + 2, h], m[b, j + 3, h]
-        for d in range(D):
-            x0, x1, x2, x3 = m0[d], m1[d], m2[d], m3[d]
-            o0[d] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
-            o1[d] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
-            o2[d] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
-            o3[d] += e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
-    for j in range(n4, n):
-        a0, b0, c0, e0 = p0[j], p1[j], p2[j], p3[j]
-        mr = m[b, j, h]
-        for d in range(D):
-            x = mr[d]
-            o0[d] += a0 * x
-            o1[d] += b0 * x
-            o2[d] += c0 * x
-            o3[d] += e0 * x
+    for d in range(0, D, WIDTH):
+        matmul_tile(p[0], p[1], p[2], p[3], m[b, :, h, d:], out[0, d:], out[1, d:],
+                    out[2, d:], out[3, d:], ROWS, min(WIDTH, D - d), n, False)
 
 
 @numba.njit(fastmath=FLAGS, inline="always")
 def add_outer(p, x, b, h, i0, T, n, out):
-    """out[b, j, h] += sum_r p[r, j] x[b, i0 + r, h] for j < n: (n, ROWS) @ (ROWS, D); x and
-    out (B, T or S, H, D)."""
+    """out[b, j, h] += sum_r p[r, j] x[b, i0 + r, h] for j < n: (n, R) @ (R, D) for the R rows
+    of p (R, S), four keys by WIDTH head dimensions a tile; x and out (B, T or S, H, D).
+    Rows past T add nothing."""
     D = x.shape[3]
-    i1, i2, i3 = min(i0 + 1, T - 1), min(i0 + 2, T - 1), min(i0 + 3, T - 1)
-    x0, x1, x2, x3 = x[b, i0, h], x[b, i1, h], x[b, i2, h], x[b, i3, h]
-    for j in range(n):
-        p0, p1, p2, p3 = p[0, j], p[1, j], p[2, j], p[3, j]
-        o = out[b, j, h]
-        for d in range(D):
-            o[d] += p0 * x0[d] + p1 * x1[d] + p2 * x2[d] + p3 * x3[d]
+    rows = min(p.shape[0], T - i0)
+    for j in range(0, n, 4):
+        j1, j2, j3 = min(j + 1, n - 1), min(j + 2, n - 1), min(j + 3, n - 1)
+        for d in range(0, D, WIDTH):
+            matmul_tile(p[:, j], p[:, j1], p[:, j2], p[:, j3], x[b, i0:, h, d:],
+                        out[b, j, h, d:], out[b, j1, h, d:], out[b, j2, h, d:],
+                        out[b, j3, h, d:], min(4, n - j), min(WIDTH, D - d), rows, True)
 
 
 @intrinsic
@@ -297,46 +364,61 @@ def block_extent(i0, T, offset, first, S):
     return n_block
 
 
+@numba.njit(fastmath=FLAGS, inline="always")
+def transposed(x, b, h):
+    """Head h of row b of x (B, S, H, D), transposed: (D, S), for row_scores."""
+    S, D = x.shape[1], x.shape[3]
+    xT = np.empty((D, S), dtype=np.float32)
+    for j in range(S):
+        for d in range(D):
+            xT[d, j] = x[b, j, h, d]
+    return xT
+
+
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
-def forward(q, kT, v, keep, first, scale, causal):
-    """out (B, T, H, D), lse (B, H, T) from q (B, T, H, D), kT (B, H, D, S), v (B, S, H, D)."""
+def forward(q, k, v, keep, first, scale, causal):
+    """out (B, T, H, D), lse (B, H, T) from q (B, T, H, D), k and v (B, S, H, D)."""
     B, T, H, D = q.shape
-    S = kT.shape[3]
+    S = k.shape[1]
     offset = S - T if causal else S  # keys cached before the first query (all: every row
     # then reads every kept key, bidirectional attention)
     out = np.empty((B, T, H, D), dtype=np.float32)
     lse = np.empty((B, H, T), dtype=np.float32)
-    n_blocks = (T + ROWS - 1) // ROWS
-    for task in numba.prange(B * H * n_blocks):
-        bh, i0 = task // n_blocks, (task % n_blocks) * ROWS
+    for bh in numba.prange(B * H):
         b, h = bh // H, bh % H
-        n_block = block_extent(i0, T, offset, first[b], S)
-        s = np.empty((ROWS, n_block), dtype=np.float32)
-        row_scores(q, kT, b, h, i0, T, min(n_block, i0 + ROWS + offset, S), scale, s)
+        kT = transposed(k, b, h)  # (D, S): the scores run along the keys
+        s = np.empty((ROWS, S), dtype=np.float32)
         lse_rows = np.empty(ROWS, dtype=np.float32)
-        for r in range(ROWS):
-            n, reads = keys_of_row(min(i0 + r, T - 1), offset, first[b], S)
-            lse_rows[r] = probabilities(s, r, n, reads, keep, b, S, n_block, np.nan)
-        acc = np.zeros((ROWS, D), dtype=np.float32)
-        rows_times_matrix(s, v, b, h, n_block, acc)  # (ROWS, S) @ (S, D) -> (ROWS, D)
-        for r in range(min(ROWS, T - i0)):
-            out[b, i0 + r, h] = acc[r]
-            lse[b, h, i0 + r] = lse_rows[r]
+        acc = np.empty((ROWS, D), dtype=np.float32)
+        for i0 in range(0, T, ROWS):
+            n_block = block_extent(i0, T, offset, first[b], S)
+            row_scores(q, kT, b, h, i0, T, min(n_block, i0 + ROWS + offset, S), scale, s)
+            for r in range(ROWS):
+                n, reads = keys_of_row(min(i0 + r, T - 1), offset, first[b], S)
+                lse_rows[r] = probabilities(s, r, n, reads, keep, b, S, n_block, np.nan)
+            rows_times_matrix(s, v, b, h, n_block, acc)  # (ROWS, S) @ (S, D) -> (ROWS, D)
+            for r in range(min(ROWS, T - i0)):
+                out[b, i0 + r, h] = acc[r]
+                lse[b, h, i0 + r] = lse_rows[r]
     return out, lse
 
 
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
-def backward(g, g_lse, q, k, kT, vT, out, lse, keep, first, scale, causal):
+def backward(g, g_lse, q, k, v, out, lse, keep, first, scale, causal):
     """dq (B, T, H, D), dk and dv (B, S, H, D): the VJP of `forward` (see the module
-    docstring); g, q and out (B, T, H, D), k (B, S, H, D), kT and vT (B, H, D, S)."""
+    docstring); g, q and out (B, T, H, D), k and v (B, S, H, D)."""
     B, T, H, D = q.shape
     S = k.shape[1]
     offset = S - T if causal else S
     dq = np.empty((B, T, H, D), dtype=np.float32)
-    dk = np.zeros((B, S, H, D), dtype=np.float32)
-    dv = np.zeros((B, S, H, D), dtype=np.float32)
+    dk = np.empty((B, S, H, D), dtype=np.float32)
+    dv = np.empty((B, S, H, D), dtype=np.float32)
     for bh in numba.prange(B * H):
         b, h = bh // H, bh % H
+        for j in range(S):  # this head's dk and dv start at 0, zeroed by its own thread
+            dk[b, j, h] = ZERO
+            dv[b, j, h] = ZERO
+        kT, vT = transposed(k, b, h), transposed(v, b, h)  # (D, S) each
         # Delta_t = dO_t . O_t - dL/dlse_t: the row sums of p * dP, read off the output.
         delta = np.empty(T, dtype=np.float32)
         for i in range(T):
@@ -344,29 +426,34 @@ def backward(g, g_lse, q, k, kT, vT, out, lse, keep, first, scale, causal):
             for d in range(D):
                 acc += g[b, i, h, d] * out[b, i, h, d]
             delta[i] = acc - g_lse[b, h, i]
-        s = np.empty((ROWS, S), dtype=np.float32)
-        dp = np.empty((ROWS, S), dtype=np.float32)
-        for i0 in range(0, T, ROWS):
-            n_block = block_extent(i0, T, offset, first[b], S)
-            row_scores(q, kT, b, h, i0, T, min(n_block, i0 + ROWS + offset, S), scale, s)
-            for r in range(ROWS):
-                i = min(i0 + r, T - 1)
-                n, reads = keys_of_row(i, offset, first[b], S)
-                probabilities(s, r, n, reads, keep, b, S, n_block, lse[b, h, i])
-                if i0 + r >= T:  # a repeated row: it must add nothing to dk and dv
-                    s[r, :n_block] = ZERO
-            # dP = dO v^T for the block's rows: (ROWS, D) @ (D, n) -> (ROWS, n)
-            row_scores(g, vT, b, h, i0, T, n_block, ONE, dp)
-            for r in range(ROWS):
-                dr = delta[min(i0 + r, T - 1)]
-                for j in range(n_block):
-                    dp[r, j] = scale * s[r, j] * (dp[r, j] - dr)  # now scale * dX
+        s = np.empty((BLOCK, S), dtype=np.float32)
+        dp = np.empty((BLOCK, S), dtype=np.float32)
+        acc = np.empty((ROWS, D), dtype=np.float32)
+        for i0 in range(0, T, BLOCK):
+            rows = min(BLOCK, T - i0)
+            n_block = 0
+            for r0 in range(0, rows, ROWS):
+                n_block = max(n_block, block_extent(i0 + r0, T, offset, first[b], S))
+            for r0 in range(0, rows, ROWS):  # ROWS query rows at a time: p, dP, dX and dq
+                i1, sr, dr = i0 + r0, s[r0:r0 + ROWS], dp[r0:r0 + ROWS]
+                row_scores(q, kT, b, h, i1, T, min(n_block, i1 + ROWS + offset, S), scale, sr)
+                for r in range(ROWS):
+                    i = min(i1 + r, T - 1)
+                    n, reads = keys_of_row(i, offset, first[b], S)
+                    probabilities(sr, r, n, reads, keep, b, S, n_block, lse[b, h, i])
+                    if i1 + r >= T:  # a repeated row: it must add nothing to dk and dv
+                        sr[r, :n_block] = ZERO
+                # dP = dO v^T for the rows: (ROWS, D) @ (D, n) -> (ROWS, n)
+                row_scores(g, vT, b, h, i1, T, n_block, ONE, dr)
+                for r in range(ROWS):
+                    delta_r = delta[min(i1 + r, T - 1)]
+                    for j in range(n_block):
+                        dr[r, j] = scale * sr[r, j] * (dr[r, j] - delta_r)  # now scale * dX
+                rows_times_matrix(dr, k, b, h, n_block, acc)  # dq_t = scale sum_s dX_ts k_s
+                for r in range(min(ROWS, T - i1)):
+                    dq[b, i1 + r, h] = acc[r]
             add_outer(s, g, b, h, i0, T, n_block, dv)  # dv_s += sum_t p_ts dO_t
             add_outer(dp, q, b, h, i0, T, n_block, dk)  # dk_s += scale sum_t dX_ts q_t
-            acc = np.zeros((ROWS, D), dtype=np.float32)
-            rows_times_matrix(dp, k, b, h, n_block, acc)  # dq_t = scale sum_s dX_ts k_s
-            for r in range(min(ROWS, T - i0)):
-                dq[b, i0 + r, h] = acc[r]
     return dq, dk, dv
 
 
@@ -389,15 +476,20 @@ def by_token(x):
     return plain(x.transpose(0, 2, 1, 3))
 
 
+def rows_by_token(x):
+    """by_token, but a view whose rows of D are contiguous stays uncopied even when the rest
+    is strided: q, k and v split from one fused projection (GPT-2's c_attn, (B, T, 3 C)).
+    Numba compiles a version of the kernel for such strided arrays."""
+    x = x.transpose(0, 2, 1, 3)
+    if x.strides[-1] == x.itemsize and x.flags.writeable:
+        return x
+    return plain(x)
+
+
 def by_head(x):
     """(B, T, H, D) -> the (B, H, T, D) view the primitive returns (merge_heads and
     split_heads' VJP turn it back into (B, T, C) without a copy)."""
     return x.transpose(0, 2, 1, 3)
-
-
-def keys_transposed(k):
-    """(B, H, S, D) -> (B, H, D, S): the scores loop runs along the keys (one copy)."""
-    return plain(k.swapaxes(-1, -2))
 
 
 def attention_forward(q, k, v, keep, scale, causal=True):
@@ -410,8 +502,8 @@ def attention_forward(q, k, v, keep, scale, causal=True):
     go in and merge_heads' view comes out with no copy.
     """
     keep = plain(keep)
-    out, lse = forward(by_token(q), keys_transposed(k), by_token(v), keep, first_kept(keep),
-                       f32(scale), causal)
+    out, lse = forward(rows_by_token(q), rows_by_token(k), rows_by_token(v), keep,
+                       first_kept(keep), f32(scale), causal)
     return by_head(out), lse
 
 
@@ -419,9 +511,9 @@ def attention_backward(g, g_lse, q, k, v, keep, out, lse, scale, causal=True):
     """(dq, dk, dv) of `attention_forward` given g = dL/dout and g_lse = dL/dlse."""
     keep = plain(keep)
     dq, dk, dv = backward(
-        by_token(g), plain(g_lse), by_token(q), by_token(k), keys_transposed(k),
-        keys_transposed(v), by_token(out), plain(lse), keep, first_kept(keep), f32(scale),
-        causal)
+        by_token(g), plain(g_lse), rows_by_token(q), rows_by_token(k), rows_by_token(v),
+        by_token(out),
+        plain(lse), keep, first_kept(keep), f32(scale), causal)
     return by_head(dq), by_head(dk), by_head(dv)
 
 
