@@ -61,6 +61,71 @@ def test_kernel_equals_reference_forward_and_vjp(b, h, t, cached, d, padding, ca
         assert_close(ours, theirs, kind="grad")
 
 
+def check_against_the_reference(q, k, v, keep, causal, seed):
+    scale = q.shape[-1] ** -0.5
+    out, lse = kernels.attention_forward(q, k, v, keep, scale, causal)
+    ref_out, ref_lse = causal_attention_reference(q, k, v, keep, scale, causal)
+    assert_close(out, ref_out, kind="float32")
+    assert_close(lse, ref_lse, kind="float32")
+    rng = np.random.default_rng(seed + 1)
+    g = rng.standard_normal(out.shape, dtype=np.float32)
+    g_lse = rng.standard_normal(lse.shape, dtype=np.float32)
+    grads = kernels.attention_backward(g, g_lse, q, k, v, keep, out, lse, scale, causal)
+    expected = causal_attention_grad_reference(g, g_lse, q, k, v, keep, scale, causal)
+    for ours, theirs in zip(grads, expected):
+        assert_close(ours, theirs, kind="grad")
+
+
+@pytest.mark.parametrize("t, cached, d, causal, padding", [
+    (70, 0, 80, True, "random"),  # three backward blocks of BLOCK rows, the last partial;
+    (70, 5, 64, False, "left"),  # head dims over one tile and two; keys over several
+    (37, 60, 130, True, "none"),
+    (100, -30, 16, True, "right"),
+    (33, 40, 64, False, "a row of nothing"),
+])
+def test_kernel_equals_reference_across_blocks_and_tiles(t, cached, d, causal, padding):
+    # Larger than the hypothesis test draws: T over BLOCK, S over WIDTH, D over WIDTH.
+    assert t > kernels.BLOCK and (t + cached > kernels.WIDTH or d > kernels.WIDTH)
+    q, k, v, keep = inputs(2, 3, t, t + cached, d, padding, seed=t + d)
+    check_against_the_reference(q, k, v, keep, causal, seed=t)
+
+
+def test_q_k_v_split_from_one_projection_are_read_in_place(monkeypatch):
+    # GPT-2's c_attn: q, k, v are strided views of one (B, T, 3, H, D) array, not copied
+    rng = np.random.default_rng(7)
+    qkv = rng.standard_normal((2, 40, 3, 4, 16), dtype=np.float32)
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    assert kernels.rows_by_token(q).base is not None  # a view of qkv
+    assert np.shares_memory(kernels.rows_by_token(q), qkv)
+    check_against_the_reference(q, k, v, np.ones((2, 40), dtype=bool), True, seed=7)
+
+
+@given(m=st.integers(1, 4), n=st.integers(1, kernels.WIDTH), K=st.integers(0, 70),
+       accumulate=st.booleans(), columns=st.booleans(), seed=st.integers(0, 2**16))
+def test_matmul_tile_is_the_product_it_names(m, n, K, accumulate, columns, seed):
+    # c_r[:n] (+)= sum_k a_r[k] b[k, :n] for r < m; rows r >= m and columns >= n untouched
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((4, K + 3), dtype=np.float32)
+    a_rows = np.ascontiguousarray(a.T).T if columns else a  # strided rows: a's columns
+    b = rng.standard_normal((K + 3, kernels.WIDTH + 5), dtype=np.float32)
+    c = rng.standard_normal((4, kernels.WIDTH + 5), dtype=np.float32)
+    got = c.copy()
+    tile_once(a_rows, b, got, m, n, K, accumulate)
+    expected = c.astype(np.float64)
+    product = a[:, :K].astype(np.float64) @ b[:K, :n].astype(np.float64)
+    expected[:m, :n] = product[:m] + (c[:m, :n] if accumulate else 0)
+    bound = 1e-5 * (1 + np.abs(a[:, :K]).astype(np.float64) @ np.abs(b[:K, :n]))
+    assert np.all(np.abs(got[:m, :n] - expected[:m, :n]) <= bound[:m])
+    np.testing.assert_array_equal(got[m:], c[m:])
+    np.testing.assert_array_equal(got[:, n:], c[:, n:])
+
+
+@numba.njit
+def tile_once(a, b, c, m, n, K, accumulate):
+    kernels.matmul_tile(a[0], a[1], a[2], a[3], b, c[0], c[1], c[2], c[3], m, n, K,
+                        accumulate)
+
+
 @numba.njit(fastmath=kernels.FLAGS)
 def exp_in_a_loop(x):
     # exp32 as the kernel uses it: inlined into a loop that LLVM vectorises, same flags
