@@ -39,34 +39,39 @@ gives it: every score is then the same float32 minimum, so softmax is uniform ov
 keys. The kernel reproduces that (p = 1/S, lse = the float32 minimum) so that its output
 and gradients equal the reference's everywhere, padding rows included.
 
-Layout. The kernel reads q, v and the incoming gradient, and writes out, dq, dk and dv,
+Layout. The kernel reads q, k, v and the incoming gradient, and writes out, dq, dk and dv,
 token by token, (B, T, H, D): the layout the projections produce and merge_heads reads, so
 split_heads' (B, H, T, D) views go in and the outputs go back as views, with no copy
-either way. Only the keys (and, backward, the values) are copied, transposed to
-(B, H, D, S), for the scores loop. Copying every operand to (B H, T, D) and back had cost
-8.5 of the 29.6 ms of a BERT-base layer's attention, forward + backward (B=8, T=128,
-2-core Intel VM, 2026-12-06), besides merge_heads' own copy.
+either way (q, k and v split from one fused projection, GPT-2's c_attn, are read in place
+too: only their rows of D need be contiguous). Each (batch, head) pair is one task of a
+`prange`; it transposes its own keys (and, backward, values) to (D, S) for the scores,
+which run along the keys, and zeroes its own rows of dk and dv. Copying every operand to
+(B H, T, D) and back had cost 8.5 of the 29.6 ms of a BERT-base layer's attention,
+forward + backward (B=8, T=128, 2-core Intel VM, 2026-12-06).
 
-The inner loops run over the key axis (scores against k stored transposed, (D, S)) or the
-head axis with ROWS rows of accumulators, so each loaded key or value feeds ROWS
-multiply-adds; the scores and P V also take four head dimensions (four keys) a step, so
-that each score (each output element) loaded and stored takes four multiply-adds, not one.
-The softmax's exp is a polynomial (`exp32`), not libm's expf, so that it vectorises, and
-sums may be reordered ("reassoc"), so that the row sums vectorise too: the reference's
-BLAS reorders its sums as well. The row's max is LLVM's maxnum (`maxnum32`): Python's max
-compiled to a compare and a branch that stayed scalar, and took 1.4 of the forward's 5.6
-ms on BERT-base's layer. What is left is the loop overhead of hand-written loops: per
-multiply-add this runs at about a third of BLAS's speed, and wins by doing half the
-multiply-adds (causal), no (B, H, T, S) temporaries, and one pass where NumPy makes several.
+Products. Every product (q k^T, P V, dO v^T, dX k, and dk, dv's sums over query rows) is
+cut into tiles of 4 rows by WIDTH = 64 columns, `matmul_tile`: its 16 accumulators stay
+in vector registers across the whole sum, each step two to four loads, four broadcasts
+and 16 fused multiply-adds, about 76 GMAC/s on one core here, OpenBLAS's speed. Numba
+code cannot say "keep this array in registers" (LLVM keeps a written array in memory, a
+load and a store per multiply-add: the loops this replaced ran at a third of that), so the
+tile is written in LLVM's vector instructions, an intrinsic, with its reference the
+product it names (tested). The backward takes BLOCK = 32 query rows a step, so that dk
+and dv add 32 rows' products per tile rather than 4. The softmax's exp is a polynomial
+(`exp32`), not libm's expf, so that it vectorises, and sums may be reordered ("reassoc"),
+so that the row sums vectorise too: the reference's BLAS reorders its sums as well. The
+row's max is LLVM's maxnum (`maxnum32`): Python's max compiled to a compare and a branch
+that stayed scalar, and took 1.4 of the forward's 5.6 ms on BERT-base's layer.
 
 `python benchmarks/bench_kernels.py` times both on the attention of
 benchmarks/side_by_side_training.py's GPT-2, B=8, H=6, T=S=256, D=64, float32, forward +
 backward (causal, no padding); on the 2-core CI-sized machine, 2026-12-03, shared, medians
 of 9 (three runs): 59 ms -> 37 ms on 2 threads (1.4x to 1.7x), 69 ms -> 49 ms on 1 (1.4x).
-With the layout, the max and the four-wide steps above (2-core Intel VM with AVX-512,
-2026-12-06, q, k and v as views of c_attn's output and dL/dout as merge_heads' VJP gives
-it, medians of 15, two runs each): that shape 32.7-34.4 -> 21.4-22.3 ms on 2 threads, and
-BERT-base's layer (B=8, H=12, T=S=128, D=64, every key kept) 31.3-33.0 -> 20.8-21.7 ms.
+With the layout, the max and the tiles above (2-core Intel VM with AVX-512, 2026-12-06,
+q, k and v as views of c_attn's output and dL/dout as merge_heads' VJP gives it, medians of
+15, two runs each against the code before, 911435d): that shape 32.7-34.4 -> 16.5-16.7 ms
+on 2 threads, and BERT-base's layer (B=8, H=12, T=S=128, D=64, every key kept) 31.2-33.0
+-> 12.7-13.6 ms, where transformers' SDPA takes 10.8-12.3.
 In the whole GPT-2 training step the gain is smaller, because OpenBLAS's idle threads spin
 for about 0.1 s after each GEMM on the cores this kernel needs (gpu/numba_cpu/__init__.py):
 alternating steps with and without it in one process, 2354 -> 2288 ms a step on 1 BLAS
