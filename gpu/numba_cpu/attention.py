@@ -168,8 +168,13 @@ def matmul_tile(typingctx, a0, a1, a2, a3, b, c0, c1, c2, c3, m, n, K, accumulat
     loop in memory, a load and a store every multiply-add; written here in LLVM's own
     vector instructions, each step is VECTORS loads of b's row, four broadcasts of a_r[k] and
     4 VECTORS fused multiply-adds (llvm.fma), the columns past n masked (llvm.masked.load and
-    .store). tests/gpu/test_attention_kernel.py checks it against the product it computes.
+    .store). On a CPU with narrower vectors than 512 bits (AVX2) LLVM splits each into
+    two or four. tests/gpu/test_attention_kernel.py checks it against the product it
+    computes.
     """
+    arrays = (a0, a1, a2, a3, b, c0, c1, c2, c3)
+    if not all(isinstance(t, types.Array) and t.dtype == types.float32 for t in arrays):
+        return None  # float32 arrays only: the code below reads 4-byte elements
     sig = types.void(a0, a1, a2, a3, b, c0, c1, c2, c3, m, n, K, accumulate)
 
     def codegen(context, builder, signature, args):
@@ -198,8 +203,8 @@ def matmul_tile(typingctx, a0, a1, a2, a3, b, c0, c1, c2, c3, m, n, K, accumulat
             return builder.shuffle_vector(one, undefined,
                                           ir.Constant(ir.VectorType(i32, LANES), [0] * LANES))
 
-        def lanes_at(pointer, half):  # columns half * LANES .. of a row, as a vector pointer
-            return builder.bitcast(builder.gep(pointer, [ir.Constant(i64, half * LANES)]), vptr)
+        def lanes_at(pointer, v):  # columns v * LANES .. of a row, as a vector pointer
+            return builder.bitcast(builder.gep(pointer, [ir.Constant(i64, v * LANES)]), vptr)
 
         a_data, a_step = [x.data for x in arrays[:4]], [step(x, 1) for x in arrays[:4]]
         b_data, b_step = arrays[4].data, step(arrays[4], 2)

@@ -277,9 +277,10 @@ class Int8KVCache(KVCache):
     def kernel_arrays(self, layer):
         """(codes, the scales' bits as uint16) of the keys and of the values: the decoding
         step (gpu/numba_cpu/decoding.py) quantises into them as `_store` does."""
-        bits = numpy.uint16 if self.scale_dtype == numpy.float16 else self.scale_dtype
-        return ((self.key_codes[layer], self.key_scales[layer].view(bits)),
-                (self.value_codes[layer], self.value_scales[layer].view(bits)))
+        def bits(scales):  # other scale dtypes go as they are (the step takes only float16)
+            return scales.view(numpy.uint16) if scales.dtype == numpy.float16 else scales
+        return ((self.key_codes[layer], bits(self.key_scales[layer])),
+                (self.value_codes[layer], bits(self.value_scales[layer])))
 
     def _load(self, layer, n):
         return (dequantize_int8(self.key_codes[layer][:, :, :n],

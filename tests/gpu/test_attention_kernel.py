@@ -110,6 +110,12 @@ def test_matmul_tile_is_the_product_it_names(m, n, K, accumulate, columns, seed)
     np.testing.assert_array_equal(got[:, n:], c[:, n:])
 
 
+def test_matmul_tile_takes_float32_only():
+    a, b, c = (np.zeros((4, 8)) for _ in range(3))  # float64
+    with pytest.raises(numba.core.errors.TypingError):
+        tile_once(a, b, c, 4, 8, 8, False)
+
+
 @numba.njit
 def tile_once(a, b, c, m, n, K, accumulate):
     kernels.matmul_tile(a[0], a[1], a[2], a[3], b, c[0], c[1], c[2], c[3], m, n, K,
